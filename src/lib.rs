@@ -1,0 +1,3 @@
+pub mod engine;
+pub mod persistence;
+pub mod stripe;

@@ -1,0 +1,488 @@
+//! `decide`: a command and the current state in, the events that carry it out (or a refusal) out.
+//! No I/O, no clock: `now` and fresh ids are arguments.
+
+use super::catalog::Catalog;
+use super::event::{CreditHold, Event, EventKind, GrantSource, Granted, Reserved};
+use super::ids::{IdSource, ModelKey};
+use super::matcher::{self, Available, Reason};
+use super::time::{MS_PER_DAY, Ts};
+use super::user::{BalanceStatus, Reservation, ReservationStatus, SubscriptionStatus, UserState};
+
+/// A request that changes a user's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Hold `amount` of `model`; with `commit`, keep it at once (consume).
+    Reserve {
+        model: ModelKey,
+        amount: u64,
+        ttl_ms: i64,
+        metadata: Option<String>,
+        request_key: Option<String>,
+        commit: bool,
+    },
+    Commit {
+        reservation_id: String,
+        amount: Option<u64>,
+        response: Option<String>,
+    },
+    Release {
+        reservation_id: String,
+        error_code: Option<String>,
+    },
+    Grant {
+        pack_id: String,
+        external_ref: String,
+        source: GrantSource,
+        notes: Option<String>,
+        expires_at: Option<Ts>,
+        payment_intent: Option<String>,
+    },
+    Revoke {
+        balance_id: String,
+        reason: Option<String>,
+    },
+    Subscribe {
+        plan_id: String,
+    },
+    Cancel,
+}
+
+/// What a command did, for the answer; the details are read from the state after `apply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The reservation that was made (or found again by its request key).
+    Reservation(String),
+    Denied {
+        reasons: Vec<Reason>,
+        available: Available,
+    },
+    Granted {
+        created: bool,
+        balance_ids: Vec<String>,
+    },
+    Balance(String),
+    Subscription,
+}
+
+/// An expected refusal: the request is wrong for the current state. Nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no plan with id '{0}'")]
+    PlanNotFound(String),
+    #[error("no credit pack with id '{0}'")]
+    PackNotFound(String),
+    #[error("no reservation with id '{0}'")]
+    ReservationNotFound(String),
+    #[error("no balance with id '{0}'")]
+    BalanceNotFound(String),
+    #[error("reservation '{id}' is {status}, not pending")]
+    ReservationNotPending { id: String, status: &'static str },
+    #[error("the commit amount {asked} is above the reserved amount {reserved}")]
+    CommitAboveReserved { asked: u64, reserved: u64 },
+    #[error("expiresAt must be in the future")]
+    ExpiresAtNotInFuture,
+    #[error("this user never had a subscription")]
+    NoSubscription,
+}
+
+pub struct Decision {
+    pub events: Vec<Event>,
+    pub outcome: Outcome,
+}
+
+/// Builds events stamped with `now` and fresh ledger ids.
+struct Stamp<'a, I: IdSource> {
+    now: Ts,
+    ids: &'a mut I,
+    events: Vec<Event>,
+}
+
+impl<I: IdSource> Stamp<'_, I> {
+    fn push(&mut self, kind: EventKind) {
+        let id = self.ids.next_id("le");
+        self.events.push(Event {
+            id,
+            at: self.now,
+            kind,
+        });
+    }
+}
+
+pub fn decide(
+    state: &UserState,
+    catalog: &Catalog,
+    command: Command,
+    now: Ts,
+    ids: &mut impl IdSource,
+) -> Result<Decision, Rejection> {
+    let mut out = Stamp {
+        now,
+        ids,
+        events: Vec::new(),
+    };
+    let outcome = match command {
+        Command::Reserve {
+            model,
+            amount,
+            ttl_ms,
+            metadata,
+            request_key,
+            commit,
+        } => {
+            if let Some(id) = request_key.as_ref().and_then(|k| state.request_keys.get(k)) {
+                return Ok(Decision {
+                    events: vec![],
+                    outcome: Outcome::Reservation(id.clone()),
+                });
+            }
+            let found = matcher::find(state, catalog, &model, amount, now);
+            match found.result {
+                Err(reasons) => Outcome::Denied {
+                    reasons,
+                    available: found.available,
+                },
+                Ok(allocation) => {
+                    let reservation_id = out.ids.next_id("res");
+                    let plan_amount = allocation.plan.as_ref().map_or(0, |p| p.amount);
+                    let credits = allocation.credits.clone();
+                    out.push(EventKind::UsageReserved(Reserved {
+                        reservation_id: reservation_id.clone(),
+                        model,
+                        amount,
+                        plan: allocation.plan,
+                        credits: allocation.credits,
+                        expires_at: now.plus_ms(ttl_ms),
+                        metadata,
+                        request_key,
+                    }));
+                    if commit {
+                        out.push(EventKind::UsageCommitted {
+                            reservation_id: reservation_id.clone(),
+                            amount,
+                            plan_amount,
+                            credits,
+                            response: None,
+                        });
+                    }
+                    Outcome::Reservation(reservation_id)
+                }
+            }
+        }
+        Command::Commit {
+            reservation_id,
+            amount,
+            response,
+        } => {
+            let res = reservation(state, &reservation_id)?;
+            let asked = amount.unwrap_or(res.amount);
+            if res.status == ReservationStatus::Committed && res.committed_amount == Some(asked) {
+                return Ok(Decision {
+                    events: vec![],
+                    outcome: Outcome::Reservation(reservation_id),
+                });
+            }
+            pending(res)?;
+            if asked > res.amount {
+                return Err(Rejection::CommitAboveReserved {
+                    asked,
+                    reserved: res.amount,
+                });
+            }
+            let (plan_amount, credits) = split_commit(res, asked);
+            out.push(EventKind::UsageCommitted {
+                reservation_id: reservation_id.clone(),
+                amount: asked,
+                plan_amount,
+                credits: credits.clone(),
+                response,
+            });
+            write_offs(state, res, &credits, &mut out);
+            Outcome::Reservation(reservation_id)
+        }
+        Command::Release {
+            reservation_id,
+            error_code,
+        } => {
+            let res = reservation(state, &reservation_id)?;
+            if res.status == ReservationStatus::Released {
+                return Ok(Decision {
+                    events: vec![],
+                    outcome: Outcome::Reservation(reservation_id),
+                });
+            }
+            pending(res)?;
+            out.push(EventKind::UsageReleased {
+                reservation_id: reservation_id.clone(),
+                error_code,
+            });
+            write_offs(state, res, &[], &mut out);
+            Outcome::Reservation(reservation_id)
+        }
+        Command::Grant {
+            pack_id,
+            external_ref,
+            source,
+            notes,
+            expires_at,
+            payment_intent,
+        } => {
+            if let Some(ids) = state.grants.get(&(pack_id.clone(), external_ref.clone())) {
+                let outcome = Outcome::Granted {
+                    created: false,
+                    balance_ids: ids.clone(),
+                };
+                return Ok(Decision {
+                    events: vec![],
+                    outcome,
+                });
+            }
+            let pack = catalog
+                .packs
+                .get(&pack_id)
+                .ok_or_else(|| Rejection::PackNotFound(pack_id.clone()))?;
+            if expires_at.is_some_and(|e| e <= now) {
+                return Err(Rejection::ExpiresAtNotInFuture);
+            }
+            let expires_at = expires_at.or_else(|| {
+                pack.expires_in_days
+                    .map(|days| now.plus_ms(i64::from(days) * MS_PER_DAY))
+            });
+            let mut balance_ids = Vec::with_capacity(pack.items.len());
+            for item in &pack.items {
+                let balance_id = out.ids.next_id("bal");
+                balance_ids.push(balance_id.clone());
+                out.push(EventKind::CreditsGranted(Granted {
+                    balance_id,
+                    pack_id: pack.id.clone(),
+                    pack_item_id: item.id.clone(),
+                    pattern: item.pattern.clone(),
+                    unit: item.unit.clone(),
+                    amount: item.amount,
+                    source,
+                    external_ref: external_ref.clone(),
+                    notes: notes.clone(),
+                    expires_at,
+                    payment_intent: payment_intent.clone(),
+                }));
+            }
+            Outcome::Granted {
+                created: true,
+                balance_ids,
+            }
+        }
+        Command::Revoke { balance_id, reason } => {
+            let b = state
+                .balance(&balance_id)
+                .ok_or_else(|| Rejection::BalanceNotFound(balance_id.clone()))?;
+            // Revoking a dead balance changes nothing: there is nothing left to take.
+            if b.status == BalanceStatus::Active {
+                out.push(EventKind::CreditsRevoked {
+                    balance_id: balance_id.clone(),
+                    amount: b.remaining,
+                    reason,
+                    reservation_id: None,
+                });
+            }
+            Outcome::Balance(balance_id)
+        }
+        Command::Subscribe { plan_id } => {
+            if !catalog.plans.contains_key(&plan_id) {
+                return Err(Rejection::PlanNotFound(plan_id));
+            }
+            let unchanged = state
+                .subscription
+                .as_ref()
+                .is_some_and(|s| s.status == SubscriptionStatus::Active && s.plan_id == plan_id);
+            if !unchanged {
+                out.push(EventKind::SubscriptionUpdated {
+                    plan_id,
+                    period_start: now,
+                });
+            }
+            Outcome::Subscription
+        }
+        Command::Cancel => {
+            let s = state
+                .subscription
+                .as_ref()
+                .ok_or(Rejection::NoSubscription)?;
+            if s.status == SubscriptionStatus::Active {
+                out.push(EventKind::SubscriptionCanceled {
+                    plan_id: s.plan_id.clone(),
+                });
+            }
+            Outcome::Subscription
+        }
+    };
+    Ok(Decision {
+        events: out.events,
+        outcome,
+    })
+}
+
+/// The next deadline that has passed at `now`, as the events that carry it out: a balance that
+/// expires, or a pending reservation that expires. The caller applies them and asks again until
+/// nothing is due, so that each step sees the effect of the one before.
+pub fn next_due(state: &UserState, now: Ts, ids: &mut impl IdSource) -> Vec<Event> {
+    let balance = state
+        .balances
+        .iter()
+        .filter(|b| b.status == BalanceStatus::Active && b.expires_at.is_some_and(|e| e <= now))
+        .min_by_key(|b| b.expires_at);
+    let reservation = state
+        .pending
+        .first()
+        .filter(|(deadline, _)| *deadline <= now);
+    let mut out = Stamp {
+        now,
+        ids,
+        events: Vec::new(),
+    };
+    match (balance, reservation) {
+        (Some(b), r) if r.is_none_or(|(deadline, _)| b.expires_at <= Some(*deadline)) => {
+            out.push(EventKind::CreditsExpired {
+                balance_id: b.id.clone(),
+                amount: b.remaining,
+                reservation_id: None,
+            });
+        }
+        (_, Some((_, id))) => {
+            let res = &state.reservations[id];
+            out.push(EventKind::UsageExpired {
+                reservation_id: id.clone(),
+            });
+            write_offs(state, res, &[], &mut out);
+        }
+        _ => {}
+    }
+    out.events
+}
+
+/// The earliest deadline still ahead, for a timer.
+pub fn next_deadline(state: &UserState) -> Option<Ts> {
+    let balance = state
+        .balances
+        .iter()
+        .filter(|b| b.status == BalanceStatus::Active)
+        .filter_map(|b| b.expires_at)
+        .min();
+    let reservation = state.pending.first().map(|(deadline, _)| *deadline);
+    balance.into_iter().chain(reservation).min()
+}
+
+fn reservation<'a>(state: &'a UserState, id: &str) -> Result<&'a Reservation, Rejection> {
+    state
+        .reservations
+        .get(id)
+        .ok_or_else(|| Rejection::ReservationNotFound(id.to_owned()))
+}
+
+fn pending(res: &Reservation) -> Result<(), Rejection> {
+    if res.status == ReservationStatus::Pending {
+        Ok(())
+    } else {
+        Err(Rejection::ReservationNotPending {
+            id: res.id.clone(),
+            status: res.status.as_str(),
+        })
+    }
+}
+
+/// Keeps `amount` from the reservation's sources in allocation order, plan first.
+fn split_commit(res: &Reservation, amount: u64) -> (u64, Vec<CreditHold>) {
+    let plan_amount = res.plan_amount().min(amount);
+    let mut left = amount - plan_amount;
+    let mut credits = Vec::new();
+    for hold in &res.credits {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(hold.amount);
+        credits.push(CreditHold {
+            balance_id: hold.balance_id.clone(),
+            amount: take,
+        });
+        left -= take;
+    }
+    (plan_amount, credits)
+}
+
+/// Ledger entries for units of `res` that go back to a revoked or expired balance.
+fn write_offs<I: IdSource>(
+    state: &UserState,
+    res: &Reservation,
+    committed: &[CreditHold],
+    out: &mut Stamp<'_, I>,
+) {
+    for hold in &res.credits {
+        let kept = committed
+            .iter()
+            .find(|c| c.balance_id == hold.balance_id)
+            .map_or(0, |c| c.amount);
+        let back = hold.amount - kept;
+        let Some(b) = state.balance(&hold.balance_id) else {
+            continue;
+        };
+        if back == 0 {
+            continue;
+        }
+        let balance_id = b.id.clone();
+        let reservation_id = Some(res.id.clone());
+        match b.status {
+            BalanceStatus::Active => {}
+            BalanceStatus::Revoked => out.push(EventKind::CreditsRevoked {
+                balance_id,
+                amount: back,
+                reason: Some("units returned to a revoked balance".into()),
+                reservation_id,
+            }),
+            BalanceStatus::Expired => out.push(EventKind::CreditsExpired {
+                balance_id,
+                amount: back,
+                reservation_id,
+            }),
+        }
+    }
+}
+
+/// Applies every deadline that has passed at `now` and returns the events, oldest first.
+pub fn catch_up(state: &mut UserState, now: Ts, ids: &mut impl IdSource) -> Vec<Event> {
+    let mut applied = Vec::new();
+    loop {
+        let due = next_due(state, now, ids);
+        if due.is_empty() {
+            return applied;
+        }
+        for event in due {
+            state.apply(&event);
+            applied.push(event);
+        }
+    }
+}
+
+/// What one command did to a user: the events applied (deadlines that had passed first, then the
+/// command's own) and the command's outcome or refusal.
+pub struct Step {
+    pub events: Vec<Event>,
+    pub result: Result<Outcome, Rejection>,
+}
+
+/// Brings the user up to `now`, decides the command and applies its events: the one entry point of
+/// live operation. A refused command still returns the deadline events, which must be journaled.
+pub fn step(
+    state: &mut UserState,
+    catalog: &Catalog,
+    command: Command,
+    now: Ts,
+    ids: &mut impl IdSource,
+) -> Step {
+    let mut events = catch_up(state, now, ids);
+    let result = decide(state, catalog, command, now, ids).map(|decision| {
+        for event in &decision.events {
+            state.apply(event);
+        }
+        events.extend(decision.events);
+        decision.outcome
+    });
+    Step { events, result }
+}

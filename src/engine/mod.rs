@@ -1,0 +1,25 @@
+//! The pure domain: every business rule of vevee, with no actor, clock, disk or HTTP in it.
+//!
+//! Reading order: [`ids`] and [`time`] (values that parse their input), [`catalog`] (plans and
+//! packs), [`user`] (one user's state and `apply`), [`event`] (what `apply` takes, which is also
+//! the ledger), [`matcher`] (who pays for a request), [`decide`] (commands into events), and
+//! [`state`] (the whole engine as the journal sees it).
+
+pub mod catalog;
+pub mod decide;
+pub mod event;
+pub mod ids;
+pub mod matcher;
+pub mod state;
+pub mod time;
+pub mod user;
+
+#[cfg(test)]
+mod tests;
+
+pub use decide::{
+    Command, Decision, Outcome, Rejection, Step, catch_up, decide, next_deadline, next_due, step,
+};
+pub use state::{EngineState, Mode, Record, UserKey};
+pub use time::Ts;
+pub use user::UserState;

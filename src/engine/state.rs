@@ -1,0 +1,102 @@
+//! The whole engine's state as the journal describes it, and the journal's record type.
+//!
+//! Live operation keeps this state spread over actors; recovery and snapshots keep it in one value.
+//! Both change it only through [`UserState::apply`] and [`Catalog::apply`], so replay equals live.
+
+use super::catalog::{Catalog, CatalogChange};
+use super::event::Event;
+use super::ids::UserId;
+use super::time::Ts;
+use super::user::UserState;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Mode {
+    Live,
+    Test,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Test => "test",
+        }
+    }
+}
+
+/// Who a user is: the same user id in two apps, or in two modes, are two users.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserKey {
+    pub app: String,
+    pub mode: Mode,
+    pub user: UserId,
+}
+
+/// A stored answer to a request that carried an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    /// SHA-256 of method, path and body: a reuse of the key with anything else is refused.
+    pub fingerprint: [u8; 32],
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub at: Ts,
+}
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    User {
+        key: UserKey,
+        event: Event,
+    },
+    Catalog {
+        app: String,
+        change: CatalogChange,
+    },
+    /// The test clock of an app moved to `offset_ms` ahead of real time.
+    TestClock {
+        app: String,
+        offset_ms: i64,
+    },
+    Answer {
+        app: String,
+        mode: Mode,
+        key: String,
+        answer: StoredAnswer,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineState {
+    pub catalogs: FxHashMap<String, Catalog>,
+    pub test_clock_offsets_ms: FxHashMap<String, i64>,
+    pub users: FxHashMap<UserKey, UserState>,
+    pub answers: FxHashMap<(String, Mode, String), StoredAnswer>,
+}
+
+impl EngineState {
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::User { key, event } => {
+                self.users.entry(key.clone()).or_default().apply(event);
+            }
+            Record::Catalog { app, change } => {
+                self.catalogs.entry(app.clone()).or_default().apply(change);
+            }
+            Record::TestClock { app, offset_ms } => {
+                self.test_clock_offsets_ms.insert(app.clone(), *offset_ms);
+            }
+            Record::Answer {
+                app,
+                mode,
+                key,
+                answer,
+            } => {
+                self.answers
+                    .insert((app.clone(), *mode, key.clone()), answer.clone());
+            }
+        }
+    }
+}

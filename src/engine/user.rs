@@ -1,0 +1,392 @@
+//! One user's state in one mode, and `apply`, the only code that changes it.
+//!
+//! `apply` cannot fail: `decide` has checked everything before the event exists. It asserts the
+//! invariants it relies on, because a broken one means a bug, and serving wrong balances is worse
+//! than stopping.
+
+use super::event::{CreditHold, Event, EventKind, GrantSource, PlanHold, Reserved};
+use super::ids::{ModelKey, Pattern};
+use super::time::Ts;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscriptionStatus {
+    Active,
+    Canceled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub plan_id: String,
+    pub status: SubscriptionStatus,
+    pub current_period_start: Ts,
+    pub created_at: Ts,
+}
+
+impl Subscription {
+    pub fn active_plan(&self) -> Option<&str> {
+        (self.status == SubscriptionStatus::Active).then_some(self.plan_id.as_str())
+    }
+}
+
+/// Usage of one plan limit in the window that starts at `window`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub window: Ts,
+    pub used: u64,
+    pub reserved: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BalanceStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl BalanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BalanceStatus::Active => "active",
+            BalanceStatus::Expired => "expired",
+            BalanceStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// One pack item granted to one user. Invariant I1:
+/// `granted = remaining + reserved + committed + revoked + expired`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub id: String,
+    pub pack_id: String,
+    pub pack_item_id: String,
+    pub pattern: Pattern,
+    pub unit: String,
+    pub granted: u64,
+    pub remaining: u64,
+    pub reserved: u64,
+    pub committed: u64,
+    pub revoked: u64,
+    pub expired: u64,
+    pub status: BalanceStatus,
+    pub source: GrantSource,
+    pub external_ref: String,
+    pub notes: Option<String>,
+    pub expires_at: Option<Ts>,
+    pub created_at: Ts,
+    pub payment_intent: Option<String>,
+}
+
+impl Balance {
+    pub fn is_balanced(&self) -> bool {
+        [
+            self.remaining,
+            self.reserved,
+            self.committed,
+            self.revoked,
+            self.expired,
+        ]
+        .iter()
+        .try_fold(0u64, |sum, part| sum.checked_add(*part))
+            == Some(self.granted)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReservationStatus {
+    Pending,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Pending => "pending",
+            ReservationStatus::Committed => "committed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: String,
+    pub model: ModelKey,
+    pub amount: u64,
+    pub plan: Option<PlanHold>,
+    pub credits: Vec<CreditHold>,
+    pub status: ReservationStatus,
+    pub expires_at: Ts,
+    pub created_at: Ts,
+    pub metadata: Option<String>,
+    pub committed_amount: Option<u64>,
+    pub response: Option<String>,
+    pub error_code: Option<String>,
+}
+
+impl Reservation {
+    pub fn plan_amount(&self) -> u64 {
+        self.plan.as_ref().map_or(0, |p| p.amount)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    pub subscription: Option<Subscription>,
+    /// Keyed by (plan id, limit id): a lifetime counter outlives a change of plan.
+    pub counters: FxHashMap<(String, String), Counter>,
+    /// In grant order.
+    pub balances: Vec<Balance>,
+    pub balance_index: FxHashMap<String, usize>,
+    /// (pack id, external ref) → the balances of that grant, in item order.
+    pub grants: FxHashMap<(String, String), Vec<String>>,
+    pub reservations: FxHashMap<String, Reservation>,
+    /// Pending reservations by deadline, so the next expiry is found without a scan.
+    pub pending: BTreeSet<(Ts, String)>,
+    /// Idempotency key of a reserve → its reservation id.
+    pub request_keys: FxHashMap<String, String>,
+    /// Every event ever applied, oldest first: the user's ledger.
+    pub ledger: Vec<Event>,
+}
+
+impl UserState {
+    pub fn balance(&self, id: &str) -> Option<&Balance> {
+        self.balance_index.get(id).map(|&i| &self.balances[i])
+    }
+
+    fn balance_mut(&mut self, id: &str) -> &mut Balance {
+        let index = *self
+            .balance_index
+            .get(id)
+            .unwrap_or_else(|| panic!("event names unknown balance {id}"));
+        &mut self.balances[index]
+    }
+
+    fn reservation_mut(&mut self, id: &str) -> &mut Reservation {
+        self.reservations
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("event names unknown reservation {id}"))
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::CreditsGranted(g) => {
+                let balance = Balance {
+                    id: g.balance_id.clone(),
+                    pack_id: g.pack_id.clone(),
+                    pack_item_id: g.pack_item_id.clone(),
+                    pattern: g.pattern.clone(),
+                    unit: g.unit.clone(),
+                    granted: g.amount,
+                    remaining: g.amount,
+                    reserved: 0,
+                    committed: 0,
+                    revoked: 0,
+                    expired: 0,
+                    status: BalanceStatus::Active,
+                    source: g.source,
+                    external_ref: g.external_ref.clone(),
+                    notes: g.notes.clone(),
+                    expires_at: g.expires_at,
+                    created_at: event.at,
+                    payment_intent: g.payment_intent.clone(),
+                };
+                self.balance_index
+                    .insert(g.balance_id.clone(), self.balances.len());
+                self.balances.push(balance);
+                self.grants
+                    .entry((g.pack_id.clone(), g.external_ref.clone()))
+                    .or_default()
+                    .push(g.balance_id.clone());
+            }
+            EventKind::CreditsRevoked {
+                balance_id,
+                amount,
+                reservation_id: None,
+                ..
+            } => {
+                let b = self.balance_mut(balance_id);
+                b.remaining = sub(b.remaining, *amount);
+                b.revoked = add(b.revoked, *amount);
+                b.status = BalanceStatus::Revoked;
+            }
+            EventKind::CreditsExpired {
+                balance_id,
+                amount,
+                reservation_id: None,
+            } => {
+                let b = self.balance_mut(balance_id);
+                b.remaining = sub(b.remaining, *amount);
+                b.expired = add(b.expired, *amount);
+                b.status = BalanceStatus::Expired;
+            }
+            // A write-off of units that came back to a dead balance: the usage event just before it
+            // already moved them, this entry is there for the ledger.
+            EventKind::CreditsRevoked {
+                reservation_id: Some(_),
+                ..
+            }
+            | EventKind::CreditsExpired {
+                reservation_id: Some(_),
+                ..
+            } => {}
+            EventKind::UsageReserved(r) => self.hold(r, event.at),
+            EventKind::UsageCommitted {
+                reservation_id,
+                amount,
+                plan_amount,
+                credits,
+                response,
+            } => {
+                let res = self.reservation_mut(reservation_id);
+                res.status = ReservationStatus::Committed;
+                res.committed_amount = Some(*amount);
+                res.response = response.clone();
+                let res = res.clone();
+                self.settle(&res, *plan_amount, credits);
+            }
+            EventKind::UsageReleased {
+                reservation_id,
+                error_code,
+            } => {
+                let res = self.reservation_mut(reservation_id);
+                res.status = ReservationStatus::Released;
+                res.error_code = error_code.clone();
+                let res = res.clone();
+                self.settle(&res, 0, &[]);
+            }
+            EventKind::UsageExpired { reservation_id } => {
+                let res = self.reservation_mut(reservation_id);
+                res.status = ReservationStatus::Expired;
+                let res = res.clone();
+                self.settle(&res, 0, &[]);
+            }
+            EventKind::SubscriptionUpdated {
+                plan_id,
+                period_start,
+            } => {
+                let created_at = match &self.subscription {
+                    Some(s) if s.status == SubscriptionStatus::Active => s.created_at,
+                    _ => event.at,
+                };
+                self.subscription = Some(Subscription {
+                    plan_id: plan_id.clone(),
+                    status: SubscriptionStatus::Active,
+                    current_period_start: *period_start,
+                    created_at,
+                });
+            }
+            EventKind::SubscriptionCanceled { .. } => {
+                if let Some(s) = &mut self.subscription {
+                    s.status = SubscriptionStatus::Canceled;
+                }
+            }
+        }
+        self.ledger.push(event.clone());
+    }
+
+    fn hold(&mut self, r: &Reserved, at: Ts) {
+        if let Some(plan) = &r.plan {
+            for limit in &plan.limits {
+                let key = (plan.plan_id.clone(), limit.limit_id.clone());
+                let counter = self.counters.entry(key).or_default();
+                if counter.window != limit.window {
+                    *counter = Counter {
+                        window: limit.window,
+                        used: 0,
+                        reserved: 0,
+                    };
+                }
+                counter.reserved = add(counter.reserved, plan.amount);
+            }
+        }
+        for hold in &r.credits {
+            let b = self.balance_mut(&hold.balance_id);
+            assert_eq!(
+                b.status,
+                BalanceStatus::Active,
+                "hold on a dead balance {}",
+                b.id
+            );
+            b.remaining = sub(b.remaining, hold.amount);
+            b.reserved = add(b.reserved, hold.amount);
+        }
+        self.pending
+            .insert((r.expires_at, r.reservation_id.clone()));
+        if let Some(key) = &r.request_key {
+            self.request_keys
+                .insert(key.clone(), r.reservation_id.clone());
+        }
+        self.reservations.insert(
+            r.reservation_id.clone(),
+            Reservation {
+                id: r.reservation_id.clone(),
+                model: r.model.clone(),
+                amount: r.amount,
+                plan: r.plan.clone(),
+                credits: r.credits.clone(),
+                status: ReservationStatus::Pending,
+                expires_at: r.expires_at,
+                created_at: at,
+                metadata: r.metadata.clone(),
+                committed_amount: None,
+                response: None,
+                error_code: None,
+            },
+        );
+    }
+
+    /// Ends a pending reservation: keeps what was committed from each source and gives the rest
+    /// back to where it came from, or writes it off where that balance is dead or that counter's
+    /// window has passed.
+    fn settle(&mut self, res: &Reservation, plan_committed: u64, committed: &[CreditHold]) {
+        assert!(
+            self.pending.remove(&(res.expires_at, res.id.clone())),
+            "{} not pending",
+            res.id
+        );
+        if let Some(plan) = &res.plan {
+            for limit in &plan.limits {
+                let key = (plan.plan_id.clone(), limit.limit_id.clone());
+                if let Some(counter) = self.counters.get_mut(&key) {
+                    if counter.window == limit.window {
+                        counter.reserved = sub(counter.reserved, plan.amount);
+                        counter.used = add(counter.used, plan_committed);
+                    }
+                }
+            }
+        }
+        for hold in &res.credits {
+            let kept = committed
+                .iter()
+                .find(|c| c.balance_id == hold.balance_id)
+                .map_or(0, |c| c.amount);
+            let back = sub(hold.amount, kept);
+            let b = self.balance_mut(&hold.balance_id);
+            b.reserved = sub(b.reserved, hold.amount);
+            b.committed = add(b.committed, kept);
+            match b.status {
+                BalanceStatus::Active => b.remaining = add(b.remaining, back),
+                BalanceStatus::Revoked => b.revoked = add(b.revoked, back),
+                BalanceStatus::Expired => b.expired = add(b.expired, back),
+            }
+            debug_assert!(b.is_balanced(), "I1 broken on {}", b.id);
+        }
+    }
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a.checked_add(b)
+        .expect("a quantity overflowed u64: decide let an impossible event through")
+}
+
+fn sub(a: u64, b: u64) -> u64 {
+    a.checked_sub(b)
+        .expect("a quantity went below zero: decide let an impossible event through")
+}
