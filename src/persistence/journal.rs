@@ -1,0 +1,326 @@
+//! The journal store: an ordered map from a batch's first sequence number to its frame bytes.
+//!
+//! This is the only module that knows sled. Everything above it sees the [`Journal`] trait, so a
+//! second implementation (NATS JetStream, see DESIGN.md "Scaling past one machine") can be added
+//! without touching recovery or the writer.
+
+use std::path::{Path, PathBuf};
+
+/// Storage for group-commit batches. One writer: mutating methods take `&mut self`.
+///
+/// Each batch is stored whole under its first sequence number; the store never looks inside a
+/// frame (the codec and recovery do). Keys must strictly increase from one `append` to the next,
+/// and an empty batch must not be appended (it would share its key with the batch after it).
+pub trait Journal: Send + 'static {
+    /// The bytes of one stored frame, handed out without copying where the store allows.
+    type Frame: AsRef<[u8]>;
+
+    /// Stores one batch frame. It is durable only after the next successful [`Journal::flush`].
+    fn append(&mut self, first_seq: u64, frame: &[u8]) -> Result<(), JournalError>;
+
+    /// Makes every appended batch durable (fsync). Answer callers only after this returns `Ok`.
+    fn flush(&mut self) -> Result<(), JournalError>;
+
+    /// The batch with the highest first sequence number, if any.
+    fn last_batch(&self) -> Result<Option<(u64, Self::Frame)>, JournalError>;
+
+    /// Batches in sequence order, starting with the one that may hold `seq` (the last batch whose
+    /// first sequence is at or below `seq`, or the first batch if every batch starts above it).
+    fn batches_from(&self, seq: u64) -> Batches<'_, Self::Frame>;
+
+    /// Removes every batch whose first sequence is at or above `first_seq`, returning how many
+    /// were removed. Used to drop a torn last batch, or by an operator to cut a damaged journal.
+    fn truncate_from(&mut self, first_seq: u64) -> Result<u64, JournalError>;
+
+    /// Removes batches that hold only records below `seq` (covered by a snapshot at `seq`),
+    /// returning how many were removed. The batch that may hold `seq - 1` is always kept, so the
+    /// journal is never emptied by this call and its end stays discoverable.
+    fn remove_before(&mut self, seq: u64) -> Result<u64, JournalError>;
+
+    /// Bytes the store occupies on disk.
+    fn size_on_disk(&self) -> Result<u64, JournalError>;
+}
+
+/// An iterator over `(first_seq, frame)` pairs in sequence order.
+pub type Batches<'a, F> = Box<dyn Iterator<Item = Result<(u64, F), JournalError>> + 'a>;
+
+/// Why the journal store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the journal at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("journal storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error(
+        "journal append out of order: batch {first_seq} does not come after the last stored \
+         batch {last_first_seq} (sequence numbers must strictly increase)"
+    )]
+    OutOfOrder { first_seq: u64, last_first_seq: u64 },
+    #[error("journal key of {len} bytes is not an 8-byte sequence number; the journal is damaged")]
+    BadKey { len: usize },
+}
+
+/// How many keys [`SledJournal::remove_before`] deletes per sled batch, to bound memory when a
+/// large journal prefix is dropped.
+const REMOVE_CHUNK: usize = 4096;
+
+/// sled's page cache size. sled's default (1 GiB) suits read-heavy databases; the journal is
+/// written once and read once at startup, so a small cache keeps the process lean.
+const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// [`Journal`] on a sled tree keyed by the big-endian first sequence number (so sled's byte order
+/// is sequence order).
+pub struct SledJournal {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// First sequence of the newest stored batch, cached so `append` can refuse out-of-order
+    /// writes without a lookup.
+    last_first_seq: Option<u64>,
+}
+
+impl SledJournal {
+    /// Opens (or creates) the journal in `dir`.
+    ///
+    /// `Mode::HighThroughput`: the journal is append-only with increasing keys and drops whole
+    /// prefixes when a snapshot covers them, so there is little fragmentation for `LowSpace` to
+    /// fight, and its extra segment rewriting would cost write bandwidth on the path every
+    /// acknowledgement waits for. Durability does not depend on the mode: `flush` fsyncs.
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        let open_error = |source| JournalError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open()
+            .map_err(open_error)?;
+        let tree = db.open_tree("journal").map_err(open_error)?;
+        let last_first_seq = match tree.last()? {
+            Some((key, _)) => Some(seq_of(&key)?),
+            None => None,
+        };
+        Ok(Self {
+            db,
+            tree,
+            last_first_seq,
+        })
+    }
+
+    fn refresh_last(&mut self) -> Result<(), JournalError> {
+        self.last_first_seq = match self.tree.last()? {
+            Some((key, _)) => Some(seq_of(&key)?),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Removes `keys` in chunks; oldest first, so a crash midway leaves a valid journal.
+    fn remove_keys(
+        &self,
+        keys: impl Iterator<Item = sled::Result<sled::IVec>>,
+    ) -> Result<u64, JournalError> {
+        let mut removed = 0u64;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0usize;
+        for key in keys {
+            batch.remove(key?);
+            in_batch += 1;
+            if in_batch == REMOVE_CHUNK {
+                self.tree.apply_batch(std::mem::take(&mut batch))?;
+                removed += in_batch as u64;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            self.tree.apply_batch(batch)?;
+            removed += in_batch as u64;
+        }
+        Ok(removed)
+    }
+}
+
+impl Journal for SledJournal {
+    type Frame = sled::IVec;
+
+    fn append(&mut self, first_seq: u64, frame: &[u8]) -> Result<(), JournalError> {
+        if let Some(last_first_seq) = self.last_first_seq.filter(|&last| first_seq <= last) {
+            return Err(JournalError::OutOfOrder {
+                first_seq,
+                last_first_seq,
+            });
+        }
+        self.tree.insert(first_seq.to_be_bytes(), frame)?;
+        self.last_first_seq = Some(first_seq);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), JournalError> {
+        // Tree::flush flushes the whole pagecache shared by every tree of the Db, and fsyncs.
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    fn last_batch(&self) -> Result<Option<(u64, sled::IVec)>, JournalError> {
+        match self.tree.last()? {
+            Some((key, frame)) => Ok(Some((seq_of(&key)?, frame))),
+            None => Ok(None),
+        }
+    }
+
+    fn batches_from(&self, seq: u64) -> Batches<'_, sled::IVec> {
+        let start = match self.tree.range(..=seq.to_be_bytes()).next_back() {
+            Some(Ok((key, _))) => key,
+            Some(Err(e)) => return Box::new(std::iter::once(Err(e.into()))),
+            None => sled::IVec::from(&seq.to_be_bytes()),
+        };
+        Box::new(self.tree.range(start..).map(|item| {
+            let (key, frame) = item?;
+            Ok((seq_of(&key)?, frame))
+        }))
+    }
+
+    fn truncate_from(&mut self, first_seq: u64) -> Result<u64, JournalError> {
+        let keys = self.tree.range(first_seq.to_be_bytes()..).keys();
+        let removed = self.remove_keys(keys)?;
+        self.refresh_last()?;
+        Ok(removed)
+    }
+
+    fn remove_before(&mut self, seq: u64) -> Result<u64, JournalError> {
+        // Without decoding frames we know a batch ends where the next one starts. So every batch
+        // before the last one starting at or below `seq` ends at or below `seq` and can go; that
+        // one itself may still hold records at or above `seq`, and is kept.
+        let keep_from = match self.tree.range(..=seq.to_be_bytes()).next_back() {
+            Some(item) => item?.0,
+            None => return Ok(0),
+        };
+        self.remove_keys(self.tree.range(..keep_from).keys())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, JournalError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn seq_of(key: &[u8]) -> Result<u64, JournalError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| JournalError::BadKey { len: key.len() })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(journal: &SledJournal, from: u64) -> Vec<u64> {
+        journal
+            .batches_from(from)
+            .map(|b| b.expect("readable").0)
+            .collect()
+    }
+
+    fn journal_with(dir: &Path, first_seqs: &[u64]) -> SledJournal {
+        let mut journal = SledJournal::open(dir).expect("open");
+        for &seq in first_seqs {
+            journal
+                .append(seq, format!("frame {seq}").as_bytes())
+                .expect("append");
+        }
+        journal.flush().expect("flush");
+        journal
+    }
+
+    #[test]
+    fn batches_are_listed_in_sequence_order_even_past_byte_boundaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = journal_with(dir.path(), &[0, 10, 255, 256, 70_000]);
+        assert_eq!(keys(&journal, 0), vec![0, 10, 255, 256, 70_000]);
+        let frame = journal
+            .batches_from(256)
+            .next()
+            .expect("one")
+            .expect("ok")
+            .1;
+        assert_eq!(frame.as_ref(), b"frame 256");
+    }
+
+    #[test]
+    fn batches_from_starts_at_the_batch_that_may_hold_the_sequence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = journal_with(dir.path(), &[5, 10, 20]);
+        assert_eq!(keys(&journal, 12), vec![10, 20]);
+        assert_eq!(keys(&journal, 10), vec![10, 20]);
+        assert_eq!(keys(&journal, 0), vec![5, 10, 20]);
+        assert_eq!(keys(&journal, 99), vec![20]);
+    }
+
+    #[test]
+    fn an_out_of_order_or_repeated_append_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = journal_with(dir.path(), &[10]);
+        assert!(matches!(
+            journal.append(10, b"x"),
+            Err(JournalError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            journal.append(3, b"x"),
+            Err(JournalError::OutOfOrder { .. })
+        ));
+        drop(journal);
+        let mut reopened = SledJournal::open(dir.path()).expect("reopen");
+        assert!(matches!(
+            reopened.append(10, b"x"),
+            Err(JournalError::OutOfOrder { .. })
+        ));
+        reopened.append(11, b"x").expect("in order");
+    }
+
+    #[test]
+    fn remove_before_keeps_every_batch_that_may_hold_a_needed_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = journal_with(dir.path(), &[0, 10, 20, 30]);
+        assert_eq!(journal.remove_before(5).expect("remove"), 0);
+        assert_eq!(journal.remove_before(20).expect("remove"), 2);
+        assert_eq!(keys(&journal, 0), vec![20, 30]);
+        assert_eq!(journal.remove_before(25).expect("remove"), 0);
+        assert_eq!(journal.remove_before(1_000).expect("remove"), 1);
+        assert_eq!(
+            keys(&journal, 0),
+            vec![30],
+            "the last batch is kept to find the journal end"
+        );
+    }
+
+    #[test]
+    fn remove_before_on_an_empty_journal_does_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = SledJournal::open(dir.path()).expect("open");
+        assert_eq!(journal.remove_before(100).expect("remove"), 0);
+    }
+
+    #[test]
+    fn truncate_from_removes_the_tail_and_allows_appending_there_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = journal_with(dir.path(), &[0, 10, 20]);
+        assert_eq!(journal.truncate_from(10).expect("truncate"), 2);
+        assert_eq!(keys(&journal, 0), vec![0]);
+        assert_eq!(journal.last_batch().expect("read").map(|b| b.0), Some(0));
+        journal.append(10, b"again").expect("key 10 is free again");
+    }
+
+    #[test]
+    fn a_batch_survives_a_reopen_after_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(journal_with(dir.path(), &[1, 2]));
+        let journal = SledJournal::open(dir.path()).expect("reopen");
+        assert_eq!(keys(&journal, 0), vec![1, 2]);
+        assert!(journal.size_on_disk().expect("size") > 0);
+    }
+}
