@@ -1,0 +1,9 @@
+//! Integration tests of `vevee serve`, over HTTP only, against the contract in API.md.
+
+mod concurrency;
+mod idempotency;
+mod ledger;
+mod restart;
+mod story;
+mod support;
+mod validation;
