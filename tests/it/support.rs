@@ -347,16 +347,22 @@ impl TestApp {
         ts(&ok(&self.get("/v1/test/clock", SK_TEST).await, 200)["now"])
     }
 
-    /// Moves the test clock so that it reaches (or just passes) `target`.
+    /// Moves the test clock so that it passes `target` by at most about a second (the extra
+    /// second absorbs timestamps that are printed truncated to whole seconds).
     pub async fn advance_clock_to(&self, target: Timestamp) -> Timestamp {
         let now = self.clock_now().await;
         let d = target.duration_since(now);
+        assert!(d.is_positive(), "clock {now} is already past {target}");
         let mut secs = d.as_secs();
         if d.subsec_nanos() > 0 {
             secs += 1;
         }
-        assert!(secs > 0, "clock {now} is already past {target}");
-        self.advance_clock(secs).await
+        let reached = self.advance_clock(secs + 1).await;
+        assert!(
+            reached >= target,
+            "advanced to {reached}, short of {target}"
+        );
+        reached
     }
 
     // ---------------------------------------------------------------- domain helpers
