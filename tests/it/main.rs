@@ -7,3 +7,4 @@ mod restart;
 mod story;
 mod support;
 mod validation;
+mod webhook;
