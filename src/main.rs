@@ -1,1 +1,71 @@
-fn main() {}
+//! The `vevee` binary: `vevee serve --config FILE`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use vevee::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "vevee",
+    version,
+    about = "Usage metering and credit packs for AI-generation apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the server (the default).
+    Serve {
+        #[arg(long, default_value = "config.toml", env = "VEVEE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config_path = match cli.command {
+        Some(Cmd::Serve { config }) => config,
+        None => PathBuf::from("config.toml"),
+    };
+    let config = Config::load(&config_path)?;
+    init_logs(config.server.json_logs);
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(vevee::startup::run(config, shutdown_signal()))
+}

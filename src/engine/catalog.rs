@@ -142,3 +142,75 @@ impl<'de> Deserialize<'de> for Catalog {
         Vec::<CatalogChange>::deserialize(deserializer).map(|c| Catalog::from_changes(&c))
     }
 }
+
+/// A request to change the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogCommand {
+    CreatePlan(Plan),
+    PutPlan(Plan),
+    DeletePlan(String),
+    CreatePack(Pack),
+    PutPack(Pack),
+    ArchivePack(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogRejection {
+    #[error("a plan with id '{0}' exists already")]
+    PlanExists(String),
+    #[error("a credit pack with id '{0}' exists already")]
+    PackExists(String),
+    #[error("no plan with id '{0}'")]
+    PlanNotFound(String),
+    #[error("no credit pack with id '{0}'")]
+    PackNotFound(String),
+    #[error("plan '{0}' has active subscriptions; move them to another plan first")]
+    PlanInUse(String),
+}
+
+/// Decides a catalog change. `in_use` tells whether an active subscription, in either mode, is on a
+/// plan. A replaced plan or pack keeps its `created_at`.
+pub fn decide_catalog(
+    catalog: &Catalog,
+    command: CatalogCommand,
+    now: Ts,
+    in_use: impl Fn(&str) -> bool,
+) -> Result<CatalogChange, CatalogRejection> {
+    Ok(match command {
+        CatalogCommand::CreatePlan(plan) if catalog.plans.contains_key(&plan.id) => {
+            return Err(CatalogRejection::PlanExists(plan.id));
+        }
+        CatalogCommand::CreatePlan(mut plan) | CatalogCommand::PutPlan(mut plan) => {
+            plan.created_at = catalog.plans.get(&plan.id).map_or(now, |p| p.created_at);
+            plan.updated_at = now;
+            CatalogChange::PlanPut(plan)
+        }
+        CatalogCommand::DeletePlan(id) => {
+            if !catalog.plans.contains_key(&id) {
+                return Err(CatalogRejection::PlanNotFound(id));
+            }
+            if in_use(&id) {
+                return Err(CatalogRejection::PlanInUse(id));
+            }
+            CatalogChange::PlanDeleted(id)
+        }
+        CatalogCommand::CreatePack(pack) if catalog.packs.contains_key(&pack.id) => {
+            return Err(CatalogRejection::PackExists(pack.id));
+        }
+        CatalogCommand::CreatePack(mut pack) | CatalogCommand::PutPack(mut pack) => {
+            pack.created_at = catalog.packs.get(&pack.id).map_or(now, |p| p.created_at);
+            pack.updated_at = now;
+            CatalogChange::PackPut(pack)
+        }
+        CatalogCommand::ArchivePack(id) => {
+            let pack = catalog
+                .packs
+                .get(&id)
+                .ok_or(CatalogRejection::PackNotFound(id))?;
+            let mut pack = Pack::clone(pack);
+            pack.archived = true;
+            pack.updated_at = now;
+            CatalogChange::PackPut(pack)
+        }
+    })
+}

@@ -8,6 +8,9 @@ use super::matcher::{self, Available, Reason};
 use super::time::{MS_PER_DAY, Ts};
 use super::user::{BalanceStatus, Reservation, ReservationStatus, SubscriptionStatus, UserState};
 
+/// How long a reserve's idempotency key finds its reservation again, as API.md keeps answers.
+pub const REQUEST_KEY_TTL_MS: i64 = MS_PER_DAY;
+
 /// A request that changes a user's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -83,6 +86,10 @@ pub enum Rejection {
     ExpiresAtNotInFuture,
     #[error("this user never had a subscription")]
     NoSubscription,
+    #[error("no ledger entry with id '{0}' for this user")]
+    UnknownCursor(String),
+    #[error("the test clock cannot move that far")]
+    ClockOverflow,
 }
 
 pub struct Decision {
@@ -129,7 +136,16 @@ pub fn decide(
             request_key,
             commit,
         } => {
-            if let Some(id) = request_key.as_ref().and_then(|k| state.request_keys.get(k)) {
+            let earlier = request_key
+                .as_ref()
+                .and_then(|k| state.request_keys.get(k))
+                .filter(|id| {
+                    state.reservations[*id]
+                        .created_at
+                        .plus_ms(REQUEST_KEY_TTL_MS)
+                        > now
+                });
+            if let Some(id) = earlier {
                 return Ok(Decision {
                     events: vec![],
                     outcome: Outcome::Reservation(id.clone()),

@@ -152,4 +152,28 @@ impl EventKind {
             EventKind::SubscriptionCanceled { .. } => "subscription.canceled",
         }
     }
+
+    /// The reservation and the balance an entry is about, where it names them.
+    pub fn refers_to(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            EventKind::CreditsGranted(g) => (None, Some(&g.balance_id)),
+            EventKind::CreditsRevoked {
+                balance_id,
+                reservation_id,
+                ..
+            }
+            | EventKind::CreditsExpired {
+                balance_id,
+                reservation_id,
+                ..
+            } => (reservation_id.as_deref(), Some(balance_id)),
+            EventKind::UsageReserved(r) => (Some(&r.reservation_id), None),
+            EventKind::UsageCommitted { reservation_id, .. }
+            | EventKind::UsageReleased { reservation_id, .. }
+            | EventKind::UsageExpired { reservation_id } => (Some(reservation_id), None),
+            EventKind::SubscriptionUpdated { .. } | EventKind::SubscriptionCanceled { .. } => {
+                (None, None)
+            }
+        }
+    }
 }

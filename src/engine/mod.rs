@@ -10,6 +10,7 @@ pub mod decide;
 pub mod event;
 pub mod ids;
 pub mod matcher;
+pub mod read;
 pub mod state;
 pub mod time;
 pub mod user;

@@ -100,3 +100,30 @@ impl EngineState {
         }
     }
 }
+
+impl UserKey {
+    /// A stable 64-bit fingerprint of the user, carried in the ids the user's actor issues so that a
+    /// request naming only an id (`GET /v1/reservations/{id}`) finds its user without an index of
+    /// every id.
+    pub fn tag(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.app.as_bytes());
+        hash.update([0, self.mode as u8, 0]);
+        hash.update(self.user.as_str().as_bytes());
+        let digest = hash.finalize();
+        u64::from_be_bytes(
+            digest[..8]
+                .try_into()
+                .expect("a SHA-256 digest has 32 bytes"),
+        )
+    }
+}
+
+/// The user tag an id carries after its last `_`, if any.
+pub fn tag_of_id(id: &str) -> Option<u64> {
+    let (_, tag) = id.rsplit_once('_')?;
+    (tag.len() == 16)
+        .then(|| u64::from_str_radix(tag, 16).ok())
+        .flatten()
+}

@@ -112,6 +112,16 @@ impl SledJournal {
         })
     }
 
+    /// A second handle on the same journal, for a reader beside the writer (the snapshotter): sled
+    /// trees are safe to share, and a reader neither appends nor truncates the tail.
+    pub fn reader(&self) -> SledJournal {
+        SledJournal {
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+            last_first_seq: self.last_first_seq,
+        }
+    }
+
     fn refresh_last(&mut self) -> Result<(), JournalError> {
         self.last_first_seq = match self.tree.last()? {
             Some((key, _)) => Some(seq_of(&key)?),

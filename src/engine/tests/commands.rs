@@ -791,3 +791,36 @@ fn a_reservation_records_its_plan_hold_window_per_limit() {
     };
     assert_eq!(w.res(&id).plan, Some(expected));
 }
+
+#[test]
+fn quantities_at_the_api_maximum_add_up_without_overflow() {
+    use crate::engine::ids::AMOUNT_MAX;
+    let mut w = World::with(
+        vec![plan(
+            "big",
+            vec![limit("all", &["*"], AMOUNT_MAX, Period::Lifetime)],
+        )],
+        vec![pack(
+            "huge",
+            &[("a", "*", AMOUNT_MAX), ("b", "image.*", AMOUNT_MAX)],
+            None,
+        )],
+    );
+    w.subscribe("big").result.unwrap();
+    w.grant("huge", "r1");
+    w.grant("huge", "r2");
+    let found = crate::engine::matcher::find(&w.state, &w.catalog, &model("image.flux"), 1, w.now);
+    assert_eq!(
+        found.available,
+        Available {
+            plan: AMOUNT_MAX,
+            credits: 4 * AMOUNT_MAX
+        }
+    );
+    for _ in 0..5 {
+        w.reserve_ok("image.flux", AMOUNT_MAX);
+    }
+    let (reasons, available) = w.reserve("image.flux", 1).unwrap_err();
+    assert_eq!(reasons, ["plan_and_credits_exhausted"]);
+    assert_eq!(available, Available::default());
+}

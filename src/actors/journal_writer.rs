@@ -1,0 +1,131 @@
+//! The journal writer: one thread that turns everything queued during the previous flush into one
+//! batch, one sled value and one fsync (group commit), then publishes the durable sequence.
+
+use crate::engine::Record;
+use crate::persistence::{Journal, encode_batch};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Records not yet handed to the writer. The lock is held only to push or to swap the vector out, a
+/// few nanoseconds: it is what makes the journal order the apply order.
+struct Queue {
+    next_seq: u64,
+    records: Vec<Record>,
+    closed: bool,
+}
+
+pub struct JournalQueue {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    durable: watch::Sender<u64>,
+}
+
+/// Batches past this many records are split, to bound the size of one sled value.
+const BATCH_RECORDS_MAX: usize = 16_384;
+
+impl JournalQueue {
+    /// `next_seq` is the sequence of the first record this process writes; everything below it is
+    /// on disk already.
+    pub fn new(next_seq: u64) -> Arc<JournalQueue> {
+        let (durable, _) = watch::channel(next_seq);
+        Arc::new(JournalQueue {
+            queue: Mutex::new(Queue {
+                next_seq,
+                records: Vec::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            durable,
+        })
+    }
+
+    /// Queues records in order and returns the sequence just past the last one: the caller may
+    /// answer once the durable end reaches it.
+    pub fn push(&self, records: impl IntoIterator<Item = Record>) -> u64 {
+        let mut q = self.queue.lock().expect("journal queue poisoned");
+        let was_empty = q.records.is_empty();
+        let before = q.records.len();
+        q.records.extend(records);
+        q.next_seq += (q.records.len() - before) as u64;
+        let end = q.next_seq;
+        drop(q);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        end
+    }
+
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    /// Every record below this sequence is on disk.
+    pub fn durable_seq(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    /// The sequence the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.queue.lock().expect("journal queue poisoned").next_seq
+    }
+
+    /// Lets the writer finish what is queued and stop.
+    pub fn close(&self) {
+        self.queue.lock().expect("journal queue poisoned").closed = true;
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Option<(u64, Vec<Record>)> {
+        let mut q = self.queue.lock().expect("journal queue poisoned");
+        while q.records.is_empty() {
+            if q.closed {
+                return None;
+            }
+            q = self.wake.wait(q).expect("journal queue poisoned");
+        }
+        let take = q.records.len().min(BATCH_RECORDS_MAX);
+        let first_seq = q.next_seq - q.records.len() as u64;
+        let batch: Vec<Record> = if take == q.records.len() {
+            std::mem::take(&mut q.records)
+        } else {
+            q.records.drain(..take).collect()
+        };
+        Some((first_seq, batch))
+    }
+}
+
+/// Runs the writer on its own thread until the queue is closed and drained. Without a journal it
+/// only publishes sequences: the ceiling of a benchmark, never a way to run a server.
+pub fn spawn<J: Journal>(
+    queue: Arc<JournalQueue>,
+    mut journal: Option<J>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("journal-writer".into())
+        .spawn(move || {
+            while let Some((first_seq, records)) = queue.take() {
+                let started = Instant::now();
+                let end = first_seq + records.len() as u64;
+                if let Some(journal) = &mut journal {
+                    // Nothing can be acknowledged once the journal fails, and memory is ahead of
+                    // the disk: stopping is the only safe answer. Recovery starts from the disk.
+                    let written = encode_batch(first_seq, &records)
+                        .map_err(|e| e.to_string())
+                        .and_then(|frame| {
+                            journal.append(first_seq, &frame).map_err(|e| e.to_string())
+                        })
+                        .and_then(|()| journal.flush().map_err(|e| e.to_string()));
+                    if let Err(error) = written {
+                        tracing::error!(%error, first_seq, "journal write failed; stopping");
+                        std::process::abort();
+                    }
+                }
+                metrics::histogram!("vevee_journal_batch_records").record(records.len() as f64);
+                metrics::histogram!("vevee_journal_flush_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                queue.durable.send_replace(end);
+            }
+        })
+        .expect("spawn the journal writer thread")
+}

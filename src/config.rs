@@ -1,0 +1,254 @@
+//! The server's configuration: a TOML file, typed, with secrets inline or from the environment.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Logs as JSON lines instead of text.
+    #[serde(default)]
+    pub json_logs: bool,
+    /// Actor threads; 0 means one per core.
+    #[serde(default)]
+    pub actor_threads: usize,
+    /// Requests per second per app allowed with test keys; a runaway loop in development gets 429.
+    #[serde(default = "defaults::sandbox_requests_per_second")]
+    pub sandbox_requests_per_second: u32,
+    /// How far a Stripe signature's timestamp may be from the wall clock.
+    #[serde(default = "defaults::webhook_tolerance_seconds")]
+    pub webhook_tolerance_seconds: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub snapshot_dir: PathBuf,
+    /// A snapshot is taken after this many journal records…
+    #[serde(default = "defaults::snapshot_every_records")]
+    pub snapshot_every_records: u64,
+    /// …or this many seconds, whichever comes first (if anything was written).
+    #[serde(default = "defaults::snapshot_every_seconds")]
+    pub snapshot_every_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub secret_key_live: Option<String>,
+    pub secret_key_test: Option<String>,
+    pub publishable_key_live: Option<String>,
+    pub publishable_key_test: Option<String>,
+    pub stripe_webhook_secret_live: Option<String>,
+    pub stripe_webhook_secret_test: Option<String>,
+    pub dashboard_password: Option<String>,
+    /// Loads the walkthrough's catalog (plans free and pro, two packs) on first start, while the
+    /// app's catalog is empty. Set it to false for an app whose catalog you build yourself.
+    #[serde(default = "defaults::seed_demo_catalog")]
+    pub seed_demo_catalog: bool,
+}
+
+mod defaults {
+    pub fn seed_demo_catalog() -> bool {
+        true
+    }
+    pub fn sandbox_requests_per_second() -> u32 {
+        10_000
+    }
+    pub fn webhook_tolerance_seconds() -> i64 {
+        300
+    }
+    pub fn snapshot_every_records() -> u64 {
+        1_000_000
+    }
+    pub fn snapshot_every_seconds() -> u64 {
+        600
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// A secret written as `env:NAME` is read from the environment variable NAME.
+fn resolve(field: &str, app: &str, value: &mut Option<String>) -> Result<(), ConfigError> {
+    let Some(text) = value.as_deref() else {
+        return Ok(());
+    };
+    if let Some(name) = text.strip_prefix("env:") {
+        let secret = std::env::var(name).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "app '{app}': {field} names environment variable {name}, which is not set"
+            ))
+        })?;
+        *value = Some(secret);
+    }
+    if value.as_deref().is_some_and(str::is_empty) {
+        return Err(ConfigError::Invalid(format!(
+            "app '{app}': {field} is empty"
+        )));
+    }
+    Ok(())
+}
+
+fn expect_prefix(
+    field: &str,
+    app: &str,
+    value: &Option<String>,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    match value {
+        Some(v) if !v.starts_with(prefix) => Err(ConfigError::Invalid(format!(
+            "app '{app}': {field} must start with {prefix}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        for app in &mut config.apps {
+            let id = app.id.clone();
+            if crate::engine::ids::parse_slug(&id).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "app id '{id}' must be 1 to 64 of A-Z a-z 0-9 _ . -"
+                )));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(ConfigError::Invalid(format!("app id '{id}' appears twice")));
+            }
+            resolve("secret_key_live", &id, &mut app.secret_key_live)?;
+            resolve("secret_key_test", &id, &mut app.secret_key_test)?;
+            resolve("publishable_key_live", &id, &mut app.publishable_key_live)?;
+            resolve("publishable_key_test", &id, &mut app.publishable_key_test)?;
+            resolve(
+                "stripe_webhook_secret_live",
+                &id,
+                &mut app.stripe_webhook_secret_live,
+            )?;
+            resolve(
+                "stripe_webhook_secret_test",
+                &id,
+                &mut app.stripe_webhook_secret_test,
+            )?;
+            resolve("dashboard_password", &id, &mut app.dashboard_password)?;
+            expect_prefix("secret_key_live", &id, &app.secret_key_live, "sk_live_")?;
+            expect_prefix("secret_key_test", &id, &app.secret_key_test, "sk_test_")?;
+            expect_prefix(
+                "publishable_key_live",
+                &id,
+                &app.publishable_key_live,
+                "pk_live_",
+            )?;
+            expect_prefix(
+                "publishable_key_test",
+                &id,
+                &app.publishable_key_test,
+                "pk_test_",
+            )?;
+        }
+        if config.storage.snapshot_every_records == 0 || config.storage.snapshot_every_seconds == 0
+        {
+            return Err(ConfigError::Invalid(
+                "snapshot intervals must be positive".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    pub fn actor_threads(&self) -> usize {
+        match self.server.actor_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "data"
+snapshot_dir = "snapshots"
+[[apps]]
+id = "a"
+secret_key_test = "sk_test_1"
+"#;
+
+    #[test]
+    fn a_minimal_config_parses_with_defaults() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.server.webhook_tolerance_seconds, 300);
+        assert_eq!(config.apps[0].secret_key_live, None);
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_key_prefixes_are_refused_with_the_field_named() {
+        let unknown = MINIMAL.replace("[storage]", "[storage]\ncolour = 1");
+        assert!(
+            Config::parse(&unknown)
+                .unwrap_err()
+                .to_string()
+                .contains("colour")
+        );
+        let wrong = MINIMAL.replace("sk_test_1", "pk_test_1");
+        assert!(
+            Config::parse(&wrong)
+                .unwrap_err()
+                .to_string()
+                .contains("secret_key_test")
+        );
+    }
+
+    #[test]
+    fn a_secret_may_come_from_the_environment() {
+        let missing = MINIMAL.replace("\"sk_test_1\"", "\"env:VEVEE_TEST_SURELY_UNSET\"");
+        let error = Config::parse(&missing).unwrap_err().to_string();
+        assert!(error.contains("VEVEE_TEST_SURELY_UNSET"), "{error}");
+    }
+}

@@ -1,0 +1,165 @@
+//! Grants, balances and revokes: `/v1/credits/…`.
+
+use super::error::ApiError;
+use super::extract::{Body, Secret};
+use super::users::{unexpected, user_key};
+use super::{AppState, views};
+use crate::actors::user_actor::{Request, View};
+use crate::engine::event::GrantSource;
+use crate::engine::{Command, Ts, UserKey};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GrantBody {
+    user_id: String,
+    pack_id: String,
+    external_ref: String,
+    source: String,
+    #[serde(default)]
+    notes: Option<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+const TEXT_BYTES_MAX: usize = 1000;
+
+pub fn text(param: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.len() > max => Err(ApiError::invalid(
+            param,
+            format!("must be at most {max} bytes"),
+        )),
+        v => Ok(v),
+    }
+}
+
+/// Grants a pack; shared by the API and the Stripe webhook.
+pub async fn grant(
+    s: &AppState,
+    key: UserKey,
+    command: Command,
+) -> Result<(StatusCode, Value), ApiError> {
+    let user = key.user.clone();
+    let Command::Grant {
+        pack_id,
+        external_ref,
+        ..
+    } = &command
+    else {
+        unreachable!("grant is called with a grant command");
+    };
+    let (pack_id, external_ref) = (pack_id.clone(), external_ref.clone());
+    match s.engine.user(key, Request::Command(command)).await? {
+        View::Granted { created, balances } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((
+                status,
+                json!({
+                    "userId": user.as_str(),
+                    "packId": pack_id,
+                    "externalRef": external_ref,
+                    "created": created,
+                    "balances": balances.iter().map(|b| views::balance(&user, b)).collect::<Vec<_>>(),
+                }),
+            ))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub async fn create_grant(
+    State(s): State<AppState>,
+    Secret(caller): Secret,
+    Body(body): Body<GrantBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = user_key(&caller, &body.user_id, "userId")?;
+    if body.external_ref.is_empty() || body.external_ref.len() > 255 {
+        return Err(ApiError::invalid(
+            "externalRef",
+            "must be 1 to 255 characters",
+        ));
+    }
+    let source = GrantSource::parse(&body.source)
+        .ok_or_else(|| ApiError::invalid("source", "must be purchase, grant or adjustment"))?;
+    let expires_at = body
+        .expires_at
+        .map(|t| {
+            Ts::parse_rfc3339(&t)
+                .ok_or_else(|| ApiError::invalid("expiresAt", "must be an RFC 3339 timestamp"))
+        })
+        .transpose()?;
+    let command = Command::Grant {
+        pack_id: body.pack_id,
+        external_ref: body.external_ref,
+        source,
+        notes: text("notes", body.notes, TEXT_BYTES_MAX)?,
+        expires_at,
+        payment_intent: None,
+    };
+    let (status, view) = grant(&s, key, command).await?;
+    Ok((status, Json(view)))
+}
+
+fn owner(s: &AppState, caller: &super::extract::Caller, id: &str) -> Result<UserKey, ApiError> {
+    s.engine
+        .owner_of(&caller.app, caller.mode, id)
+        .ok_or_else(|| {
+            ApiError::not_found("balance_not_found", format!("no balance with id '{id}'"))
+        })
+}
+
+async fn balance_call(
+    s: &AppState,
+    key: UserKey,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let user = key.user.clone();
+    match s.engine.user(key, request).await? {
+        View::Balance(b) => Ok(Json(views::balance(&user, &b))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub async fn get_balance(
+    State(s): State<AppState>,
+    Secret(caller): Secret,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let key = owner(&s, &caller, &id)?;
+    balance_call(&s, key, Request::Balance(id)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RevokeBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn revoke(
+    State(s): State<AppState>,
+    Secret(caller): Secret,
+    Path(id): Path<String>,
+    Body(body): Body<RevokeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let key = owner(&s, &caller, &id)?;
+    let reason = text("reason", body.reason, TEXT_BYTES_MAX)?;
+    balance_call(
+        &s,
+        key,
+        Request::Command(Command::Revoke {
+            balance_id: id,
+            reason,
+        }),
+    )
+    .await
+}

@@ -1,0 +1,167 @@
+//! `ApiError`: the one type that knows HTTP statuses. Every refusal becomes
+//! `{"error": {"type", "code", "message", "param"}}`.
+
+use crate::actors::EngineError;
+use crate::engine::Rejection;
+use crate::engine::catalog::CatalogRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+    pub retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        let kind = match status {
+            StatusCode::BAD_REQUEST => "invalid_request",
+            StatusCode::UNAUTHORIZED => "authentication",
+            StatusCode::FORBIDDEN => "permission",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            _ => "internal",
+        };
+        ApiError {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+            retry_after_s: None,
+        }
+    }
+
+    pub fn param(mut self, param: impl Into<String>) -> ApiError {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// 400 for a field whose value is wrong.
+    pub fn invalid(param: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            format!("{param} {message}"),
+        )
+        .param(param)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "type": self.kind,
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        let message = rejection.to_string();
+        match rejection {
+            Rejection::PlanNotFound(_) => ApiError::not_found("plan_not_found", message),
+            Rejection::PackNotFound(_) => ApiError::not_found("pack_not_found", message),
+            Rejection::ReservationNotFound(_) => {
+                ApiError::not_found("reservation_not_found", message)
+            }
+            Rejection::BalanceNotFound(_) => ApiError::not_found("balance_not_found", message),
+            Rejection::NoSubscription => ApiError::not_found("no_subscription", message),
+            Rejection::ReservationNotPending { .. } => {
+                ApiError::conflict("reservation_not_pending", message)
+            }
+            Rejection::CommitAboveReserved { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_amount", message).param("amount")
+            }
+            Rejection::ExpiresAtNotInFuture => {
+                ApiError::invalid("expiresAt", "must be in the future")
+                    .with_code("expires_at_in_past")
+            }
+            Rejection::UnknownCursor(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_cursor", message)
+                    .param("startingAfter")
+            }
+            Rejection::ClockOverflow => ApiError::invalid("seconds", "moves the clock too far"),
+        }
+    }
+}
+
+impl From<CatalogRejection> for ApiError {
+    fn from(rejection: CatalogRejection) -> ApiError {
+        let message = rejection.to_string();
+        match rejection {
+            CatalogRejection::PlanExists(_) => ApiError::conflict("plan_exists", message),
+            CatalogRejection::PackExists(_) => ApiError::conflict("pack_exists", message),
+            CatalogRejection::PlanInUse(_) => ApiError::conflict("plan_in_use", message),
+            CatalogRejection::PlanNotFound(_) => ApiError::not_found("plan_not_found", message),
+            CatalogRejection::PackNotFound(_) => ApiError::not_found("pack_not_found", message),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        match error {
+            EngineError::Rejected(r) => r.into(),
+            EngineError::Catalog(r) => r.into(),
+            EngineError::UnknownApp(app) => {
+                ApiError::not_found("app_not_found", format!("no app with id '{app}'"))
+            }
+            EngineError::Overloaded => {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "overloaded",
+                    error.to_string(),
+                );
+                e.retry_after_s = Some(1);
+                e
+            }
+            EngineError::Unavailable => {
+                tracing::error!("journal unavailable while answering a request");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    error.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl ApiError {
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = code;
+        self
+    }
+}

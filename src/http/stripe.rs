@@ -1,0 +1,158 @@
+//! The Stripe webhook: paid checkouts become grants, full refunds become revokes.
+
+use super::AppState;
+use super::credits::grant;
+use super::error::ApiError;
+use crate::actors::clock::real_now;
+use crate::actors::user_actor::Request;
+use crate::engine::event::GrantSource;
+use crate::engine::ids::UserId;
+use crate::engine::{Command, Mode, UserKey};
+use crate::stripe::{EventKind, parse_event, peek_livemode, verify};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+fn bad_signature(message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_signature",
+        message.to_string(),
+    )
+}
+
+fn unprocessable(code: &'static str, message: String) -> ApiError {
+    tracing::warn!(code, %message, "stripe event not handled; Stripe will retry");
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+}
+
+fn ignored(why: &str) -> Json<Value> {
+    Json(json!({"received": true, "ignored": true, "reason": why}))
+}
+
+pub async fn webhook(
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let secrets = s
+        .webhook_secrets
+        .get(&app)
+        .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app with id '{app}'")))?;
+    let livemode = peek_livemode(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
+    let (mode, secret) = if livemode {
+        (Mode::Live, secrets.live.as_deref())
+    } else {
+        (Mode::Test, secrets.test.as_deref())
+    };
+    let secret = secret.ok_or_else(|| {
+        bad_signature(format!(
+            "no {} webhook secret is configured for app '{app}'",
+            mode.as_str()
+        ))
+    })?;
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let now_s = real_now().0.div_euclid(1000);
+    verify(header, &body, secret, now_s, s.webhook_tolerance_s).map_err(bad_signature)?;
+    let event = parse_event(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
+
+    match event.kind {
+        EventKind::CheckoutPaid {
+            session_id,
+            user_id,
+            pack_id,
+            payment_intent,
+        } => {
+            let user = user_id.ok_or_else(|| {
+                unprocessable("user_missing", format!(
+                    "checkout session {session_id} has neither metadata.userId nor client_reference_id"
+                ))
+            })?;
+            let user = UserId::parse(&user).map_err(|e| {
+                unprocessable(
+                    "user_missing",
+                    format!("checkout session {session_id}: user id {e}"),
+                )
+            })?;
+            let pack_id = pack_id.ok_or_else(|| {
+                unprocessable(
+                    "pack_not_found",
+                    format!("checkout session {session_id} has no metadata.packId"),
+                )
+            })?;
+            let key = UserKey { app, mode, user };
+            let command = Command::Grant {
+                pack_id,
+                external_ref: session_id.clone(),
+                source: GrantSource::Purchase,
+                notes: Some(format!("Stripe checkout session {session_id}")),
+                expires_at: None,
+                payment_intent,
+            };
+            let (_, view) = grant(&s, key, command).await.map_err(|e| {
+                if e.code == "pack_not_found" {
+                    unprocessable("pack_not_found", e.message.clone())
+                } else {
+                    e
+                }
+            })?;
+            let balances: Vec<Value> = view["balances"]
+                .as_array()
+                .map(|b| b.iter().map(|b| b["id"].clone()).collect())
+                .unwrap_or_default();
+            tracing::info!(event = %event.id, session = %session_id, "stripe checkout granted");
+            Ok(Json(
+                json!({"received": true, "created": view["created"], "balances": balances}),
+            ))
+        }
+        EventKind::CheckoutUnpaid { session_id } => {
+            tracing::info!(session = %session_id, "checkout not paid yet; waiting for async success");
+            Ok(ignored("payment not completed yet"))
+        }
+        EventKind::ChargeRefunded {
+            charge_id,
+            payment_intent,
+            fully_refunded,
+        } => {
+            if !fully_refunded {
+                tracing::info!(charge = %charge_id, "partial refund: credits left as they are");
+                return Ok(ignored("partial refund"));
+            }
+            let Some(intent) = payment_intent else {
+                return Ok(ignored("refund without a payment intent"));
+            };
+            let paid = s.engine.paid_balances(&app, mode, &intent);
+            if paid.is_empty() {
+                return Ok(ignored("no grant was paid by this payment intent"));
+            }
+            let mut revoked = Vec::new();
+            for (user, balance_id) in paid {
+                let key = UserKey {
+                    app: app.clone(),
+                    mode,
+                    user,
+                };
+                let reason = Some(format!("Stripe refund of charge {charge_id}"));
+                let command = Command::Revoke {
+                    balance_id: balance_id.clone(),
+                    reason,
+                };
+                s.engine.user(key, Request::Command(command)).await?;
+                revoked.push(balance_id);
+            }
+            tracing::info!(charge = %charge_id, count = revoked.len(), "stripe refund revoked balances");
+            Ok(Json(json!({"received": true, "revoked": revoked})))
+        }
+        EventKind::Other { event_type } => {
+            Ok(ignored(&format!("event type {event_type} is not handled")))
+        }
+    }
+}

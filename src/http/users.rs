@@ -1,0 +1,146 @@
+//! Subscriptions, usage and the ledger: `/v1/users/{userId}/…`.
+
+use super::error::ApiError;
+use super::extract::{Body, Caller, Secret};
+use super::{AppState, views};
+use crate::actors::user_actor::{Request, View};
+use crate::engine::ids::{Pattern, UserId};
+use crate::engine::{Command, UserKey};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+
+pub fn user_key(caller: &Caller, user: &str, param: &str) -> Result<UserKey, ApiError> {
+    let user = UserId::parse(user).map_err(|e| ApiError::invalid(param, e))?;
+    Ok(UserKey {
+        app: caller.app.clone(),
+        mode: caller.mode,
+        user,
+    })
+}
+
+/// The one place an unexpected view is turned into an error rather than a panic.
+pub fn unexpected(view: &View) -> ApiError {
+    tracing::error!(?view, "the engine answered with an unexpected view");
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "unexpected answer",
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubscriptionBody {
+    plan_id: String,
+}
+
+async fn subscription_call(
+    s: &AppState,
+    key: UserKey,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let user = key.user.clone();
+    match s.engine.user(key, request).await? {
+        View::Subscription(sub) => Ok(Json(views::subscription(&user, &sub))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub async fn put_subscription(
+    State(s): State<AppState>,
+    Secret(caller): Secret,
+    Path(user): Path<String>,
+    Body(body): Body<SubscriptionBody>,
+) -> Result<Json<Value>, ApiError> {
+    let key = user_key(&caller, &user, "userId")?;
+    let command = Command::Subscribe {
+        plan_id: body.plan_id,
+    };
+    subscription_call(&s, key, Request::Command(command)).await
+}
+
+pub async fn get_subscription(
+    State(s): State<AppState>,
+    Secret(caller): Secret,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    subscription_call(
+        &s,
+        user_key(&caller, &user, "userId")?,
+        Request::Subscription,
+    )
+    .await
+}
+
+pub async fn cancel_subscription(
+    State(s): State<AppState>,
+    Secret(caller): Secret,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let key = user_key(&caller, &user, "userId")?;
+    subscription_call(&s, key, Request::Command(Command::Cancel)).await
+}
+
+pub async fn usage(
+    State(s): State<AppState>,
+    Secret(caller): Secret,
+    Path(user): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let key = user_key(&caller, &user, "userId")?;
+    let filter = query
+        .get("match")
+        .map(|m| Pattern::parse(m).map_err(|e| ApiError::invalid("match", e)))
+        .transpose()?;
+    let user = key.user.clone();
+    match s.engine.user(key, Request::Usage(filter)).await? {
+        View::Usage(u) => Ok(Json(views::usage(&user, &u))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+const LEDGER_PAGE_MAX: usize = 500;
+const LEDGER_PAGE_DEFAULT: usize = 50;
+
+pub async fn ledger(
+    State(s): State<AppState>,
+    Secret(caller): Secret,
+    Path(user): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let key = user_key(&caller, &user, "userId")?;
+    let limit = match query.get("limit") {
+        None => LEDGER_PAGE_DEFAULT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=LEDGER_PAGE_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    "must be an integer from 1 to 500",
+                ));
+            }
+        },
+    };
+    let starting_after = query.get("startingAfter").cloned();
+    let user = key.user.clone();
+    match s
+        .engine
+        .user(
+            key,
+            Request::Ledger {
+                limit,
+                starting_after,
+            },
+        )
+        .await?
+    {
+        View::Ledger(page) => Ok(Json(serde_json::json!({
+            "data": page.entries.iter().map(|e| views::ledger_entry(&user, e)).collect::<Vec<_>>(),
+            "hasMore": page.has_more,
+        }))),
+        other => Err(unexpected(&other)),
+    }
+}

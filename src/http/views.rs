@@ -1,0 +1,266 @@
+//! JSON shapes of API.md, built from the engine's read models. The HTTP layer owns these: the
+//! domain types never go on the wire as they are.
+
+use crate::engine::Ts;
+use crate::engine::catalog::{Limit, Pack, Plan};
+use crate::engine::event::{CreditHold, EventKind, PlanHold};
+use crate::engine::ids::UserId;
+use crate::engine::matcher::{Available, Match};
+use crate::engine::read::{CounterView, LedgerLine, Usage};
+use crate::engine::user::{Balance, Reservation, Subscription};
+use serde_json::{Value, json};
+
+fn ts(t: Ts) -> Value {
+    Value::String(t.rfc3339())
+}
+
+fn opt_ts(t: Option<Ts>) -> Value {
+    t.map_or(Value::Null, ts)
+}
+
+/// Stored JSON text back to a value; the text was produced from a value, so it parses.
+fn raw(text: &Option<String>) -> Value {
+    text.as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+pub fn allocations(plan: Option<&PlanHold>, credits: &[CreditHold], plan_amount: u64) -> Value {
+    let plan_part = plan.filter(|_| plan_amount > 0).into_iter().flat_map(|p| {
+        p.limits.iter().map(move |l| {
+            json!({"source": "plan", "limitId": l.limit_id, "balanceId": null, "amount": plan_amount})
+        })
+    });
+    let credit_part = credits.iter().filter(|c| c.amount > 0).map(|c| {
+        json!({"source": "credits", "limitId": null, "balanceId": c.balance_id, "amount": c.amount})
+    });
+    Value::Array(plan_part.chain(credit_part).collect())
+}
+
+pub fn reservation(user: &UserId, r: &Reservation) -> Value {
+    json!({
+        "reservationId": r.id,
+        "allowed": true,
+        "reasons": [],
+        "status": r.status.as_str(),
+        "userId": user.as_str(),
+        "model": r.model.as_str(),
+        "amount": r.amount,
+        "allocations": allocations(r.plan.as_ref(), &r.credits, r.plan_amount()),
+        "expiresAt": ts(r.expires_at),
+        "createdAt": ts(r.created_at),
+        "metadata": raw(&r.metadata),
+        "committedAmount": r.committed_amount,
+        "response": raw(&r.response),
+        "errorCode": r.error_code,
+    })
+}
+
+fn available(a: &Available) -> Value {
+    json!({"plan": a.plan, "credits": a.credits})
+}
+
+fn reasons(m: &Match) -> Vec<&'static str> {
+    m.result
+        .as_ref()
+        .err()
+        .map(|r| r.iter().map(|r| r.as_str()).collect())
+        .unwrap_or_default()
+}
+
+pub fn denial(m: &Match) -> Value {
+    json!({
+        "reservationId": null,
+        "allowed": false,
+        "reasons": reasons(m),
+        "available": available(&m.available),
+    })
+}
+
+pub fn check(m: &Match) -> Value {
+    let allocation = match &m.result {
+        Ok(a) => allocations(
+            a.plan.as_ref(),
+            &a.credits,
+            a.plan.as_ref().map_or(0, |p| p.amount),
+        ),
+        Err(_) => json!([]),
+    };
+    json!({
+        "allowed": m.result.is_ok(),
+        "reasons": reasons(m),
+        "allocations": allocation,
+        "available": available(&m.available),
+    })
+}
+
+pub fn balance(user: &UserId, b: &Balance) -> Value {
+    json!({
+        "id": b.id,
+        "userId": user.as_str(),
+        "packId": b.pack_id,
+        "packItemId": b.pack_item_id,
+        "match": b.pattern.to_string(),
+        "unit": b.unit,
+        "granted": b.granted,
+        "remaining": b.remaining,
+        "reserved": b.reserved,
+        "committed": b.committed,
+        "revoked": b.revoked,
+        "expired": b.expired,
+        "status": b.status.as_str(),
+        "source": b.source.as_str(),
+        "externalRef": b.external_ref,
+        "notes": b.notes,
+        "expiresAt": opt_ts(b.expires_at),
+        "createdAt": ts(b.created_at),
+    })
+}
+
+pub fn subscription(user: &UserId, s: &Subscription) -> Value {
+    let status = match s.status {
+        crate::engine::user::SubscriptionStatus::Active => "active",
+        crate::engine::user::SubscriptionStatus::Canceled => "canceled",
+    };
+    json!({
+        "userId": user.as_str(),
+        "planId": s.plan_id,
+        "status": status,
+        "currentPeriodStart": ts(s.current_period_start),
+        "createdAt": ts(s.created_at),
+    })
+}
+
+fn counter(c: &CounterView) -> Value {
+    json!({
+        "planId": c.plan_id,
+        "limitId": c.limit.id,
+        "name": c.limit.name,
+        "match": c.limit.patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "unit": c.limit.unit,
+        "period": c.limit.period.as_str(),
+        "limit": c.limit.limit,
+        "used": c.used,
+        "reserved": c.reserved,
+        "remaining": c.remaining,
+        "periodStart": opt_ts(c.period_start),
+        "resetsAt": opt_ts(c.resets_at),
+    })
+}
+
+pub fn usage(user: &UserId, u: &Usage) -> Value {
+    let active = u
+        .subscription
+        .as_ref()
+        .filter(|s| s.active_plan().is_some());
+    json!({
+        "userId": user.as_str(),
+        "subscription": active.map(|s| subscription(user, s)),
+        "counters": u.counters.iter().map(counter).collect::<Vec<_>>(),
+        "credits": u.credits.iter().map(|b| balance(user, b)).collect::<Vec<_>>(),
+    })
+}
+
+pub fn ledger_entry(user: &UserId, line: &LedgerLine) -> Value {
+    let e = &line.event;
+    let mut entry = json!({
+        "id": e.id, "at": ts(e.at), "type": e.kind.type_name(), "userId": user.as_str(),
+        "amount": null, "balanceId": null, "packId": line.pack_id, "limitId": null,
+        "reservationId": null, "allocations": null, "externalRef": null, "source": null,
+        "reason": null, "notes": null, "planId": null,
+    });
+    let reservation_allocations =
+        |r: &Reservation| allocations(r.plan.as_ref(), &r.credits, r.plan_amount());
+    let fields = match &e.kind {
+        EventKind::CreditsGranted(g) => json!({
+            "amount": g.amount, "balanceId": g.balance_id, "packId": g.pack_id,
+            "externalRef": g.external_ref, "source": g.source.as_str(), "notes": g.notes,
+        }),
+        EventKind::CreditsRevoked {
+            balance_id,
+            amount,
+            reason,
+            reservation_id,
+        } => json!({
+            "amount": amount, "balanceId": balance_id, "reason": reason,
+            "reservationId": reservation_id,
+        }),
+        EventKind::CreditsExpired {
+            balance_id,
+            amount,
+            reservation_id,
+        } => json!({
+            "amount": amount, "balanceId": balance_id, "reservationId": reservation_id,
+        }),
+        EventKind::UsageReserved(r) => json!({
+            "amount": r.amount, "reservationId": r.reservation_id,
+            "allocations": allocations(r.plan.as_ref(), &r.credits,
+                r.plan.as_ref().map_or(0, |p| p.amount)),
+        }),
+        EventKind::UsageCommitted {
+            reservation_id,
+            amount,
+            plan_amount,
+            credits,
+            ..
+        } => json!({
+            "amount": amount, "reservationId": reservation_id,
+            "allocations": allocations(
+                line.reservation.as_ref().and_then(|r| r.plan.as_ref()), credits, *plan_amount),
+        }),
+        EventKind::UsageReleased {
+            reservation_id,
+            error_code,
+        } => json!({
+            "amount": line.reservation.as_ref().map(|r| r.amount),
+            "reservationId": reservation_id, "reason": error_code,
+            "allocations": line.reservation.as_ref().map(reservation_allocations),
+        }),
+        EventKind::UsageExpired { reservation_id } => json!({
+            "amount": line.reservation.as_ref().map(|r| r.amount),
+            "reservationId": reservation_id,
+            "allocations": line.reservation.as_ref().map(reservation_allocations),
+        }),
+        EventKind::SubscriptionUpdated { plan_id, .. }
+        | EventKind::SubscriptionCanceled { plan_id } => json!({"planId": plan_id}),
+    };
+    if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, fields) {
+        entry.extend(fields);
+    }
+    entry
+}
+
+fn limit(l: &Limit) -> Value {
+    json!({
+        "id": l.id, "name": l.name,
+        "match": l.patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "limit": l.limit, "unit": l.unit, "period": l.period.as_str(),
+    })
+}
+
+pub fn plan(p: &Plan) -> Value {
+    json!({
+        "id": p.id, "name": p.name,
+        "price": {"amount": p.price.amount, "currency": p.price.currency,
+                  "interval": p.price.interval.map(|i| i.as_str())},
+        "limits": p.limits.iter().map(limit).collect::<Vec<_>>(),
+        "createdAt": ts(p.created_at), "updatedAt": ts(p.updated_at),
+    })
+}
+
+pub fn pack(p: &Pack) -> Value {
+    json!({
+        "id": p.id, "name": p.name,
+        "price": {"amount": p.price.amount, "currency": p.price.currency},
+        "expiresInDays": p.expires_in_days, "stripePriceId": p.stripe_price_id,
+        "archived": p.archived,
+        "items": p.items.iter().map(|i| json!({
+            "id": i.id, "match": i.pattern.to_string(), "amount": i.amount, "unit": i.unit,
+        })).collect::<Vec<_>>(),
+        "createdAt": ts(p.created_at), "updatedAt": ts(p.updated_at),
+    })
+}
+
+pub fn list(items: Vec<Value>) -> Value {
+    json!({"data": items, "hasMore": false})
+}

@@ -1,0 +1,195 @@
+//! Putting it together: recover, start the journal writer, the actors and the snapshotter, serve
+//! HTTP until told to stop, then flush and take a final snapshot.
+
+use crate::actors::journal_writer::{self, JournalQueue};
+use crate::actors::{Engine, snapshotter};
+use crate::config::Config;
+use crate::engine::catalog::CatalogCommand;
+use crate::engine::{EngineState, Record};
+use crate::http::{self, AppState};
+use crate::persistence::{SledJournal, SnapshotStore, replay};
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The state on disk, loaded: newest valid snapshot plus the journal after it.
+pub struct Recovered {
+    pub state: EngineState,
+    pub next_seq: u64,
+    pub journal: SledJournal,
+    pub store: SnapshotStore,
+}
+
+pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
+    let started = Instant::now();
+    let store = SnapshotStore::new(&config.storage.snapshot_dir).with_context(|| {
+        format!(
+            "opening snapshots in {}",
+            config.storage.snapshot_dir.display()
+        )
+    })?;
+    let loaded = store
+        .load_newest::<EngineState>()
+        .context("loading the newest snapshot")?;
+    for refused in &loaded.refused {
+        tracing::warn!(?refused, "snapshot refused");
+    }
+    let (from, mut state) = match loaded.snapshot {
+        Some(s) => {
+            tracing::info!(seq = s.seq, path = %s.path.display(), "snapshot loaded");
+            (s.seq, s.state)
+        }
+        None => (0, EngineState::default()),
+    };
+    let mut journal = SledJournal::open(&config.storage.data_dir).with_context(|| {
+        format!(
+            "opening the journal in {}",
+            config.storage.data_dir.display()
+        )
+    })?;
+    let report = replay(&mut journal, from, |_, record: Record| state.apply(&record))
+        .context("replaying the journal")?;
+    tracing::info!(
+        users = state.users.len(),
+        records = report.records_replayed,
+        next_seq = report.next_seq,
+        ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    Ok(Recovered {
+        state,
+        next_seq: report.next_seq,
+        journal,
+        store,
+    })
+}
+
+/// One Prometheus recorder per process, shared by every server started in it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("histogram buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was installed already");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// The walkthrough's catalog, loaded into an app whose catalog is empty on first start.
+const DEMO_PLANS: &str = r#"[
+  {"id": "free", "name": "Free", "price": {"amount": 0, "currency": "usd", "interval": null},
+   "limits": [{"id": "images", "name": "Images", "match": ["image.gemini-3-1-flash-image-preview"],
+               "limit": 2, "unit": "count", "period": "lifetime"}]},
+  {"id": "pro", "name": "Pro", "price": {"amount": 900, "currency": "usd", "interval": "month"},
+   "limits": [{"id": "images", "name": "Images", "match": ["image.*"],
+               "limit": 40, "unit": "count", "period": "month"}]}
+]"#;
+
+const DEMO_PACKS: &str = r#"[
+  {"id": "cpk_gemini_topup", "name": "Gemini Top-up", "price": {"amount": 400, "currency": "usd"},
+   "expiresInDays": null,
+   "items": [{"id": "gemini", "match": "image.gemini-3-1-flash-image-preview", "amount": 50,
+              "unit": "count"}]},
+  {"id": "cpk_creator_bundle", "name": "Creator Bundle", "price": {"amount": 1500, "currency": "usd"},
+   "expiresInDays": 90,
+   "items": [{"id": "dalle", "match": "image.dall-e-3", "amount": 10, "unit": "count"},
+             {"id": "veo", "match": "video.veo-3", "amount": 5, "unit": "seconds"}]}
+]"#;
+
+async fn seed_demo_catalog(engine: &Engine, app: &str) -> anyhow::Result<()> {
+    let plans: Vec<http::catalog::PlanBody> = serde_json::from_str(DEMO_PLANS)?;
+    let packs: Vec<http::catalog::PackBody> = serde_json::from_str(DEMO_PACKS)?;
+    for body in plans {
+        let plan = http::catalog::plan_from(None, body).map_err(|e| anyhow::anyhow!(e.message))?;
+        engine
+            .change_catalog(app, CatalogCommand::PutPlan(plan))
+            .await?;
+    }
+    for body in packs {
+        let pack = http::catalog::pack_from(None, body).map_err(|e| anyhow::anyhow!(e.message))?;
+        engine
+            .change_catalog(app, CatalogCommand::PutPack(pack))
+            .await?;
+    }
+    tracing::info!(
+        app,
+        "loaded the demo catalog (plans free and pro, two credit packs)"
+    );
+    Ok(())
+}
+
+/// Runs the server until `shutdown` completes: stops accepting, finishes in-flight requests,
+/// flushes the journal and takes a final snapshot.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = metrics_handle();
+    let recover_config = config.clone();
+    let recovered = tokio::task::spawn_blocking(move || recover(&recover_config)).await??;
+    let Recovered {
+        state,
+        next_seq,
+        journal,
+        store,
+    } = recovered;
+
+    let queue = JournalQueue::new(next_seq);
+    let reader = journal.reader();
+    let writer = journal_writer::spawn(queue.clone(), Some(journal));
+    let app_ids: Vec<String> = config.apps.iter().map(|a| a.id.clone()).collect();
+    let engine = Engine::start(state, &app_ids, queue.clone(), config.actor_threads());
+    for app in config.apps.iter().filter(|a| a.seed_demo_catalog) {
+        if engine.catalog(&app.id)?.is_empty() {
+            seed_demo_catalog(&engine, &app.id).await?;
+        }
+    }
+    let state = AppState::new(&config, engine.clone(), metrics);
+    let snapshots = snapshotter::spawn(
+        SnapshotStore::new(store.dir())?,
+        reader.reader(),
+        queue.clone(),
+        config.storage.snapshot_every_records,
+        Duration::from_secs(config.storage.snapshot_every_seconds),
+        state.last_snapshot_s.clone(),
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let app = http::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+
+    tracing::info!("stopping: flushing the journal");
+    engine.flush().await?;
+    let up_to = queue.durable_seq();
+    drop(engine);
+    queue.close();
+    let mut reader = reader;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the journal writer panicked"))?;
+        let _ = snapshots;
+        let seq = snapshotter::take(&store, &mut reader, up_to, crate::actors::clock::real_now())?;
+        tracing::info!(seq, "final snapshot written");
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
