@@ -824,3 +824,26 @@ fn quantities_at_the_api_maximum_add_up_without_overflow() {
     assert_eq!(reasons, ["plan_and_credits_exhausted"]);
     assert_eq!(available, Available::default());
 }
+
+#[test]
+fn the_next_deadline_is_the_soonest_active_balance_expiry_or_pending_reservation_ttl() {
+    use crate::engine::next_deadline;
+    let mut w = world();
+    assert_eq!(next_deadline(&w.state), None);
+    let (_, ids) = w
+        .grant_until("img", "r", Some(START.plus_ms(HOUR)))
+        .unwrap();
+    assert_eq!(next_deadline(&w.state), Some(START.plus_ms(HOUR)));
+    let id = w
+        .reserve_with(reserve_cmd("image.flux", 1, 10 * SECOND, false))
+        .unwrap();
+    assert_eq!(next_deadline(&w.state), Some(START.plus_ms(10 * SECOND)));
+    w.commit(&id, None).unwrap();
+    assert_eq!(next_deadline(&w.state), Some(START.plus_ms(HOUR)));
+    w.revoke(&ids[0]).result.unwrap();
+    assert_eq!(
+        next_deadline(&w.state),
+        None,
+        "a revoked balance has no deadline"
+    );
+}

@@ -389,7 +389,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn every_step_of_a_random_command_sequence_keeps_the_invariants(ops in ops(60)) {
@@ -410,7 +410,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn replaying_the_ledger_from_empty_or_from_a_snapshot_gives_the_live_state(
@@ -550,7 +550,7 @@ fn batch_case() -> impl Strategy<Value = (Vec<Op>, Vec<(usize, u64)>, Vec<(usize
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn a_batch_of_reserves_in_any_order_never_allows_more_than_plan_and_credits_held(
