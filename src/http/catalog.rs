@@ -422,10 +422,16 @@ pub async fn put_pack(
     ))
 }
 
+/// The archive call takes no parameters; an empty object is the only body it accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParameters {}
+
 pub async fn archive_pack(
     State(s): State<AppState>,
     Secret(caller): Secret,
     Path(id): Path<String>,
+    Body(NoParameters {}): Body<NoParameters>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         change_pack(

@@ -141,8 +141,7 @@ pub async fn get_balance(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RevokeBody {
-    #[serde(default)]
-    reason: Option<String>,
+    reason: String,
 }
 
 pub async fn revoke(
@@ -152,7 +151,13 @@ pub async fn revoke(
     Body(body): Body<RevokeBody>,
 ) -> Result<Json<Value>, ApiError> {
     let key = owner(&s, &caller, &id)?;
-    let reason = text("reason", body.reason, TEXT_BYTES_MAX)?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "reason",
+            "must say why the balance is revoked",
+        ));
+    }
+    let reason = text("reason", Some(body.reason), TEXT_BYTES_MAX)?;
     balance_call(
         &s,
         key,

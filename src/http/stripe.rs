@@ -29,7 +29,8 @@ fn unprocessable(code: &'static str, message: String) -> ApiError {
 }
 
 fn ignored(why: &str) -> Json<Value> {
-    Json(json!({"received": true, "ignored": true, "reason": why}))
+    tracing::info!(why, "stripe event ignored");
+    Json(json!({"received": true, "ignored": true}))
 }
 
 pub async fn webhook(

@@ -279,9 +279,10 @@ async fn bad_reserve_check_and_consume_requests_name_the_field_and_change_nothin
     for body in edge {
         for path in ["/v1/check", "/v1/reservations", "/v1/consume"] {
             let r = app.post(path, SK_TEST, body.clone()).await;
-            if r.0.as_u16() != 200 || r.1["allowed"] != false {
+            // Valid input is answered, allowed or denied by the user's quota, never refused.
+            if r.0.as_u16() != 200 || r.1.get("allowed").and_then(|a| a.as_bool()).is_none() {
                 v.fails.push(format!(
-                    "POST {path} {body}: want 200 denied, got {} {}",
+                    "POST {path} {body}: want 200 with allowed true or false, got {} {}",
                     r.0, r.1
                 ));
             }
