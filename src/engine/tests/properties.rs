@@ -539,7 +539,10 @@ fn check_batch(start: &World, end: &World, batch: &[(usize, u64)], allowed: u64)
     }
 }
 
-fn batch_case() -> impl Strategy<Value = (Vec<Op>, Vec<(usize, u64)>, Vec<(usize, u64)>)> {
+/// Reserves as (model index, amount).
+type Reserves = Vec<(usize, u64)>;
+
+fn batch_case() -> impl Strategy<Value = (Vec<Op>, Reserves, Reserves)> {
     let one_model = (0..MODELS.len(), prop::collection::vec(1..=5u64, 1..12))
         .prop_map(|(m, amounts)| amounts.into_iter().map(|a| (m, a)).collect::<Vec<_>>());
     let mixed = prop::collection::vec((0..MODELS.len(), 1..=5u64), 1..12);
