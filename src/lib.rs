@@ -7,6 +7,7 @@
 //! put it together.
 
 pub mod actors;
+pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod http;

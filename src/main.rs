@@ -23,6 +23,16 @@ enum Cmd {
         #[arg(long, default_value = "config.toml", env = "VEVEE_CONFIG")]
         config: PathBuf,
     },
+    /// Replays the data offline and checks every invariant; exits 1 on a violation.
+    Verify {
+        #[arg(long, default_value = "config.toml", env = "VEVEE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Takes a snapshot offline and drops the journal it covers.
+    Snapshot {
+        #[arg(long, default_value = "config.toml", env = "VEVEE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn init_logs(json: bool) {
@@ -59,13 +69,32 @@ async fn shutdown_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config_path = match cli.command {
-        Some(Cmd::Serve { config }) => config,
-        None => PathBuf::from("config.toml"),
-    };
-    let config = Config::load(&config_path)?;
-    init_logs(config.server.json_logs);
-    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    runtime.block_on(vevee::startup::run(config, shutdown_signal()))
+    let command = Cli::parse().command.unwrap_or(Cmd::Serve {
+        config: "config.toml".into(),
+    });
+    match command {
+        Cmd::Serve { config } => {
+            let config = Config::load(&config)?;
+            init_logs(config.server.json_logs);
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            runtime.block_on(vevee::startup::run(config, shutdown_signal()))
+        }
+        Cmd::Verify { config } => {
+            let config = Config::load(&config)?;
+            init_logs(false);
+            let report = vevee::admin::verify(&config)?;
+            println!("{report}");
+            if report.violation.is_some() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Snapshot { config } => {
+            let config = Config::load(&config)?;
+            init_logs(false);
+            let seq = vevee::admin::snapshot(&config)?;
+            println!("snapshot written at sequence {seq}");
+            Ok(())
+        }
+    }
 }

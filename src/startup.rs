@@ -170,7 +170,7 @@ pub async fn run(
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let app = http::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = http::router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

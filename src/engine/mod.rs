@@ -5,6 +5,7 @@
 //! the ledger), [`matcher`] (who pays for a request), [`decide`] (commands into events), and
 //! [`state`] (the whole engine as the journal sees it).
 
+pub mod audit;
 pub mod catalog;
 pub mod decide;
 pub mod event;

@@ -30,6 +30,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
 
 /// The configured API keys, kept as SHA-256 digests and compared in constant time.
 pub struct Keys {
@@ -255,6 +259,15 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
+    let request_id = axum::http::HeaderName::from_static("request-id");
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        let id = request
+            .headers()
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path())
+    });
     api.layer(middleware::from_fn_with_state(
         state.clone(),
         idempotency::idempotency,
@@ -269,5 +282,24 @@ pub fn router(state: AppState) -> Router {
         )
         .into_response()
     }))
+    .layer(
+        tower::ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), UlidRequestId))
+            .layer(trace)
+            .layer(PropagateRequestIdLayer::new(request_id)),
+    )
     .with_state(state)
+}
+
+/// Request ids are `req_` + a ULID: unique and sortable by time, like every other id here.
+#[derive(Clone, Copy)]
+struct UlidRequestId;
+
+impl MakeRequestId for UlidRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = format!("req_{}", ulid::Ulid::new());
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
+    }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of `vevee serve`, over HTTP only, against the contract in API.md.
 
 mod concurrency;
+mod damage;
 mod idempotency;
 mod ledger;
 mod restart;

@@ -55,6 +55,8 @@ pub struct TestApp {
     child: Option<Child>,
     client: reqwest::Client,
     options: Options,
+    /// Extra lines for the `[storage]` table (e.g. snapshot cadence).
+    extra_storage: String,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -62,6 +64,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
+    spawn_app_with_storage(options, "").await
+}
+
+/// Like `spawn_app_with`, with `extra_storage` appended to the config's `[storage]` table, e.g.
+/// `"snapshot_every_records = 200\nsnapshot_every_seconds = 1\n"`.
+pub async fn spawn_app_with_storage(options: Options, extra_storage: &str) -> TestApp {
     let dir = tempfile::Builder::new()
         .prefix("vevee-it-")
         .tempdir()
@@ -77,6 +85,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         child: None,
         client,
         options,
+        extra_storage: extra_storage.to_string(),
     };
     app.start().await;
     app
@@ -92,6 +101,22 @@ impl TestApp {
         self.dir.path().join("server.log")
     }
 
+    /// The temporary directory that holds the config, `data/` and `snapshots/`.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stops the server with SIGTERM (graceful: flush and final snapshot) and waits for it.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the server is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        child.wait().expect("wait for the server")
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -102,13 +127,14 @@ impl TestApp {
         let d = self.dir.path();
         let mut cfg = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\ndata_dir = \"{}\"\n\
-             snapshot_dir = \"{}\"\n\n[[apps]]\nid = \"{APP_ID}\"\n\
+             snapshot_dir = \"{}\"\n{}\n[[apps]]\nid = \"{APP_ID}\"\n\
              secret_key_test = \"{SK_TEST}\"\npublishable_key_test = \"{PK_TEST}\"\n\
              stripe_webhook_secret_test = \"{WHSEC_TEST}\"\n\
              stripe_webhook_secret_live = \"{WHSEC_LIVE}\"\n\
              dashboard_password = \"it-dashboard-password\"\n",
             d.join("data").display(),
             d.join("snapshots").display(),
+            self.extra_storage,
         );
         if self.options.live_keys {
             cfg.push_str(&format!(
