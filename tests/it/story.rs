@@ -1222,3 +1222,115 @@ async fn editing_a_plan_limit_applies_from_the_next_operation_and_used_carries_o
     let d = app.reserve(SK_TEST, u, IMAGEN, 1).await;
     assert_eq!(d["reasons"], json!(["plan_exhausted"]));
 }
+
+#[tokio::test]
+async fn usage_with_match_shows_only_the_counters_and_credits_that_overlap_it() {
+    let app = spawn_app().await;
+    let u = "u_match";
+    app.subscribe(SK_TEST, u, "pro").await;
+    let g = app.grant(SK_TEST, u, "cpk_creator_bundle", "cs_m1").await;
+    let dalle = g["balances"][0]["id"].as_str().unwrap().to_string();
+    let veo = g["balances"][1]["id"].as_str().unwrap().to_string();
+    let gem = app.grant_one(SK_TEST, u, "cpk_gemini_topup", "cs_m2").await;
+    let ids = |usage: &Value| -> Vec<String> {
+        let mut v: Vec<String> = usage["credits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let get = |q: &'static str| {
+        let app = &app;
+        async move {
+            ok(
+                &app.get(&format!("/v1/users/{u}/usage?match={q}"), SK_TEST)
+                    .await,
+                200,
+            )
+            .clone()
+        }
+    };
+
+    let video = get("video.*").await;
+    assert_eq!(
+        video["counters"],
+        json!([]),
+        "image.* does not overlap video.*"
+    );
+    assert_eq!(ids(&video), vec![veo.clone()]);
+    let d = get("image.dall-e-3").await;
+    assert_eq!(d["counters"].as_array().unwrap().len(), 1);
+    assert_eq!(ids(&d), vec![dalle.clone()]);
+    let images = get("image.*").await;
+    assert_eq!(images["counters"].as_array().unwrap().len(), 1);
+    assert_eq!(ids(&images), sorted(vec![dalle.clone(), gem.clone()]));
+    let all = get("*").await;
+    assert_eq!(
+        ids(&all),
+        sorted(vec![dalle.clone(), veo.clone(), gem.clone()])
+    );
+    let text = get("text.gpt-4.1").await;
+    assert_eq!(text["counters"], json!([]));
+    assert_eq!(text["credits"], json!([]));
+    assert_eq!(
+        ids(&app.usage(SK_TEST, u).await),
+        ids(&all),
+        "no filter: everything"
+    );
+}
+
+#[tokio::test]
+async fn a_reservation_shows_every_field_with_null_where_there_is_no_value() {
+    let app = spawn_app().await;
+    let u = "u_shape_res";
+    app.subscribe(SK_TEST, u, "pro").await;
+    let r = app.reserve_ok(SK_TEST, u, IMAGEN, 2).await;
+    let id = r["reservationId"].as_str().unwrap();
+    let got = app.reservation(SK_TEST, id).await;
+    for f in [
+        "reservationId",
+        "allowed",
+        "reasons",
+        "status",
+        "userId",
+        "model",
+        "amount",
+        "allocations",
+        "expiresAt",
+        "createdAt",
+        "metadata",
+        "committedAmount",
+        "response",
+        "errorCode",
+    ] {
+        assert!(got.get(f).is_some(), "{f} missing from {got}");
+        assert_eq!(got[f], r[f], "GET and POST agree on {f}");
+    }
+    assert_eq!(
+        (
+            &got["metadata"],
+            &got["committedAmount"],
+            &got["response"],
+            &got["errorCode"]
+        ),
+        (&Value::Null, &Value::Null, &Value::Null, &Value::Null)
+    );
+    let c = app.commit(SK_TEST, id, None).await;
+    assert_eq!(app.reservation(SK_TEST, id).await, c);
+    assert_eq!(c["allocations"], r["allocations"]);
+    assert_eq!(c["response"], Value::Null);
+    let body = json!({"userId": u, "model": IMAGEN, "amount": 1, "ttlSeconds": 86400});
+    let max = app.reserve_with(SK_TEST, body).await;
+    assert_eq!(
+        secs_between(&max["createdAt"], &max["expiresAt"]),
+        86400.0,
+        "ttl 86400 is allowed"
+    );
+}
