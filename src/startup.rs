@@ -11,7 +11,8 @@ use crate::persistence::{SledJournal, SnapshotStore, replay};
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The state on disk, loaded: newest valid snapshot plus the journal after it.
@@ -157,6 +158,7 @@ pub async fn run(
         }
     }
     let state = AppState::new(&config, engine.clone(), metrics);
+    let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = snapshotter::spawn(
         SnapshotStore::new(store.dir())?,
         reader.reader(),
@@ -164,6 +166,7 @@ pub async fn run(
         config.storage.snapshot_every_records,
         Duration::from_secs(config.storage.snapshot_every_seconds),
         state.last_snapshot_s.clone(),
+        stop_snapshots.clone(),
     );
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -185,7 +188,12 @@ pub async fn run(
         writer
             .join()
             .map_err(|_| anyhow::anyhow!("the journal writer panicked"))?;
-        let _ = snapshots;
+        // The periodic snapshotter finishes what it is doing first: two writers of one
+        // snapshot file would race.
+        stop_snapshots.store(true, Ordering::Release);
+        snapshots
+            .join()
+            .map_err(|_| anyhow::anyhow!("the snapshotter panicked"))?;
         let seq = snapshotter::take(&store, &mut reader, up_to, crate::actors::clock::real_now())?;
         tracing::info!(seq, "final snapshot written");
         Ok(())

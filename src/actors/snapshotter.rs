@@ -7,7 +7,7 @@ use crate::engine::time::MS_PER_DAY;
 use crate::engine::{EngineState, Record, Ts};
 use crate::persistence::{Journal, SledJournal, SnapshotStore, decode_batch_into, encode_snapshot};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Snapshots kept; the journal is kept back to the oldest, so a damaged newest one can be skipped.
@@ -83,7 +83,7 @@ pub fn take(
 }
 
 /// Takes a snapshot every `every_records` durable records or `every` interval (when anything was
-/// written), until the queue's writer stops.
+/// written), until `stop` is set.
 pub fn spawn(
     store: SnapshotStore,
     mut journal: SledJournal,
@@ -91,6 +91,7 @@ pub fn spawn(
     every_records: u64,
     every: Duration,
     last_snapshot_s: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("snapshotter".into())
@@ -103,7 +104,7 @@ pub fn spawn(
             let mut last_at = Instant::now();
             loop {
                 std::thread::sleep(Duration::from_millis(500));
-                if Arc::strong_count(&queue) == 1 {
+                if stop.load(Ordering::Acquire) {
                     return;
                 }
                 let durable = queue.durable_seq();
