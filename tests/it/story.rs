@@ -720,6 +720,7 @@ async fn cancelling_keeps_credits_spendable_and_ends_in_no_subscription_credits_
         (0, 0, 40),
         "a new monthly period"
     );
+    // "a second DELETE answers the same": the cancel happened once, so one entry.
     let canceled = app
         .ledger_of_type(SK_TEST, u, "subscription.canceled")
         .await;
@@ -780,6 +781,7 @@ async fn subscribing_to_the_same_plan_again_changes_nothing() {
     assert_eq!(again, first);
     let usage = app.usage(SK_TEST, u).await;
     assert_eq!(urr(counter(&usage, "images")), (3, 0, 37));
+    // API.md: "The same plan again changes nothing" -- so no second ledger entry either.
     let updated = app.ledger_of_type(SK_TEST, u, "subscription.updated").await;
     assert_eq!(updated.len(), 1, "{updated:?}");
 
