@@ -1,0 +1,404 @@
+// `createClient`: every call of vevee's HTTP API v1 as a method.
+
+import { VeveeConfigurationError } from "./errors.js";
+import {
+  Transport,
+  type FetchLike,
+  type HttpRequest,
+  type RequestOptions,
+  type ResponseInfo,
+} from "./transport.js";
+import type {
+  Balance,
+  CheckParams,
+  CheckResult,
+  CommitParams,
+  ConsumeParams,
+  CreditPack,
+  CreditPackParams,
+  DeletedPlan,
+  Grant,
+  GrantParams,
+  LedgerEntry,
+  LedgerParams,
+  List,
+  Plan,
+  PlanParams,
+  ReleaseParams,
+  Reservation,
+  ReserveOptions,
+  ReserveParams,
+  ReserveResult,
+  RevokeParams,
+  Subscription,
+  TestClock,
+  UpsertSubscriptionParams,
+  Usage,
+} from "./types.js";
+
+export const VERSION = "0.1.0";
+
+export interface ClientOptions {
+  /** A secret key (`sk_test_…`, `sk_live_…`) on a server; a publishable key (`pk_…`) in a browser. */
+  apiKey: string;
+  /** Default `http://127.0.0.1:8080`. */
+  baseUrl?: string;
+  /** Per attempt; default 30 000. */
+  timeoutMs?: number;
+  /** Retries after the first attempt; default 2. */
+  maxRetries?: number;
+  /** The first retry waits between half of this and this; default 500. */
+  initialRetryDelayMs?: number;
+  /** The cap of the exponential backoff; default 8 000. */
+  maxRetryDelayMs?: number;
+  /** A `Retry-After` longer than this is not waited for; default 60 000. */
+  maxRetryAfterMs?: number;
+  /** Default: the platform's `fetch`. */
+  fetch?: FetchLike;
+}
+
+/** A result with what came back with it. `lastResponse` is not enumerable (not in JSON, not in deepEqual). */
+export type WithResponse<T> = T & { readonly lastResponse: ResponseInfo };
+
+/** A page of a list that is also an async iterator over every item of every page from there on. */
+export type PagePromise<T> = Promise<WithResponse<List<T>>> & AsyncIterable<T>;
+
+export interface VeveeClient {
+  /** Holds `amount` of `model` for `userId`: plan first, then credits. A denial is a value: test `allowed`. */
+  reserve(
+    userId: string,
+    model: string,
+    amount: number,
+    options?: ReserveOptions & RequestOptions,
+  ): Promise<WithResponse<ReserveResult>>;
+  reserve(params: ReserveParams, options?: RequestOptions): Promise<WithResponse<ReserveResult>>;
+  /** Spends a reservation (all of it, or `amount` of it; the rest goes back). */
+  commit(
+    reservationId: string,
+    params?: CommitParams,
+    options?: RequestOptions,
+  ): Promise<WithResponse<Reservation>>;
+  /** Gives every unit of a reservation back to the counter or balance it came from. */
+  release(
+    reservationId: string,
+    params?: ReleaseParams,
+    options?: RequestOptions,
+  ): Promise<WithResponse<Reservation>>;
+  getReservation(reservationId: string, options?: RequestOptions): Promise<WithResponse<Reservation>>;
+  /** What a reserve would do now, holding nothing. */
+  check(userId: string, model: string, amount: number, options?: RequestOptions): Promise<WithResponse<CheckResult>>;
+  check(params: CheckParams, options?: RequestOptions): Promise<WithResponse<CheckResult>>;
+  /** `check` by its walkthrough name. Resolves to `{ allowed, reasons, … }`, not a boolean. */
+  canUse(userId: string, model: string, amount: number, options?: RequestOptions): Promise<WithResponse<CheckResult>>;
+  canUse(params: CheckParams, options?: RequestOptions): Promise<WithResponse<CheckResult>>;
+  /** A reserve and commit in one step: the committed reservation, or the denial. */
+  consume(
+    userId: string,
+    model: string,
+    amount: number,
+    options?: { metadata?: ReserveOptions["metadata"] } & RequestOptions,
+  ): Promise<WithResponse<ReserveResult>>;
+  consume(params: ConsumeParams, options?: RequestOptions): Promise<WithResponse<ReserveResult>>;
+  /** The user's counters and active balances, for a UI; `match` keeps those overlapping it (e.g. `image.*`). */
+  usage(userId: string, match?: string | null, options?: RequestOptions): Promise<WithResponse<Usage>>;
+  /** A page of the user's ledger, newest first; `for await` over it walks every later page too. */
+  ledger(userId: string, params?: LedgerParams, options?: RequestOptions): PagePromise<LedgerEntry>;
+
+  getSubscription(userId: string, options?: RequestOptions): Promise<WithResponse<Subscription>>;
+  /** Puts the user on `planId`: the same plan changes nothing, another starts a new period now. */
+  upsertSubscription(params: UpsertSubscriptionParams, options?: RequestOptions): Promise<WithResponse<Subscription>>;
+  upsertSubscription(userId: string, planId: string, options?: RequestOptions): Promise<WithResponse<Subscription>>;
+  /** Cancels; the user's credits stay spendable. */
+  cancelSubscription(userId: string | { userId: string }, options?: RequestOptions): Promise<WithResponse<Subscription>>;
+
+  credits: {
+    /** Grants a pack: one balance per item. A repeat of (user, pack, externalRef) grants nothing (`created: false`). */
+    grant(params: GrantParams, options?: RequestOptions): Promise<WithResponse<Grant>>;
+    /** Takes what is left of a balance (e.g. on a refund). */
+    revoke(params: RevokeParams, options?: RequestOptions): Promise<WithResponse<Balance>>;
+    revoke(balanceId: string, params: { reason: string }, options?: RequestOptions): Promise<WithResponse<Balance>>;
+    getBalance(balanceId: string, options?: RequestOptions): Promise<WithResponse<Balance>>;
+  };
+
+  plans: {
+    list(options?: RequestOptions): Promise<WithResponse<List<Plan>>>;
+    get(planId: string, options?: RequestOptions): Promise<WithResponse<Plan>>;
+    /** `POST /v1/plans`: 409 `plan_exists` if the id is taken. */
+    create(params: PlanParams, options?: RequestOptions): Promise<WithResponse<Plan>>;
+    /** `PUT /v1/plans/{id}`: creates or replaces. */
+    upsert(params: PlanParams, options?: RequestOptions): Promise<WithResponse<Plan>>;
+    /** 409 `plan_in_use` while an active subscription uses it. */
+    delete(planId: string, options?: RequestOptions): Promise<WithResponse<DeletedPlan>>;
+  };
+
+  creditPacks: {
+    list(params?: { includeArchived?: boolean }, options?: RequestOptions): Promise<WithResponse<List<CreditPack>>>;
+    get(packId: string, options?: RequestOptions): Promise<WithResponse<CreditPack>>;
+    /** `POST /v1/credit-packs`: 409 `pack_exists` if the id is taken. */
+    create(params: CreditPackParams, options?: RequestOptions): Promise<WithResponse<CreditPack>>;
+    /** `PUT /v1/credit-packs/{id}`: creates or replaces; changes future grants only. */
+    upsert(params: CreditPackParams, options?: RequestOptions): Promise<WithResponse<CreditPack>>;
+    archive(packId: string, options?: RequestOptions): Promise<WithResponse<CreditPack>>;
+  };
+
+  /** Test keys only. */
+  testClock: {
+    get(options?: RequestOptions): Promise<WithResponse<TestClock>>;
+    /** Moves the app's test-mode clock forward: expiry, period resets and TTLs follow it. */
+    advance(seconds: number | { seconds: number }, options?: RequestOptions): Promise<WithResponse<TestClock>>;
+  };
+
+  /** Any other call of the API, with the same auth, retries and idempotency keys. */
+  request<T>(req: HttpRequest, options?: RequestOptions): Promise<WithResponse<T>>;
+}
+
+/** True in a browser page or a web worker (not in Node, Deno or Bun). */
+export function isBrowser(): boolean {
+  const g = globalThis as {
+    window?: { document?: unknown };
+    document?: unknown;
+    WorkerGlobalScope?: unknown;
+    importScripts?: unknown;
+  };
+  if (typeof g.window === "object" && g.window !== null && typeof g.window.document === "object") {
+    return true;
+  }
+  return typeof g.WorkerGlobalScope === "function" && typeof g.importScripts === "function";
+}
+
+export function createClient(options: ClientOptions): VeveeClient {
+  if (!options || typeof options.apiKey !== "string" || options.apiKey.trim() === "") {
+    throw new VeveeConfigurationError({
+      message: "createClient needs { apiKey }: a secret key (sk_test_… or sk_live_…) on your server",
+      type: "configuration",
+      code: "api_key_missing",
+    });
+  }
+  const apiKey = options.apiKey.trim();
+  if (isBrowser() && !apiKey.startsWith("pk_")) {
+    throw new VeveeConfigurationError({
+      message:
+        "refusing to use a vevee secret key in a browser: anyone who opens the page could read it " +
+        "and spend or grant credits for every user. Call vevee from your server with the secret key, " +
+        "and use a publishable key (pk_test_… or pk_live_…) in the browser; it can only read the " +
+        "catalog (plans and credit packs).",
+      type: "configuration",
+      code: "secret_key_in_browser",
+    });
+  }
+  const platformFetch = (globalThis as { fetch?: FetchLike }).fetch;
+  const fetchImpl = options.fetch ?? (platformFetch ? platformFetch.bind(globalThis) : undefined);
+  if (!fetchImpl) {
+    throw new VeveeConfigurationError({
+      message: "no fetch on this platform: pass createClient({ fetch }) or use Node 18 or later",
+      type: "configuration",
+      code: "fetch_missing",
+    });
+  }
+  const transport = new Transport({
+    apiKey,
+    baseUrl: (options.baseUrl ?? "http://127.0.0.1:8080").replace(/\/+$/, ""),
+    timeoutMs: positive(options.timeoutMs, 30_000, "timeoutMs"),
+    maxRetries: nonNegative(options.maxRetries, 2, "maxRetries"),
+    initialRetryDelayMs: nonNegative(options.initialRetryDelayMs, 500, "initialRetryDelayMs"),
+    maxRetryDelayMs: nonNegative(options.maxRetryDelayMs, 8_000, "maxRetryDelayMs"),
+    maxRetryAfterMs: nonNegative(options.maxRetryAfterMs, 60_000, "maxRetryAfterMs"),
+    fetch: fetchImpl,
+    // Browsers forbid setting User-Agent.
+    userAgent: isBrowser() ? null : `vevee-sdk-typescript/${VERSION}`,
+  });
+
+  async function call<T>(req: HttpRequest, options?: RequestOptions): Promise<WithResponse<T>> {
+    const { data, info } = await transport.request<T>(req, options);
+    if (typeof data === "object" && data !== null) {
+      Object.defineProperty(data, "lastResponse", { value: info, enumerable: false });
+    }
+    return data as WithResponse<T>;
+  }
+
+  const post = <T>(path: string, body: unknown, options?: RequestOptions) =>
+    call<T>({ method: "POST", path, body }, options);
+  const get = <T>(path: string, query?: HttpRequest["query"], options?: RequestOptions) =>
+    call<T>({ method: "GET", path, query }, options);
+
+  function checkCall(a: string | CheckParams, b?: string | RequestOptions, c?: number, d?: RequestOptions) {
+    if (typeof a === "string") {
+      return post<CheckResult>("/v1/check", { userId: a, model: b as string, amount: c }, d);
+    }
+    return post<CheckResult>(
+      "/v1/check",
+      { userId: a.userId, model: a.model, amount: a.amount },
+      b as RequestOptions | undefined,
+    );
+  }
+
+  function ledger(userId: string, params: LedgerParams = {}, options?: RequestOptions): PagePromise<LedgerEntry> {
+    const fetchPage = (startingAfter: string | undefined) =>
+      get<List<LedgerEntry>>(
+        `/v1/users/${seg(userId)}/ledger`,
+        { limit: params.limit, startingAfter },
+        options,
+      );
+    const first = (async () => fetchPage(params.startingAfter))();
+    // Nobody may await the first page when iterating: keep its rejection from going unhandled.
+    first.catch(() => undefined);
+    async function* all(): AsyncGenerator<LedgerEntry> {
+      let page = await first;
+      for (;;) {
+        yield* page.data;
+        const last = page.data[page.data.length - 1];
+        if (!page.hasMore || last === undefined) return;
+        page = await fetchPage(last.id);
+      }
+    }
+    return Object.assign(first, { [Symbol.asyncIterator]: all }) as PagePromise<LedgerEntry>;
+  }
+
+  const client: VeveeClient = {
+    reserve(
+      a: string | ReserveParams,
+      b?: string | RequestOptions,
+      c?: number,
+      d?: ReserveOptions & RequestOptions,
+    ): Promise<WithResponse<ReserveResult>> {
+      if (typeof a === "string") {
+        const { ttlSeconds, metadata, ...request } = d ?? {};
+        return post("/v1/reservations", { userId: a, model: b as string, amount: c, ttlSeconds, metadata }, request);
+      }
+      const { userId, model, amount, ttlSeconds, metadata } = a;
+      return post("/v1/reservations", { userId, model, amount, ttlSeconds, metadata }, b as RequestOptions | undefined);
+    },
+    commit: async (reservationId, params = {}, options) =>
+      post(`/v1/reservations/${seg(reservationId)}/commit`, { amount: params.amount, response: params.response }, options),
+    release: async (reservationId, params = {}, options) =>
+      post(`/v1/reservations/${seg(reservationId)}/release`, { errorCode: params.errorCode }, options),
+    getReservation: async (reservationId, options) =>
+      get(`/v1/reservations/${seg(reservationId)}`, undefined, options),
+    check: checkCall as VeveeClient["check"],
+    canUse: checkCall as VeveeClient["canUse"],
+    consume(
+      a: string | ConsumeParams,
+      b?: string | RequestOptions,
+      c?: number,
+      d?: { metadata?: ReserveOptions["metadata"] } & RequestOptions,
+    ): Promise<WithResponse<ReserveResult>> {
+      if (typeof a === "string") {
+        const { metadata, ...request } = d ?? {};
+        return post("/v1/consume", { userId: a, model: b as string, amount: c, metadata }, request);
+      }
+      const { userId, model, amount, metadata } = a;
+      return post("/v1/consume", { userId, model, amount, metadata }, b as RequestOptions | undefined);
+    },
+    usage: async (userId, match, options) =>
+      get(`/v1/users/${seg(userId)}/usage`, { match }, options),
+    ledger,
+
+    getSubscription: async (userId, options) => get(`/v1/users/${seg(userId)}/subscription`, undefined, options),
+    upsertSubscription(
+      a: string | UpsertSubscriptionParams,
+      b?: string | RequestOptions,
+      c?: RequestOptions,
+    ): Promise<WithResponse<Subscription>> {
+      const [userId, planId, options] =
+        typeof a === "string" ? [a, b as string, c] : [a.userId, a.planId, b as RequestOptions | undefined];
+      return call({ method: "PUT", path: `/v1/users/${seg(userId)}/subscription`, body: { planId } }, options);
+    },
+    cancelSubscription: async (user, options) => {
+      const userId = typeof user === "string" ? user : user.userId;
+      return call({ method: "DELETE", path: `/v1/users/${seg(userId)}/subscription` }, options);
+    },
+
+    credits: {
+      grant: async (params, options) => {
+        const { userId, packId, externalRef, source, notes, expiresAt } = params;
+        return post("/v1/credits/grants", {
+          userId,
+          packId,
+          externalRef,
+          source,
+          notes,
+          expiresAt: expiresAt instanceof Date ? expiresAt.toISOString() : expiresAt,
+        }, options);
+      },
+      revoke(
+        a: string | RevokeParams,
+        b?: { reason: string } | RequestOptions,
+        c?: RequestOptions,
+      ): Promise<WithResponse<Balance>> {
+        const [balanceId, reason, options] =
+          typeof a === "string"
+            ? [a, (b as { reason: string }).reason, c]
+            : [a.balanceId, a.reason, b as RequestOptions | undefined];
+        return post(`/v1/credits/balances/${seg(balanceId)}/revoke`, { reason }, options);
+      },
+      getBalance: async (balanceId, options) => get(`/v1/credits/balances/${seg(balanceId)}`, undefined, options),
+    },
+
+    plans: {
+      list: async (options) => get("/v1/plans", undefined, options),
+      get: async (planId, options) => get(`/v1/plans/${seg(planId)}`, undefined, options),
+      create: async (params, options) => post("/v1/plans", planBody(params), options),
+      upsert: async (params, options) =>
+        call({ method: "PUT", path: `/v1/plans/${seg(params.id)}`, body: planBody(params) }, options),
+      delete: async (planId, options) => call({ method: "DELETE", path: `/v1/plans/${seg(planId)}` }, options),
+    },
+
+    creditPacks: {
+      list: async (params = {}, options) =>
+        get("/v1/credit-packs", { includeArchived: params.includeArchived ? "true" : undefined }, options),
+      get: async (packId, options) => get(`/v1/credit-packs/${seg(packId)}`, undefined, options),
+      create: async (params, options) => post("/v1/credit-packs", packBody(params), options),
+      upsert: async (params, options) =>
+        call({ method: "PUT", path: `/v1/credit-packs/${seg(params.id)}`, body: packBody(params) }, options),
+      archive: async (packId, options) => post(`/v1/credit-packs/${seg(packId)}/archive`, {}, options),
+    },
+
+    testClock: {
+      get: async (options) => get("/v1/test/clock", undefined, options),
+      advance: async (seconds, options) =>
+        post("/v1/test/clock/advance", { seconds: typeof seconds === "number" ? seconds : seconds.seconds }, options),
+    },
+
+    request: call,
+  };
+  return client;
+}
+
+// The writable fields only, so that a plan or pack read from the API can be edited and written back
+// (the server refuses unknown fields such as `createdAt`).
+function planBody(p: PlanParams): PlanParams {
+  return { id: p.id, name: p.name, price: p.price, limits: p.limits };
+}
+
+function packBody(p: CreditPackParams): CreditPackParams {
+  const { id, name, price, expiresInDays, stripePriceId, archived, items } = p;
+  return { id, name, price, expiresInDays, stripePriceId, archived, items };
+}
+
+/** One path segment, escaped. */
+function seg(value: string): string {
+  if (typeof value !== "string" || value === "") {
+    throw new VeveeConfigurationError({
+      message: `expected a non-empty id, got ${JSON.stringify(value)}`,
+      type: "configuration",
+      code: "id_missing",
+    });
+  }
+  return encodeURIComponent(value);
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new VeveeConfigurationError({ message: `${name} must be a positive number`, type: "configuration", code: "invalid_option" });
+  }
+  return value;
+}
+
+function nonNegative(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value < 0) {
+    throw new VeveeConfigurationError({ message: `${name} must be a number from 0`, type: "configuration", code: "invalid_option" });
+  }
+  return value;
+}

@@ -1,0 +1,349 @@
+// The shapes of vevee's HTTP API v1 (shared/API.md), field for field. Timestamps are RFC 3339 UTC
+// strings; a field with no value is `null`, never missing.
+
+/** An RFC 3339 UTC timestamp, e.g. `2026-11-22T21:40:00Z`. */
+export type Timestamp = string;
+
+/** Any JSON value: what `metadata` and a commit's `response` may hold. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** `{"data": [...], "hasMore": false}`. */
+export interface List<T> {
+  data: T[];
+  hasMore: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catalog
+
+export type Period = "lifetime" | "day" | "week" | "month" | "year";
+
+export interface PlanPrice {
+  /** In the currency's smallest unit; 0 for a free plan. */
+  amount: number;
+  currency: string;
+  /** `null` for a free plan. */
+  interval: "month" | "year" | null;
+}
+
+export interface PlanLimit {
+  id: string;
+  name: string;
+  /** Match patterns: a model key, `category.*`, or `*`. */
+  match: string[];
+  limit: number;
+  unit: string;
+  period: Period;
+}
+
+export interface Plan {
+  id: string;
+  name: string;
+  price: PlanPrice;
+  limits: PlanLimit[];
+  createdAt: Timestamp;
+  updatedAt: Timestamp;
+}
+
+/** The body of `POST /v1/plans` and `PUT /v1/plans/{id}`. */
+export interface PlanParams {
+  id: string;
+  name: string;
+  price?: { amount: number; currency: string; interval?: "month" | "year" | null };
+  limits?: Array<{
+    id: string;
+    name?: string;
+    match: string[];
+    limit: number;
+    unit: string;
+    period: Period;
+  }>;
+}
+
+/** The answer to `DELETE /v1/plans/{id}`. */
+export interface DeletedPlan {
+  id: string;
+  deleted: true;
+}
+
+export interface PackPrice {
+  amount: number;
+  currency: string;
+}
+
+export interface PackItem {
+  id: string;
+  match: string;
+  amount: number;
+  unit: string;
+}
+
+export interface CreditPack {
+  id: string;
+  name: string;
+  price: PackPrice;
+  /** `null`: the pack's balances never expire. */
+  expiresInDays: number | null;
+  stripePriceId: string | null;
+  archived: boolean;
+  items: PackItem[];
+  createdAt: Timestamp;
+  updatedAt: Timestamp;
+}
+
+/** The body of `POST /v1/credit-packs` and `PUT /v1/credit-packs/{id}`. */
+export interface CreditPackParams {
+  id: string;
+  name: string;
+  price?: PackPrice;
+  expiresInDays?: number | null;
+  stripePriceId?: string | null;
+  archived?: boolean;
+  /** Item ids are generated when omitted. */
+  items: Array<{ id?: string; match: string; amount: number; unit: string }>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscriptions
+
+export interface Subscription {
+  userId: string;
+  planId: string;
+  status: "active" | "canceled";
+  currentPeriodStart: Timestamp;
+  createdAt: Timestamp;
+}
+
+export interface UpsertSubscriptionParams {
+  userId: string;
+  planId: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credits
+
+export type BalanceStatus = "active" | "expired" | "revoked";
+export type GrantSource = "purchase" | "grant" | "adjustment";
+
+export interface Balance {
+  id: string;
+  userId: string;
+  packId: string;
+  packItemId: string;
+  match: string;
+  unit: string;
+  granted: number;
+  /** What can be spent now. */
+  remaining: number;
+  /** Held by pending reservations. */
+  reserved: number;
+  status: BalanceStatus;
+  source: GrantSource;
+  externalRef: string;
+  notes: string | null;
+  expiresAt: Timestamp | null;
+  createdAt: Timestamp;
+}
+
+export interface GrantParams {
+  userId: string;
+  packId: string;
+  /** With (user, pack), the grant's unique key: a repeat grants nothing. */
+  externalRef: string;
+  source: GrantSource;
+  notes?: string | null;
+  /** Overrides the pack's default; must be in the future. */
+  expiresAt?: Timestamp | Date | null;
+}
+
+export interface Grant {
+  userId: string;
+  packId: string;
+  externalRef: string;
+  /** `false` on a repeat: nothing was granted and `balances` are the first grant's. */
+  created: boolean;
+  /** One per pack item, in item order. */
+  balances: Balance[];
+}
+
+export interface RevokeParams {
+  balanceId: string;
+  reason: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reservations
+
+export interface PlanAllocation {
+  source: "plan";
+  limitId: string;
+  balanceId?: null;
+  amount: number;
+}
+
+export interface CreditsAllocation {
+  source: "credits";
+  balanceId: string;
+  limitId?: null;
+  amount: number;
+}
+
+export type Allocation = PlanAllocation | CreditsAllocation;
+
+export type DenialReason =
+  | "no_subscription"
+  | "credits_exhausted"
+  | "not_in_plan"
+  | "plan_exhausted"
+  | "plan_and_credits_exhausted";
+
+export interface Available {
+  plan: number;
+  credits: number;
+}
+
+export type ReservationStatus = "pending" | "committed" | "released" | "expired";
+
+/** A hold on a user's quota and credits: what an allowed `reserve` or `consume` answers. */
+export interface Reservation {
+  reservationId: string;
+  allowed: true;
+  reasons: [];
+  status: ReservationStatus;
+  userId: string;
+  model: string;
+  amount: number;
+  allocations: Allocation[];
+  expiresAt: Timestamp;
+  createdAt: Timestamp;
+  metadata: Json | null;
+  /** `null` until committed. */
+  committedAmount: number | null;
+  response: Json | null;
+  errorCode: string | null;
+}
+
+/** A refusal: nothing was held. A value, not an exception. */
+export interface Denial {
+  reservationId: null;
+  allowed: false;
+  reasons: DenialReason[];
+  available: Available;
+}
+
+/** What `reserve` and `consume` answer: test `allowed` to tell which. */
+export type ReserveResult = Reservation | Denial;
+
+export interface ReserveParams {
+  userId: string;
+  model: string;
+  amount: number;
+  /** Default 600, at most 86400. */
+  ttlSeconds?: number;
+  metadata?: Json;
+}
+
+export interface ReserveOptions {
+  ttlSeconds?: number;
+  metadata?: Json;
+}
+
+export interface CheckParams {
+  userId: string;
+  model: string;
+  amount: number;
+}
+
+/** `POST /v1/check`: what a reserve would do now, holding nothing. */
+export interface CheckResult {
+  allowed: boolean;
+  reasons: DenialReason[];
+  allocations: Allocation[];
+  available: Available;
+}
+
+export interface ConsumeParams {
+  userId: string;
+  model: string;
+  amount: number;
+  metadata?: Json;
+}
+
+export interface CommitParams {
+  /** Below the reserved amount gives the rest back; above it is refused. */
+  amount?: number;
+  response?: Json;
+}
+
+export interface ReleaseParams {
+  errorCode?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage and ledger
+
+export interface Counter {
+  planId: string;
+  limitId: string;
+  name: string;
+  match: string[];
+  unit: string;
+  period: Period;
+  limit: number;
+  used: number;
+  reserved: number;
+  remaining: number;
+  periodStart: Timestamp | null;
+  resetsAt: Timestamp | null;
+}
+
+export interface Usage {
+  userId: string;
+  subscription: Subscription | null;
+  /** The current plan's counters; `[]` with no active subscription. */
+  counters: Counter[];
+  /** The active balances. */
+  credits: Balance[];
+}
+
+export type LedgerEntryType =
+  | "credits.granted"
+  | "credits.revoked"
+  | "credits.expired"
+  | "usage.reserved"
+  | "usage.committed"
+  | "usage.released"
+  | "usage.expired"
+  | "subscription.updated"
+  | "subscription.canceled";
+
+export interface LedgerEntry {
+  id: string;
+  at: Timestamp;
+  type: LedgerEntryType;
+  userId: string;
+  amount: number | null;
+  balanceId: string | null;
+  packId: string | null;
+  limitId: string | null;
+  reservationId: string | null;
+  allocations: Allocation[] | null;
+  externalRef: string | null;
+  source: GrantSource | null;
+  reason: string | null;
+  notes: string | null;
+}
+
+export interface LedgerParams {
+  /** 1 to 500, default 50. */
+  limit?: number;
+  /** A ledger entry id (`le_…`): the page after it (older entries). */
+  startingAfter?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test clock
+
+export interface TestClock {
+  now: Timestamp;
+}
