@@ -3,9 +3,11 @@
 
 use crate::engine::Record;
 use crate::persistence::{Journal, encode_batch};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 /// Records not yet handed to the writer. The lock is held only to push or to swap the vector out, a
 /// few nanoseconds: it is what makes the journal order the apply order.
@@ -15,11 +17,25 @@ struct Queue {
     closed: bool,
 }
 
+/// Callers waiting for their records to be durable, by the sequence they wait for. Each caller is
+/// woken once, by the batch that covers it (a broadcast would wake every caller on every batch).
+struct Waiters {
+    durable: u64,
+    by_seq: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+}
+
 pub struct JournalQueue {
     queue: Mutex<Queue>,
     wake: Condvar,
-    durable: watch::Sender<u64>,
+    /// Every record below this sequence is on disk; read without the lock on the fast path.
+    durable: AtomicU64,
+    waiters: Mutex<Waiters>,
 }
+
+/// The journal writer stopped before the record was durable.
+#[derive(Debug, thiserror::Error)]
+#[error("the journal writer stopped")]
+pub struct WriterStopped;
 
 /// Batches past this many records are split, to bound the size of one sled value.
 const BATCH_RECORDS_MAX: usize = 16_384;
@@ -28,7 +44,6 @@ impl JournalQueue {
     /// `next_seq` is the sequence of the first record this process writes; everything below it is
     /// on disk already.
     pub fn new(next_seq: u64) -> Arc<JournalQueue> {
-        let (durable, _) = watch::channel(next_seq);
         Arc::new(JournalQueue {
             queue: Mutex::new(Queue {
                 next_seq,
@@ -36,7 +51,11 @@ impl JournalQueue {
                 closed: false,
             }),
             wake: Condvar::new(),
-            durable,
+            durable: AtomicU64::new(next_seq),
+            waiters: Mutex::new(Waiters {
+                durable: next_seq,
+                by_seq: BTreeMap::new(),
+            }),
         })
     }
 
@@ -56,13 +75,40 @@ impl JournalQueue {
         end
     }
 
-    pub fn durable(&self) -> watch::Receiver<u64> {
-        self.durable.subscribe()
+    /// Resolves once every record below `end` is durable.
+    pub async fn wait_durable(&self, end: u64) -> Result<(), WriterStopped> {
+        if self.durable_seq() >= end {
+            return Ok(());
+        }
+        let receiver = {
+            let mut waiters = self.waiters.lock().expect("journal waiters poisoned");
+            if waiters.durable >= end {
+                return Ok(());
+            }
+            let (sender, receiver) = oneshot::channel();
+            waiters.by_seq.entry(end).or_default().push(sender);
+            receiver
+        };
+        receiver.await.map_err(|_| WriterStopped)
+    }
+
+    /// Publishes a new durable end and wakes the callers it covers.
+    fn publish(&self, end: u64) {
+        let ready = {
+            let mut waiters = self.waiters.lock().expect("journal waiters poisoned");
+            waiters.durable = end;
+            self.durable.store(end, Ordering::Release);
+            let later = waiters.by_seq.split_off(&(end + 1));
+            std::mem::replace(&mut waiters.by_seq, later)
+        };
+        for sender in ready.into_values().flatten() {
+            let _ = sender.send(());
+        }
     }
 
     /// Every record below this sequence is on disk.
     pub fn durable_seq(&self) -> u64 {
-        *self.durable.borrow()
+        self.durable.load(Ordering::Acquire)
     }
 
     /// The sequence the next record will get.
@@ -76,7 +122,9 @@ impl JournalQueue {
         self.wake.notify_one();
     }
 
-    fn take(&self) -> Option<(u64, Vec<Record>)> {
+    /// Takes the queued records, leaving `spare` (empty, with its capacity) in their place so the
+    /// queue does not grow a new vector for every batch.
+    fn take(&self, mut spare: Vec<Record>) -> Option<(u64, Vec<Record>)> {
         let mut q = self.queue.lock().expect("journal queue poisoned");
         while q.records.is_empty() {
             if q.closed {
@@ -87,7 +135,8 @@ impl JournalQueue {
         let take = q.records.len().min(BATCH_RECORDS_MAX);
         let first_seq = q.next_seq - q.records.len() as u64;
         let batch: Vec<Record> = if take == q.records.len() {
-            std::mem::take(&mut q.records)
+            spare.clear();
+            std::mem::replace(&mut q.records, spare)
         } else {
             q.records.drain(..take).collect()
         };
@@ -104,7 +153,8 @@ pub fn spawn<J: Journal>(
     std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || {
-            while let Some((first_seq, records)) = queue.take() {
+            let mut spare = Vec::new();
+            while let Some((first_seq, records)) = queue.take(spare) {
                 let started = Instant::now();
                 let end = first_seq + records.len() as u64;
                 if let Some(journal) = &mut journal {
@@ -124,7 +174,8 @@ pub fn spawn<J: Journal>(
                 metrics::histogram!("vevee_journal_batch_records").record(records.len() as f64);
                 metrics::histogram!("vevee_journal_flush_seconds")
                     .record(started.elapsed().as_secs_f64());
-                queue.durable.send_replace(end);
+                queue.publish(end);
+                spare = records;
             }
         })
         .expect("spawn the journal writer thread")

@@ -228,15 +228,11 @@ impl Engine {
     }
 
     async fn durable(&self, seq: u64) -> Result<(), EngineError> {
-        if self.shared.journal.durable_seq() >= seq {
-            return Ok(());
-        }
-        let mut durable = self.shared.journal.durable();
-        durable
-            .wait_for(|d| *d >= seq)
+        self.shared
+            .journal
+            .wait_durable(seq)
             .await
-            .map_err(|_| EngineError::Unavailable)?;
-        Ok(())
+            .map_err(|_| EngineError::Unavailable)
     }
 
     /// Changes an app's catalog and answers once the change is durable.
