@@ -2,6 +2,7 @@
 
 mod catalog;
 mod concurrency;
+mod crash;
 mod damage;
 mod idempotency;
 mod ledger;
