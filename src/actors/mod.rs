@@ -182,6 +182,14 @@ impl Engine {
         Ok(self.app(app)?.clock.now(mode))
     }
 
+    /// The test clock as a caller may be told it: once the advance that set it is durable.
+    pub async fn durable_test_now(&self, app: &str) -> Result<Ts, EngineError> {
+        let shared = self.app(app)?;
+        let offset = shared.clock.test_offset_ms();
+        self.flush().await?;
+        Ok(crate::actors::clock::real_now().plus_ms(offset))
+    }
+
     pub fn catalog(&self, app: &str) -> Result<Arc<Catalog>, EngineError> {
         Ok(self.app(app)?.catalog.load_full())
     }
@@ -291,7 +299,8 @@ impl Engine {
         drop(_serial);
         self.durable(seq).await?;
         self.tick_test_users(app).await;
-        Ok(shared.clock.now(Mode::Test))
+        // Our own offset, not the clock's current one: a later advance may not be durable yet.
+        Ok(crate::actors::clock::real_now().plus_ms(offset))
     }
 
     async fn tick_test_users(&self, app: &str) {

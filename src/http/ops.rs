@@ -53,7 +53,7 @@ pub async fn clock(
     Secret(caller): Secret,
 ) -> Result<Json<Value>, ApiError> {
     test_only(caller.mode)?;
-    let now = s.engine.now(&caller.app, Mode::Test)?;
+    let now = s.engine.durable_test_now(&caller.app).await?;
     Ok(Json(json!({"now": now.rfc3339()})))
 }
 
