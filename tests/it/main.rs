@@ -8,6 +8,7 @@ mod idempotency;
 mod ledger;
 mod restart;
 mod story;
+mod stripe_fixtures;
 mod support;
 mod validation;
 mod webhook;

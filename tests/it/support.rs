@@ -41,11 +41,16 @@ pub type Resp = (StatusCode, Value, HeaderMap);
 pub struct Options {
     /// Write `secret_key_live` / `publishable_key_live` into the config.
     pub live_keys: bool,
+    /// Replaces the webhook secrets and their tolerance: `(test, live, tolerance seconds)`.
+    pub webhook: Option<(&'static str, &'static str, i64)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { live_keys: true }
+        Options {
+            live_keys: true,
+            webhook: None,
+        }
     }
 }
 
@@ -136,6 +141,15 @@ impl TestApp {
             d.join("snapshots").display(),
             self.extra_storage,
         );
+        if let Some((test, live, tolerance)) = self.options.webhook {
+            cfg = cfg
+                .replace(WHSEC_TEST, test)
+                .replace(WHSEC_LIVE, live)
+                .replace(
+                    "[storage]",
+                    &format!("webhook_tolerance_seconds = {tolerance}\n\n[storage]"),
+                );
+        }
         if self.options.live_keys {
             cfg.push_str(&format!(
                 "secret_key_live = \"{SK_LIVE}\"\npublishable_key_live = \"{PK_LIVE}\"\n"
