@@ -20,10 +20,11 @@ impl Ts {
         Ts(self.0.saturating_add(ms))
     }
 
-    /// RFC 3339 in UTC, with fractional seconds only when there are some.
+    /// RFC 3339 in UTC with milliseconds, always three digits so that the strings sort as the
+    /// instants do.
     pub fn rfc3339(self) -> String {
         match Timestamp::from_millisecond(self.0) {
-            Ok(t) => t.to_string(),
+            Ok(t) => format!("{t:.3}"),
             Err(_) => String::from("invalid"),
         }
     }
@@ -203,7 +204,7 @@ mod tests {
 
     #[test]
     fn timestamps_print_as_rfc3339_utc() {
-        assert_eq!(at("2026-11-22T21:40:00Z").rfc3339(), "2026-11-22T21:40:00Z");
-        assert_eq!(Ts(1_500).rfc3339(), "1970-01-01T00:00:01.5Z");
+        assert_eq!(at("2026-11-22T21:40:00Z").rfc3339(), "2026-11-22T21:40:00.000Z");
+        assert_eq!(Ts(1_500).rfc3339(), "1970-01-01T00:00:01.500Z");
     }
 }
