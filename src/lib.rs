@@ -9,6 +9,7 @@
 pub mod actors;
 pub mod admin;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod persistence;

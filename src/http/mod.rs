@@ -146,6 +146,7 @@ pub struct AppState {
     pub in_flight: Arc<DashMap<(String, Mode, String), ()>>,
     /// Unix seconds of the last snapshot written, 0 before the first.
     pub last_snapshot_s: Arc<AtomicI64>,
+    pub dashboard: Arc<crate::dashboard::Settings>,
 }
 
 impl AppState {
@@ -170,6 +171,7 @@ impl AppState {
             metrics,
             in_flight: Arc::new(DashMap::new()),
             last_snapshot_s: Arc::new(AtomicI64::new(0)),
+            dashboard: Arc::new(crate::dashboard::Settings::from_config(config)),
         }
     }
 
@@ -257,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     let request_id = axum::http::HeaderName::from_static("request-id");
