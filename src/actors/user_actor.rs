@@ -64,12 +64,21 @@ impl Message for Envelope {
     type Result = Reply;
 }
 
-/// Fresh ids from ULIDs, unique and sortable by time, followed by the user's tag.
-pub struct UlidIds(u64);
+/// Fresh ids from ULIDs followed by the user's tag. The generator is monotonic, so a user's ids
+/// sort in the order they were made, also within one millisecond.
+pub struct UlidIds {
+    tag: u64,
+    generator: ulid::Generator,
+}
 
 impl IdSource for UlidIds {
     fn next_id(&mut self, prefix: &'static str) -> String {
-        format!("{prefix}_{}_{:016x}", ulid::Ulid::new(), self.0)
+        // The random part only overflows after 2^80 ids in one millisecond.
+        let ulid = self
+            .generator
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::new());
+        format!("{prefix}_{ulid}_{:016x}", self.tag)
     }
 }
 
@@ -80,7 +89,7 @@ pub struct UserActor {
     /// End of the last records this user queued: every answer waits until it is durable.
     last_seq: u64,
     timer: Option<(Ts, SpawnHandle)>,
-    tag: u64,
+    ids: UlidIds,
 }
 
 /// Messages waiting for a user beyond this are refused as overload rather than queued.
@@ -107,7 +116,10 @@ impl UserActor {
             shared,
             last_seq: 0,
             timer: None,
-            tag,
+            ids: UlidIds {
+                tag,
+                generator: ulid::Generator::new(),
+            },
         }
     }
 
@@ -122,15 +134,14 @@ impl UserActor {
     fn handle_request(&mut self, request: Request) -> Result<View, Rejection> {
         let now = self.now();
         let catalog = self.catalog();
-        let mut ids = UlidIds(self.tag);
         if let Request::Command(command) = request {
             let plan_before = self.active_plan();
-            let done = step(&mut self.state, &catalog, command, now, &mut ids);
+            let done = step(&mut self.state, &catalog, command, now, &mut self.ids);
             self.record(&done.events, plan_before);
             return done.result.map(|outcome| self.view(outcome));
         }
         let plan_before = self.active_plan();
-        let events = catch_up(&mut self.state, now, &mut ids);
+        let events = catch_up(&mut self.state, now, &mut self.ids);
         self.record(&events, plan_before);
         let state = &self.state;
         match request {
