@@ -1064,7 +1064,11 @@ async fn missing_or_wrong_keys_are_401_and_publishable_keys_may_only_read_the_ca
 
 #[tokio::test]
 async fn an_app_without_live_keys_refuses_live_keys_with_401() {
-    let app = spawn_app_with(Options { live_keys: false, ..Options::default() }).await;
+    let app = spawn_app_with(Options {
+        live_keys: false,
+        ..Options::default()
+    })
+    .await;
     for key in [SK_LIVE, PK_LIVE] {
         let r = app.get("/v1/plans", key).await;
         assert_error(&r, 401, "authentication", None, Param::Any);
