@@ -11,6 +11,10 @@
 //! `VEVEE_BENCH_TOKIO_THREADS` (both: the number of cores), `VEVEE_BENCH_ROWS` (a comma list of
 //! `durable`, `off`, `hot`, `hot-off`; default `durable,off,hot`).
 
+/// The same allocator as the `vevee` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use hdrhistogram::Histogram;
 use metrics::{HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use std::future::Future;

@@ -1,0 +1,226 @@
+//! Recovery time: replay of 1M journal events, and a start from a snapshot of 1M users plus 1M
+//! events after it, through the same `recover` the server runs at startup.
+//!
+//! `cargo bench --bench recovery` (set `VEVEE_BENCH_USERS` / `VEVEE_BENCH_EVENTS` to scale).
+//! Goal of issue 5 on the 2-core machine class: at most 250 ms per 1M events replayed (page cache
+//! warm), at most 1 s for the full start.
+
+use std::time::Instant;
+use vevee::config::Config;
+use vevee::engine::catalog::{Catalog, CatalogChange, Limit, Pack, PackItem, Plan, Price};
+use vevee::engine::event::GrantSource;
+use vevee::engine::ids::{CountingIds, ModelKey, Pattern, UserId};
+use vevee::engine::time::Period;
+use vevee::engine::{Command, EngineState, Mode, Record, Ts, UserKey, UserState, step};
+use vevee::persistence::{Journal, SledJournal, SnapshotStore, encode_batch, encode_snapshot};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn catalog() -> Catalog {
+    let mut catalog = Catalog::default();
+    catalog.apply(&CatalogChange::PlanPut(Plan {
+        id: "pro".into(),
+        name: "Pro".into(),
+        price: Price {
+            amount: 900,
+            currency: "usd".into(),
+            interval: None,
+        },
+        limits: vec![Limit {
+            id: "images".into(),
+            name: "Images".into(),
+            patterns: vec![Pattern::parse("image.*").unwrap()],
+            limit: 1_000_000,
+            unit: "count".into(),
+            period: Period::Month,
+        }],
+        created_at: Ts(0),
+        updated_at: Ts(0),
+    }));
+    catalog.apply(&CatalogChange::PackPut(Pack {
+        id: "bundle".into(),
+        name: "Bundle".into(),
+        price: Price {
+            amount: 1500,
+            currency: "usd".into(),
+            interval: None,
+        },
+        expires_in_days: None,
+        stripe_price_id: None,
+        archived: false,
+        items: ["image.dall-e-3", "video.*"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PackItem {
+                id: format!("i{i}"),
+                pattern: Pattern::parse(p).unwrap(),
+                amount: 1_000,
+                unit: "count".into(),
+            })
+            .collect(),
+        created_at: Ts(0),
+        updated_at: Ts(0),
+    }));
+    catalog
+}
+
+fn key(i: usize) -> UserKey {
+    UserKey {
+        app: "bench".into(),
+        mode: Mode::Live,
+        user: UserId::parse(&format!("u{i}")).unwrap(),
+    }
+}
+
+/// A user with a subscription and two balances: the events of that setup.
+fn setup(state: &mut UserState, catalog: &Catalog, ids: &mut CountingIds, now: Ts) -> Vec<Record> {
+    let commands = [
+        Command::Subscribe {
+            plan_id: "pro".into(),
+        },
+        Command::Grant {
+            pack_id: "bundle".into(),
+            external_ref: "cs".into(),
+            source: GrantSource::Purchase,
+            notes: None,
+            expires_at: None,
+            payment_intent: None,
+        },
+    ];
+    commands
+        .into_iter()
+        .flat_map(|c| step(state, catalog, c, now, ids).events)
+        .map(|event| Record::User { key: key(0), event })
+        .collect()
+}
+
+/// Reserve+commit traffic spread over `users`: `events` records, two per pair.
+fn traffic(users: &mut [UserState], catalog: &Catalog, events: usize, now: Ts) -> Vec<Record> {
+    let model = ModelKey::parse("image.dall-e-3").unwrap();
+    let mut ids = CountingIds(1 << 40);
+    let mut out = Vec::with_capacity(events);
+    let mut i = 0;
+    while out.len() < events {
+        let u = i % users.len();
+        i += 1;
+        let reserve = Command::Reserve {
+            model: model.clone(),
+            amount: 1,
+            ttl_ms: 600_000,
+            metadata: None,
+            request_key: None,
+            commit: true,
+        };
+        let done = step(&mut users[u], catalog, reserve, now, &mut ids);
+        out.extend(
+            done.events
+                .into_iter()
+                .map(|event| Record::User { key: key(u), event }),
+        );
+    }
+    out
+}
+
+fn write_journal(journal: &mut SledJournal, first_seq: u64, records: &[Record]) -> u64 {
+    let mut seq = first_seq;
+    for batch in records.chunks(1_000) {
+        journal
+            .append(seq, &encode_batch(seq, batch).unwrap())
+            .unwrap();
+        seq += batch.len() as u64;
+    }
+    journal.flush().unwrap();
+    seq
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    Config::parse(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\nsnapshot_dir = \"{}\"\n",
+        dir.join("data").display(),
+        dir.join("snapshots").display()
+    ))
+    .unwrap()
+}
+
+fn time_recover(config: &Config) -> (f64, usize) {
+    // Once to warm the page cache, then measured.
+    drop(vevee::startup::recover(config).unwrap());
+    let started = Instant::now();
+    let recovered = vevee::startup::recover(config).unwrap();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    (ms, recovered.state.users.len())
+}
+
+fn main() {
+    let users_n = env("VEVEE_BENCH_USERS", 1_000_000);
+    let events_n = env("VEVEE_BENCH_EVENTS", 1_000_000);
+    let catalog = catalog();
+    let now = Ts(1_800_000_000_000);
+
+    // 1. Journal only: 1M events of traffic over 10k users.
+    let dir = tempfile::tempdir().unwrap();
+    let config_a = config(dir.path());
+    let mut states = vec![UserState::default(); 10_000];
+    let mut ids = CountingIds::default();
+    let mut records = Vec::new();
+    for (i, state) in states.iter_mut().enumerate() {
+        let mut setup_records = setup(state, &catalog, &mut ids, now);
+        for r in &mut setup_records {
+            if let Record::User { key: k, .. } = r {
+                *k = key(i);
+            }
+        }
+        records.extend(setup_records);
+    }
+    records.extend(traffic(&mut states, &catalog, events_n, now));
+    let mut journal = SledJournal::open(&dir.path().join("data")).unwrap();
+    let end = write_journal(&mut journal, 0, &records);
+    drop(journal);
+    let (ms, users) = time_recover(&config_a);
+    println!(
+        "replay: {end} journal records ({users} users) in {ms:.0} ms = {:.0} ms per 1M events",
+        ms * 1e6 / end as f64
+    );
+
+    // 2. Snapshot of `users_n` users (subscription + two balances each) plus 1M events after it.
+    let dir = tempfile::tempdir().unwrap();
+    let config_b = config(dir.path());
+    let started = Instant::now();
+    let mut template = UserState::default();
+    let mut ids = CountingIds::default();
+    setup(&mut template, &catalog, &mut ids, now);
+    let mut state = EngineState::default();
+    state.catalogs.insert("bench".into(), catalog.clone());
+    state.users.reserve(users_n);
+    for i in 0..users_n {
+        state.users.insert(key(i), template.clone());
+    }
+    let seq = 2_000_000;
+    let frame = encode_snapshot(seq, &state).unwrap();
+    SnapshotStore::new(dir.path().join("snapshots"))
+        .unwrap()
+        .write_bytes(seq, &frame)
+        .unwrap();
+    let mut tail_users: Vec<UserState> = (0..10_000).map(|_| template.clone()).collect();
+    let tail = traffic(&mut tail_users, &catalog, events_n, now);
+    let mut journal = SledJournal::open(&dir.path().join("data")).unwrap();
+    let end = write_journal(&mut journal, seq, &tail);
+    drop(journal);
+    drop(state);
+    println!(
+        "setup: {users_n} users snapshot ({} MiB) and {} events in {:.1} s",
+        frame.len() >> 20,
+        end - seq,
+        started.elapsed().as_secs_f64()
+    );
+    let (ms, users) = time_recover(&config_b);
+    println!(
+        "full start: snapshot of {users} users + {} events in {ms:.0} ms",
+        end - seq
+    );
+}
