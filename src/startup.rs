@@ -50,8 +50,10 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
             config.storage.data_dir.display()
         )
     })?;
-    let report = replay(&mut journal, from, |_, record: Record| state.apply(&record))
-        .context("replaying the journal")?;
+    let report = replay(&mut journal, from, |_, record: Record| {
+        state.apply_owned(record)
+    })
+    .context("replaying the journal")?;
     tracing::info!(
         users = state.users.len(),
         records = report.records_replayed,

@@ -50,7 +50,7 @@ pub fn take(
         if header.first_seq != first_seq {
             return Err(SnapshotError::Damaged(first_seq));
         }
-        for (i, record) in records.iter().enumerate() {
+        for (i, record) in records.drain(..).enumerate() {
             let seq = first_seq + i as u64;
             if seq < from {
                 continue;
@@ -61,7 +61,7 @@ pub fn take(
             if seq != expected {
                 return Err(SnapshotError::Damaged(expected));
             }
-            state.apply(record);
+            state.apply_owned(record);
             expected += 1;
         }
     }

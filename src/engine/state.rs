@@ -77,6 +77,17 @@ pub struct EngineState {
 }
 
 impl EngineState {
+    /// Applies a record the caller no longer needs, moving its event into the user's ledger.
+    pub fn apply_owned(&mut self, record: Record) {
+        match record {
+            Record::User { key, event } => match self.users.get_mut(&key) {
+                Some(user) => user.apply_owned(event),
+                None => self.users.entry(key).or_default().apply_owned(event),
+            },
+            other => self.apply(&other),
+        }
+    }
+
     pub fn apply(&mut self, record: &Record) {
         match record {
             Record::User { key, event } => {
