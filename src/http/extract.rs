@@ -111,15 +111,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
-    // Syntax first, so that a malformed body is `invalid_json` whatever fields it names.
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| json_error(".", &e))?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        json_error(&path, &inner)
+    let parsed = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            (path, e.into_inner())
+        })
+        .and_then(|value: T| de.end().map(|()| value).map_err(|e| (".".to_owned(), e)));
+    // A field error may come before a syntax error further on: the body is then malformed JSON
+    // first. Only failed bodies pay for this second pass.
+    let value = parsed.map_err(|(path, error)| {
+        match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Err(syntax) => json_error(".", &syntax),
+            Ok(_) => json_error(&path, &error),
+        }
     })?;
-    de.end().map_err(|e| json_error(".", &e))?;
     Ok(value)
 }
 
