@@ -135,18 +135,30 @@ pub struct WebhookSecrets {
     pub test: Option<String>,
 }
 
+/// What every handler shares. axum clones the state for every extractor and middleware that
+/// asks for it, so it is one `Arc`: one reference count to touch per clone, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub engine: Engine,
-    pub keys: Arc<Keys>,
-    pub sandbox_limit: Arc<SandboxLimit>,
-    pub webhook_secrets: Arc<HashMap<String, WebhookSecrets>>,
+    pub keys: Keys,
+    pub sandbox_limit: SandboxLimit,
+    pub webhook_secrets: HashMap<String, WebhookSecrets>,
     pub webhook_tolerance_s: i64,
     pub metrics: PrometheusHandle,
-    pub in_flight: Arc<DashMap<(String, Mode, String), ()>>,
+    pub in_flight: DashMap<(String, Mode, String), ()>,
     /// Unix seconds of the last snapshot written, 0 before the first.
     pub last_snapshot_s: Arc<AtomicI64>,
-    pub dashboard: Arc<crate::dashboard::Settings>,
+    pub dashboard: crate::dashboard::Settings,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -162,17 +174,17 @@ impl AppState {
                 (a.id.clone(), secrets)
             })
             .collect();
-        AppState {
+        AppState(Arc::new(Shared {
             engine,
-            keys: Arc::new(Keys::from_config(config)),
-            sandbox_limit: Arc::new(SandboxLimit::new(config.server.sandbox_requests_per_second)),
-            webhook_secrets: Arc::new(webhook_secrets),
+            keys: Keys::from_config(config),
+            sandbox_limit: SandboxLimit::new(config.server.sandbox_requests_per_second),
+            webhook_secrets,
             webhook_tolerance_s: config.server.webhook_tolerance_seconds,
             metrics,
-            in_flight: Arc::new(DashMap::new()),
+            in_flight: DashMap::new(),
             last_snapshot_s: Arc::new(AtomicI64::new(0)),
-            dashboard: Arc::new(crate::dashboard::Settings::from_config(config)),
-        }
+            dashboard: crate::dashboard::Settings::from_config(config),
+        }))
     }
 
     pub fn snapshot_age_s(&self) -> Option<f64> {
