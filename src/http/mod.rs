@@ -297,6 +297,7 @@ pub fn router(state: AppState) -> Router {
         )
         .into_response()
     }))
+    .layer(catalog_cors())
     .layer(
         tower::ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), UlidRequestId))
@@ -304,6 +305,17 @@ pub fn router(state: AppState) -> Router {
             .layer(PropagateRequestIdLayer::new(request_id)),
     )
     .with_state(state)
+}
+
+/// A browser page on any origin may read the catalog with a publishable key (GET only); writes and
+/// secret keys stay server-side, which the SDK also enforces.
+fn catalog_cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET])
+        .allow_headers([header::AUTHORIZATION])
+        .expose_headers([axum::http::HeaderName::from_static("request-id")])
 }
 
 /// Request ids are `req_` + a ULID: unique and sortable by time, like every other id here.

@@ -1,5 +1,6 @@
 //! The catalog (plans, credit packs) and the operations endpoints.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -257,4 +258,33 @@ async fn healthz_readyz_and_metrics_answer() {
     assert_eq!(r.status().as_u16(), 200);
     let text = r.text().await.unwrap();
     assert!(text.contains("# TYPE"), "Prometheus text format: {text}");
+}
+
+#[tokio::test]
+async fn a_page_on_another_origin_may_read_the_catalog_but_is_not_offered_writes() {
+    let app = spawn_app().await;
+    let origin = [("origin", "https://pixelforge.example")];
+    let (status, body, headers) = app
+        .send(Method::GET, "/v1/plans", Some(PK_TEST), None, &origin)
+        .await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(headers["access-control-allow-origin"], "*");
+
+    let preflight = [
+        ("origin", "https://pixelforge.example"),
+        ("access-control-request-method", "GET"),
+        ("access-control-request-headers", "authorization"),
+    ];
+    let (status, _, headers) = app
+        .send(Method::OPTIONS, "/v1/plans", None, None, &preflight)
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    let allowed = headers["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        allowed.contains("GET") && !allowed.contains("POST"),
+        "{allowed}"
+    );
 }
