@@ -171,10 +171,6 @@ impl Engine {
         engine
     }
 
-    pub fn has_app(&self, app: &str) -> bool {
-        self.shared.apps.contains_key(app)
-    }
-
     fn app(&self, app: &str) -> Result<&AppShared, EngineError> {
         self.shared
             .apps
@@ -307,17 +303,9 @@ impl Engine {
         Ok(crate::actors::clock::real_now().plus_ms(offset))
     }
 
+    /// Dormant users have no deadline (those with one got their actor at start), so only live
+    /// actors need the tick.
     async fn tick_test_users(&self, app: &str) {
-        let dormant: Vec<UserKey> = self
-            .dormant
-            .iter()
-            .filter(|u| u.key().app == app && u.key().mode == Mode::Test)
-            .filter(|u| crate::engine::next_deadline(u.value()).is_some())
-            .map(|u| u.key().clone())
-            .collect();
-        for key in dormant {
-            self.actor(&key);
-        }
         let keys: Vec<UserKey> = self
             .users
             .iter()

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::extract::{Body, Secret};
-use super::users::{unexpected, user_key};
+use super::users::{owner, unexpected, user_key};
 use super::{AppState, views};
 use crate::actors::user_actor::{Request, View};
 use crate::engine::event::GrantSource;
@@ -109,14 +109,6 @@ pub async fn create_grant(
     Ok((status, Json(view)))
 }
 
-fn owner(s: &AppState, caller: &super::extract::Caller, id: &str) -> Result<UserKey, ApiError> {
-    s.engine
-        .owner_of(&caller.app, caller.mode, id)
-        .ok_or_else(|| {
-            ApiError::not_found("balance_not_found", format!("no balance with id '{id}'"))
-        })
-}
-
 async fn balance_call(
     s: &AppState,
     key: UserKey,
@@ -134,7 +126,7 @@ pub async fn get_balance(
     Secret(caller): Secret,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = owner(&s, &caller, &id)?;
+    let key = owner(&s, &caller, &id, "balance_not_found")?;
     balance_call(&s, key, Request::Balance(id)).await
 }
 
@@ -150,7 +142,7 @@ pub async fn revoke(
     Path(id): Path<String>,
     Body(body): Body<RevokeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = owner(&s, &caller, &id)?;
+    let key = owner(&s, &caller, &id, "balance_not_found")?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::invalid(
             "reason",

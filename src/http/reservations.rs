@@ -1,8 +1,8 @@
 //! Reservations and their one-step forms: `/v1/reservations`, `/v1/check`, `/v1/consume`.
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, Secret};
-use super::users::{unexpected, user_key};
+use super::extract::{Body, Secret};
+use super::users::{owner, unexpected, user_key};
 use super::{AppState, views};
 use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{ModelKey, parse_amount};
@@ -178,17 +178,6 @@ pub async fn check(
     }
 }
 
-fn owner(s: &AppState, caller: &Caller, id: &str) -> Result<UserKey, ApiError> {
-    s.engine
-        .owner_of(&caller.app, caller.mode, id)
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "reservation_not_found",
-                format!("no reservation with id '{id}'"),
-            )
-        })
-}
-
 async fn reservation_call(
     s: &AppState,
     key: UserKey,
@@ -206,7 +195,7 @@ pub async fn get(
     Secret(caller): Secret,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = owner(&s, &caller, &id)?;
+    let key = owner(&s, &caller, &id, "reservation_not_found")?;
     reservation_call(&s, key, Request::Reservation(id)).await
 }
 
@@ -216,7 +205,7 @@ pub async fn commit(
     Path(id): Path<String>,
     Body(body): Body<CommitBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = owner(&s, &caller, &id)?;
+    let key = owner(&s, &caller, &id, "reservation_not_found")?;
     let command = Command::Commit {
         reservation_id: id,
         amount: body.amount.map(|a| amount("amount", a)).transpose()?,
@@ -231,7 +220,7 @@ pub async fn release(
     Path(id): Path<String>,
     Body(body): Body<ReleaseBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = owner(&s, &caller, &id)?;
+    let key = owner(&s, &caller, &id, "reservation_not_found")?;
     let error_code = super::credits::text("errorCode", body.error_code, 255)?;
     let command = Command::Release {
         reservation_id: id,

@@ -21,6 +21,22 @@ pub fn user_key(caller: &Caller, user: &str, param: &str) -> Result<UserKey, Api
     })
 }
 
+/// The user whose actor issued `id` (a reservation or a balance), in the caller's app and mode;
+/// otherwise a 404 with `code`.
+pub fn owner(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    code: &'static str,
+) -> Result<UserKey, ApiError> {
+    s.engine
+        .owner_of(&caller.app, caller.mode, id)
+        .ok_or_else(|| {
+            let what = code.trim_end_matches("_not_found");
+            ApiError::not_found(code, format!("no {what} with id '{id}'"))
+        })
+}
+
 /// The one place an unexpected view is turned into an error rather than a panic.
 pub fn unexpected(view: &View) -> ApiError {
     tracing::error!(?view, "the engine answered with an unexpected view");
