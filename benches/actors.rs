@@ -29,7 +29,7 @@ use vevee::engine::event::GrantSource;
 use vevee::engine::ids::{ModelKey, Pattern, UserId};
 use vevee::engine::time::Period;
 use vevee::engine::{Command, EngineState, Mode, Ts, UserKey};
-use vevee::persistence::SledJournal;
+use vevee::persistence::{History, SledJournal};
 
 const APP: &str = "bench";
 /// No single step of the bench (a setup, a drain, a shutdown) may take longer than this.
@@ -265,16 +265,20 @@ async fn set_up_users(engine: &Engine, keys: &Arc<Vec<UserKey>>, tasks: usize) {
 async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
     let dir = tempfile::tempdir().expect("temporary directory");
     let queue = JournalQueue::new(0);
-    let writer = if row.durable() {
+    let (writer, history) = if row.durable() {
         let journal = SledJournal::open(&dir.path().join("data")).expect("open the sled journal");
-        journal_writer::spawn(queue.clone(), Some(journal))
+        let history = History::open(&journal).expect("open the history");
+        let writer = journal_writer::spawn(queue.clone(), Some((journal, history.clone())));
+        (writer, Some(history))
     } else {
-        journal_writer::spawn(queue.clone(), None::<SledJournal>)
+        let writer = journal_writer::spawn(queue.clone(), None::<(SledJournal, History)>);
+        (writer, None)
     };
     let engine = Engine::start(
         EngineState::default(),
         &[APP.to_string()],
         queue.clone(),
+        history,
         s.actor_threads,
     );
 

@@ -11,7 +11,7 @@ use vevee::engine::event::GrantSource;
 use vevee::engine::ids::{CountingIds, ModelKey, Pattern};
 use vevee::engine::matcher;
 use vevee::engine::time::Period;
-use vevee::engine::{Command, Outcome, Ts, UserState, step};
+use vevee::engine::{Command, NoPast, Outcome, Ts, UserState, step};
 
 /// 2028-01-31T10:00:00Z, the subscription's start; the bench runs an hour later.
 const START: Ts = Ts(1_832_925_600_000);
@@ -97,7 +97,7 @@ fn reserve(model_key: &str, amount: u64, commit: bool) -> Command {
 }
 
 fn run(state: &mut UserState, catalog: &Catalog, ids: &mut CountingIds, command: Command) {
-    let done = step(state, catalog, command, START, ids);
+    let done = step(state, &NoPast, catalog, command, START, ids);
     assert!(done.result.is_ok(), "setup command refused");
 }
 
@@ -136,6 +136,7 @@ fn with_pending(catalog: &Catalog) -> (UserState, CountingIds, String) {
     let (mut state, mut ids) = pro_user(catalog, false);
     let done = step(
         &mut state,
+        &NoPast,
         catalog,
         reserve("image.dall-e-3", 1, false),
         START,
@@ -211,7 +212,7 @@ fn bench_step(c: &mut Criterion) {
             b.iter_batched(
                 || (state.clone(), CountingIds(next_id), command.clone()),
                 |(mut state, mut ids, command)| {
-                    let done = step(&mut state, &catalog, command, NOW, &mut ids);
+                    let done = step(&mut state, &NoPast, &catalog, command, NOW, &mut ids);
                     (state, done)
                 },
                 BatchSize::SmallInput,
@@ -229,7 +230,7 @@ fn bench_step(c: &mut Criterion) {
                 (pending.clone(), CountingIds(pending_ids.0), command)
             },
             |(mut state, mut ids, command)| {
-                let done = step(&mut state, &catalog, command, NOW, &mut ids);
+                let done = step(&mut state, &NoPast, &catalog, command, NOW, &mut ids);
                 (state, done)
             },
             BatchSize::SmallInput,

@@ -15,7 +15,7 @@ use vevee::engine::catalog::{Catalog, CatalogChange, Limit, Pack, PackItem, Plan
 use vevee::engine::event::GrantSource;
 use vevee::engine::ids::{CountingIds, ModelKey, Pattern, UserId};
 use vevee::engine::time::Period;
-use vevee::engine::{Command, EngineState, Mode, Record, Ts, UserKey, UserState, step};
+use vevee::engine::{Command, EngineState, Mode, NoPast, Record, Ts, UserKey, UserState, step};
 use vevee::persistence::{Journal, SledJournal, SnapshotStore, encode_batch, encode_snapshot};
 
 fn env(name: &str, default: usize) -> usize {
@@ -98,7 +98,7 @@ fn setup(state: &mut UserState, catalog: &Catalog, ids: &mut CountingIds, now: T
     ];
     commands
         .into_iter()
-        .flat_map(|c| step(state, catalog, c, now, ids).events)
+        .flat_map(|c| step(state, &NoPast, catalog, c, now, ids).events)
         .map(|event| Record::User { key: key(0), event })
         .collect()
 }
@@ -120,7 +120,7 @@ fn traffic(users: &mut [UserState], catalog: &Catalog, events: usize, now: Ts) -
             request_key: None,
             commit: true,
         };
-        let done = step(&mut users[u], catalog, reserve, now, &mut ids);
+        let done = step(&mut users[u], &NoPast, catalog, reserve, now, &mut ids);
         out.extend(
             done.events
                 .into_iter()

@@ -1,10 +1,8 @@
 //! Offline commands: `vevee verify` and `vevee snapshot`, run while the server is stopped.
 
-use crate::actors::clock::real_now;
 use crate::actors::snapshotter;
 use crate::config::Config;
 use crate::engine::audit::audit;
-use crate::engine::user::ReservationStatus;
 use crate::persistence::Journal;
 use crate::startup::{Recovered, recover};
 use std::fmt;
@@ -47,13 +45,25 @@ pub fn verify(config: &Config) -> anyhow::Result<VerifyReport> {
         state,
         next_seq,
         journal,
+        history,
         store,
     } = recover(config)?;
     let mut violation = None;
     let mut keys: Vec<_> = state.users.keys().collect();
     keys.sort();
     for key in keys {
-        if let Err(v) = audit(&state.users[key]) {
+        let user = &state.users[key];
+        let mut on_disk = history.lines_newest_first(key, None);
+        let lines: Vec<_> = (&mut on_disk).collect();
+        if let Some(error) = on_disk.error {
+            anyhow::bail!("reading the ledger of {}: {error}", key.user);
+        }
+        let ledger = user
+            .ledger_tail
+            .iter()
+            .chain(&lines)
+            .map(|line| &line.event);
+        if let Err(v) = audit(user, ledger) {
             violation = Some(format!(
                 "{}/{}/{}: {v}",
                 key.app,
@@ -72,12 +82,7 @@ pub fn verify(config: &Config) -> anyhow::Result<VerifyReport> {
     Ok(VerifyReport {
         users: state.users.len(),
         balances: state.users.values().map(|u| u.balances.len()).sum(),
-        pending_reservations: state
-            .users
-            .values()
-            .flat_map(|u| u.reservations.values())
-            .filter(|r| r.status == ReservationStatus::Pending)
-            .count(),
+        pending_reservations: state.users.values().map(|u| u.reservations.len()).sum(),
         journal_bytes: journal.size_on_disk()?,
         snapshot_bytes,
         snapshots: snapshots.len(),
@@ -94,10 +99,5 @@ pub fn snapshot(config: &Config) -> anyhow::Result<u64> {
         store,
         ..
     } = recover(config)?;
-    Ok(snapshotter::take(
-        &store,
-        &mut journal,
-        next_seq,
-        real_now(),
-    )?)
+    Ok(snapshotter::take(&store, &mut journal, next_seq)?)
 }

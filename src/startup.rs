@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::engine::catalog::CatalogCommand;
 use crate::engine::{EngineState, Record};
 use crate::http::{self, AppState};
-use crate::persistence::{SledJournal, SnapshotStore, replay};
+use crate::persistence::{History, HistoryWrite, Journal, SledJournal, SnapshotStore, replay};
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
@@ -20,8 +20,15 @@ pub struct Recovered {
     pub state: EngineState,
     pub next_seq: u64,
     pub journal: SledJournal,
+    pub history: History,
     pub store: SnapshotStore,
 }
+
+/// How often stored answers and request keys past their 24 hours are removed from disk.
+const HISTORY_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// History writes recovery collects before writing them as one group.
+const RECOVERY_WRITES_MAX: usize = 4096;
 
 pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     let started = Instant::now();
@@ -50,10 +57,47 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
             config.storage.data_dir.display()
         )
     })?;
+    let history = History::open(&journal).context("opening the history beside the journal")?;
+    // What the replayed records moved to the history is written again: the writer wrote it
+    // before their batch, but a crash may have kept the batch and lost some of it. Every key is
+    // written with the value it had.
+    let mut writes = Vec::new();
+    let mut write_error = None;
     let report = replay(&mut journal, from, |_, record: Record| {
-        state.apply_owned(record)
+        match &record {
+            Record::Answer {
+                app,
+                mode,
+                key,
+                answer,
+            } => writes.push(HistoryWrite::Answer {
+                app: app.clone(),
+                mode: *mode,
+                key: key.clone(),
+                answer: answer.clone(),
+            }),
+            Record::User { key, .. } => {
+                let key = key.clone();
+                let applied = state.apply_owned(record);
+                HistoryWrite::from_applied(&key, applied, &mut writes);
+            }
+            _ => {
+                state.apply_owned(record);
+            }
+        }
+        if writes.len() >= RECOVERY_WRITES_MAX && write_error.is_none() {
+            write_error = history.write(&writes).err();
+            writes.clear();
+        }
     })
     .context("replaying the journal")?;
+    if let Some(error) = write_error {
+        return Err(error).context("writing the replayed history");
+    }
+    history
+        .write(&writes)
+        .context("writing the replayed history")?;
+    journal.flush().context("flushing the replayed history")?;
     tracing::info!(
         users = state.users.len(),
         records = report.records_replayed,
@@ -65,6 +109,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         state,
         next_seq: report.next_seq,
         journal,
+        history,
         store,
     })
 }
@@ -146,19 +191,36 @@ pub async fn run(
         state,
         next_seq,
         journal,
+        history,
         store,
     } = recovered;
 
     let queue = JournalQueue::new(next_seq);
     let reader = journal.reader();
-    let writer = journal_writer::spawn(queue.clone(), Some(journal));
+    let writer = journal_writer::spawn(queue.clone(), Some((journal, history.clone())));
     let app_ids: Vec<String> = config.apps.iter().map(|a| a.id.clone()).collect();
-    let engine = Engine::start(state, &app_ids, queue.clone(), config.actor_threads());
+    let engine = Engine::start(
+        state,
+        &app_ids,
+        queue.clone(),
+        Some(history),
+        config.actor_threads(),
+    );
     for app in config.apps.iter().filter(|a| a.seed_demo_catalog) {
         if engine.catalog(&app.id)?.is_empty() {
             seed_demo_catalog(&engine, &app.id).await?;
         }
     }
+    let sweeper = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(HISTORY_SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                engine.sweep_history().await;
+            }
+        })
+    };
     let state = AppState::new(&config, engine.clone(), metrics);
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = snapshotter::spawn(
@@ -180,6 +242,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await?;
 
+    sweeper.abort();
     tracing::info!("stopping: flushing the journal");
     engine.flush().await?;
     let up_to = queue.durable_seq();
@@ -196,7 +259,7 @@ pub async fn run(
         snapshots
             .join()
             .map_err(|_| anyhow::anyhow!("the snapshotter panicked"))?;
-        let seq = snapshotter::take(&store, &mut reader, up_to, crate::actors::clock::real_now())?;
+        let seq = snapshotter::take(&store, &mut reader, up_to)?;
         tracing::info!(seq, "final snapshot written");
         Ok(())
     })

@@ -2,7 +2,7 @@
 //! batch, one sled value and one fsync (group commit), then publishes the durable sequence.
 
 use crate::engine::Record;
-use crate::persistence::{Journal, encode_batch};
+use crate::persistence::{History, HistoryWrite, Journal, encode_batch};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 struct Queue {
     next_seq: u64,
     records: Vec<Record>,
+    /// What the queued records move to the history store; written with them.
+    history: Vec<HistoryWrite>,
     closed: bool,
 }
 
@@ -48,6 +50,7 @@ impl JournalQueue {
             queue: Mutex::new(Queue {
                 next_seq,
                 records: Vec::new(),
+                history: Vec::new(),
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -62,10 +65,20 @@ impl JournalQueue {
     /// Queues records in order and returns the sequence just past the last one: the caller may
     /// answer once the durable end reaches it.
     pub fn push(&self, records: impl IntoIterator<Item = Record>) -> u64 {
+        self.push_with_history(records, std::iter::empty())
+    }
+
+    /// [`JournalQueue::push`] with the history writes those records cause, made durable with them.
+    pub fn push_with_history(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+        history: impl IntoIterator<Item = HistoryWrite>,
+    ) -> u64 {
         let mut q = self.queue.lock().expect("journal queue poisoned");
         let was_empty = q.records.is_empty();
         let before = q.records.len();
         q.records.extend(records);
+        q.history.extend(history);
         q.next_seq += (q.records.len() - before) as u64;
         let end = q.next_seq;
         drop(q);
@@ -122,9 +135,11 @@ impl JournalQueue {
         self.wake.notify_one();
     }
 
-    /// Takes the queued records, leaving `spare` (empty, with its capacity) in their place so the
-    /// queue does not grow a new vector for every batch.
-    fn take(&self, mut spare: Vec<Record>) -> Option<(u64, Vec<Record>)> {
+    /// Takes the queued records and history writes, leaving `spare` (empty, with its capacity) in
+    /// place of the records so the queue does not grow a new vector for every batch. History
+    /// writes go with the first part of a split batch: they only need to be written no later than
+    /// their records.
+    fn take(&self, mut spare: Vec<Record>) -> Option<(u64, Vec<Record>, Vec<HistoryWrite>)> {
         let mut q = self.queue.lock().expect("journal queue poisoned");
         while q.records.is_empty() {
             if q.closed {
@@ -140,7 +155,8 @@ impl JournalQueue {
         } else {
             q.records.drain(..take).collect()
         };
-        Some((first_seq, batch))
+        let history = std::mem::take(&mut q.history);
+        Some((first_seq, batch, history))
     }
 }
 
@@ -148,20 +164,24 @@ impl JournalQueue {
 /// only publishes sequences: the ceiling of a benchmark, never a way to run a server.
 pub fn spawn<J: Journal>(
     queue: Arc<JournalQueue>,
-    mut journal: Option<J>,
+    mut journal: Option<(J, History)>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || {
             let mut spare = Vec::new();
-            while let Some((first_seq, records)) = queue.take(spare) {
+            while let Some((first_seq, records, history_writes)) = queue.take(spare) {
                 let started = Instant::now();
                 let end = first_seq + records.len() as u64;
-                if let Some(journal) = &mut journal {
+                if let Some((journal, history)) = &mut journal {
                     // Nothing can be acknowledged once the journal fails, and memory is ahead of
                     // the disk: stopping is the only safe answer. Recovery starts from the disk.
-                    let written = encode_batch(first_seq, &records)
+                    // History first: the flush after the journal append makes both durable, and
+                    // recovery writes again the history of every record it replays.
+                    let written = history
+                        .write(&history_writes)
                         .map_err(|e| e.to_string())
+                        .and_then(|()| encode_batch(first_seq, &records).map_err(|e| e.to_string()))
                         .and_then(|frame| {
                             journal.append(first_seq, &frame).map_err(|e| e.to_string())
                         })

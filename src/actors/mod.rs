@@ -13,8 +13,10 @@ pub mod user_actor;
 
 use crate::engine::catalog::{Catalog, CatalogCommand, CatalogRejection, decide_catalog};
 use crate::engine::ids::UserId;
+use crate::engine::ledger::{LedgerPage, page_of};
 use crate::engine::state::StoredAnswer;
 use crate::engine::{EngineState, Mode, Record, Rejection, Ts, UserKey, UserState};
+use crate::persistence::{History, HistoryWrite};
 use actix::Addr;
 use arc_swap::ArcSwap;
 use clock::AppClock;
@@ -55,7 +57,9 @@ pub struct Shared {
     subscribers: DashMap<(String, String), i64>,
     /// (app, mode, payment intent) → the balances it paid for, so a refund can find them.
     payments: DashMap<(String, Mode, String), Vec<(UserId, String)>>,
-    answers: DashMap<(String, Mode, String), StoredAnswer>,
+    /// What has left memory: ledger pages, ended reservations, stored answers. `None` only in
+    /// benchmarks that run without a disk.
+    pub history: Option<History>,
 }
 
 impl Shared {
@@ -108,13 +112,13 @@ impl Engine {
         state: EngineState,
         apps: &[String],
         journal: Arc<JournalQueue>,
+        history: Option<History>,
         threads: usize,
     ) -> Engine {
         let EngineState {
             mut catalogs,
             test_clock_offsets_ms,
             users,
-            answers,
         } = state;
         let apps = apps
             .iter()
@@ -132,7 +136,7 @@ impl Engine {
             journal,
             subscribers: DashMap::new(),
             payments: DashMap::new(),
-            answers: answers.into_iter().collect(),
+            history,
         });
         let dormant = FxDashMap::default();
         let tags = FxDashMap::default();
@@ -326,11 +330,20 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    pub fn stored_answer(&self, app: &str, mode: Mode, key: &str) -> Option<StoredAnswer> {
-        self.shared
-            .answers
-            .get(&(app.to_owned(), mode, key.to_owned()))
-            .map(|a| a.clone())
+    /// The answer stored for an `Idempotency-Key`, if any (of any age: the caller checks it).
+    pub fn stored_answer(
+        &self,
+        app: &str,
+        mode: Mode,
+        key: &str,
+    ) -> Result<Option<StoredAnswer>, EngineError> {
+        let Some(history) = &self.shared.history else {
+            return Ok(None);
+        };
+        history.answer(app, mode, key).map_err(|error| {
+            tracing::error!(%error, "reading a stored answer failed");
+            EngineError::Unavailable
+        })
     }
 
     /// Keeps an answer for its idempotency key, durably.
@@ -341,17 +354,83 @@ impl Engine {
         key: &str,
         answer: StoredAnswer,
     ) -> Result<(), EngineError> {
-        self.shared
-            .answers
-            .insert((app.to_owned(), mode, key.to_owned()), answer.clone());
+        let write = HistoryWrite::Answer {
+            app: app.to_owned(),
+            mode,
+            key: key.to_owned(),
+            answer: answer.clone(),
+        };
         let record = Record::Answer {
             app: app.to_owned(),
             mode,
             key: key.to_owned(),
             answer,
         };
-        let seq = self.shared.journal.push([record]);
+        let seq = self.shared.journal.push_with_history([record], [write]);
         self.durable(seq).await
+    }
+
+    /// A page of a user's ledger, newest first: the lines still in the user's memory, then the
+    /// pages on disk. Answers once every line it shows is durable.
+    pub async fn ledger(
+        &self,
+        key: UserKey,
+        limit: usize,
+        starting_after: Option<String>,
+    ) -> Result<LedgerPage, EngineError> {
+        let View::LedgerTail(tail) = self.user(key.clone(), Request::LedgerTail).await? else {
+            unreachable!("a ledger tail request answers with the tail");
+        };
+        // Every page older than the tail was queued before the tail's answer, and `user` waited
+        // for that to be durable: the disk has it.
+        let cursor_in_tail = starting_after
+            .as_deref()
+            .is_none_or(|c| tail.iter().any(|l| l.event.id == c));
+        let history = self.shared.history.clone();
+        let cursor = starting_after.clone();
+        let page = tokio::task::spawn_blocking(move || {
+            let cursor = cursor.as_deref();
+            let Some(history) = history else {
+                return Ok(page_of(tail, limit, cursor));
+            };
+            let mut disk;
+            let page = if cursor_in_tail {
+                disk = history.lines_newest_first(&key, None);
+                page_of(tail.into_iter().chain(&mut disk), limit, cursor)
+            } else {
+                disk = history.lines_newest_first(&key, cursor);
+                page_of(&mut disk, limit, cursor)
+            };
+            match disk.error.take() {
+                Some(error) => Err(error),
+                None => Ok(page),
+            }
+        })
+        .await
+        .map_err(|_| EngineError::Unavailable)?
+        .map_err(|error| {
+            tracing::error!(%error, "reading the ledger failed");
+            EngineError::Unavailable
+        })?;
+        page.ok_or_else(|| Rejection::UnknownCursor(starting_after.unwrap_or_default()).into())
+    }
+
+    /// Drops stored answers and request keys past their 24 hours, by each app's and mode's clock.
+    /// Reads check the age themselves; this frees the disk.
+    pub async fn sweep_history(&self) {
+        let Some(history) = self.shared.history.clone() else {
+            return;
+        };
+        let engine = self.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            history.sweep(|app, mode| engine.now(app, mode).ok())
+        })
+        .await;
+        match swept {
+            Ok(Ok(dropped)) => tracing::debug!(dropped, "history swept"),
+            Ok(Err(error)) => tracing::error!(%error, "history sweep failed"),
+            Err(error) => tracing::error!(%error, "history sweep panicked"),
+        }
     }
 
     /// Waits until everything queued so far is durable.

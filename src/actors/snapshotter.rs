@@ -3,8 +3,7 @@
 //! Live actors are never paused or read.
 
 use super::journal_writer::JournalQueue;
-use crate::engine::time::MS_PER_DAY;
-use crate::engine::{EngineState, Record, Ts};
+use crate::engine::{EngineState, Record};
 use crate::persistence::{Journal, SledJournal, SnapshotStore, decode_batch_into, encode_snapshot};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -31,7 +30,6 @@ pub fn take(
     store: &SnapshotStore,
     journal: &mut SledJournal,
     up_to: u64,
-    now: Ts,
 ) -> Result<u64, SnapshotError> {
     let loaded = store.load_newest::<EngineState>()?;
     let (from, mut state) = match loaded.snapshot {
@@ -68,10 +66,6 @@ pub fn take(
     if expected != up_to {
         return Err(SnapshotError::Damaged(expected));
     }
-    // Idempotent answers are kept 24 hours; a snapshot is where old ones are let go.
-    state
-        .answers
-        .retain(|_, answer| answer.at.plus_ms(MS_PER_DAY) > now);
     let frame = encode_snapshot(up_to, &state)?;
     drop(state);
     store.write_bytes(up_to, &frame)?;
@@ -114,7 +108,7 @@ pub fn spawn(
                     continue;
                 }
                 let started = Instant::now();
-                match take(&store, &mut journal, durable, super::clock::real_now()) {
+                match take(&store, &mut journal, durable) {
                     Ok(seq) => {
                         tracing::info!(
                             seq,

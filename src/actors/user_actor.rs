@@ -3,15 +3,19 @@
 
 use super::Shared;
 use crate::engine::catalog::Catalog;
-use crate::engine::event::{Event, EventKind};
+use crate::engine::event::EventKind;
 use crate::engine::ids::{IdSource, ModelKey, Pattern};
+use crate::engine::ledger::LedgerLine;
 use crate::engine::matcher::{self, Match};
-use crate::engine::read::{self, LedgerPage, Usage};
-use crate::engine::user::{Balance, Reservation, Subscription};
+use crate::engine::read::{self, Usage};
+use crate::engine::user::{Applied, Balance, Reservation, Subscription};
 use crate::engine::{
-    Command, Outcome, Record, Rejection, Ts, UserKey, UserState, catch_up, next_deadline, step,
+    Changes, Command, Outcome, Past, Record, Rejection, Ts, UserKey, UserState, catch_up,
+    next_deadline, step,
 };
+use crate::persistence::{History, HistoryWrite};
 use actix::{Actor, AsyncContext, Context, Handler, Message, SpawnHandle};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +31,8 @@ pub enum Request {
     Balance(String),
     Subscription,
     Usage(Option<Pattern>),
-    Ledger {
-        limit: usize,
-        starting_after: Option<String>,
-    },
+    /// The ledger lines still in memory, newest first.
+    LedgerTail,
     /// Apply the deadlines that have passed; sent by the timer and after a test-clock move.
     Tick,
 }
@@ -47,7 +49,7 @@ pub enum View {
     Balance(Balance),
     Subscription(Subscription),
     Usage(Usage),
-    Ledger(LedgerPage),
+    LedgerTail(Vec<LedgerLine>),
     Check(Match),
     Ticked,
 }
@@ -90,6 +92,59 @@ pub struct UserActor {
     last_seq: u64,
     timer: Option<(Ts, SpawnHandle)>,
     ids: UlidIds,
+    /// What this user handed to the history and is not durable yet, by the sequence that makes it
+    /// durable: until then a decision finds it here rather than on disk. Bounded by what one
+    /// user queues during one flush.
+    recent: VecDeque<(u64, Applied)>,
+}
+
+/// The past of one user as a decision sees it: what is on its way to disk, then the disk.
+struct UserPast<'a> {
+    key: &'a UserKey,
+    recent: &'a VecDeque<(u64, Applied)>,
+    history: Option<&'a History>,
+}
+
+impl UserPast<'_> {
+    fn read<T>(
+        &self,
+        what: &str,
+        read: impl FnOnce(&History) -> Result<Option<T>, crate::persistence::HistoryError>,
+    ) -> Option<T> {
+        let history = self.history?;
+        read(history).unwrap_or_else(|error| {
+            tracing::error!(%error, user = %self.key.user.as_str(), what, "history read failed");
+            None
+        })
+    }
+}
+
+impl Past for UserPast<'_> {
+    fn ended(&self, id: &str) -> Option<Reservation> {
+        let in_flight = self.recent.iter().rev().find_map(|(_, applied)| {
+            applied
+                .page
+                .as_ref()
+                .and_then(|lines| lines.iter().find_map(|l| l.ended(id)))
+        });
+        match in_flight {
+            Some(r) => Some(r.clone()),
+            None => self.read("ended reservation", |h| h.ended(self.key, id)),
+        }
+    }
+
+    fn by_request_key(&self, key: &str, since: Ts) -> Option<String> {
+        let in_flight = self.recent.iter().rev().find_map(|(_, applied)| {
+            applied
+                .request_key
+                .as_ref()
+                .filter(|k| k.key == key && k.created_at >= since)
+        });
+        match in_flight {
+            Some(k) => Some(k.reservation_id.clone()),
+            None => self.read("request key", |h| h.by_request_key(self.key, key, since)),
+        }
+    }
 }
 
 /// Messages waiting for a user beyond this are refused as overload rather than queued.
@@ -120,6 +175,7 @@ impl UserActor {
                 tag,
                 generator: ulid::Generator::new(),
             },
+            recent: VecDeque::new(),
         }
     }
 
@@ -134,15 +190,35 @@ impl UserActor {
     fn handle_request(&mut self, request: Request) -> Result<View, Rejection> {
         let now = self.now();
         let catalog = self.catalog();
+        let durable = self.shared.journal.durable_seq();
+        while self.recent.front().is_some_and(|(seq, _)| *seq <= durable) {
+            self.recent.pop_front();
+        }
+        let past = UserPast {
+            key: &self.key,
+            recent: &self.recent,
+            history: self.shared.history.as_ref(),
+        };
         if let Request::Command(command) = request {
             let plan_before = self.active_plan();
-            let done = step(&mut self.state, &catalog, command, now, &mut self.ids);
-            self.record(&done.events, plan_before);
+            let done = step(
+                &mut self.state,
+                &past,
+                &catalog,
+                command,
+                now,
+                &mut self.ids,
+            );
+            let changes = Changes {
+                events: done.events,
+                applied: done.applied,
+            };
+            self.record(changes, plan_before);
             return done.result.map(|outcome| self.view(outcome));
         }
         let plan_before = self.active_plan();
-        let events = catch_up(&mut self.state, now, &mut self.ids);
-        self.record(&events, plan_before);
+        let changes = catch_up(&mut self.state, now, &mut self.ids);
+        self.record(changes, plan_before);
         let state = &self.state;
         match request {
             Request::Command(_) => unreachable!("handled above"),
@@ -150,10 +226,9 @@ impl UserActor {
             Request::Check { model, amount } => Ok(View::Check(matcher::find(
                 state, &catalog, &model, amount, now,
             ))),
-            Request::Reservation(id) => state
-                .reservations
-                .get(&id)
-                .map(|r| View::Reservation(r.clone()))
+            Request::Reservation(id) => self
+                .reservation(&id)
+                .map(View::Reservation)
                 .ok_or(Rejection::ReservationNotFound(id)),
             Request::Balance(id) => state
                 .balance(&id)
@@ -170,19 +245,32 @@ impl UserActor {
                 filter.as_ref(),
                 now,
             ))),
-            Request::Ledger {
-                limit,
-                starting_after,
-            } => read::ledger(state, limit, starting_after.as_deref())
-                .map(View::Ledger)
-                .ok_or_else(|| Rejection::UnknownCursor(starting_after.unwrap_or_default())),
+            Request::LedgerTail => Ok(View::LedgerTail(
+                state.ledger_tail.iter().rev().cloned().collect(),
+            )),
         }
+    }
+
+    /// A reservation from memory, from what is on its way to disk, or from disk.
+    fn reservation(&self, id: &str) -> Option<Reservation> {
+        if let Some(r) = self.state.reservation(id) {
+            return Some(r.clone());
+        }
+        let past = UserPast {
+            key: &self.key,
+            recent: &self.recent,
+            history: self.shared.history.as_ref(),
+        };
+        past.ended(id)
     }
 
     fn view(&self, outcome: Outcome) -> View {
         let state = &self.state;
         match outcome {
-            Outcome::Reservation(id) => View::Reservation(state.reservations[&id].clone()),
+            Outcome::Reservation(id) => View::Reservation(
+                self.reservation(&id)
+                    .expect("a reservation just made or found is in memory or in the past"),
+            ),
             Outcome::Denied { reasons, available } => View::Denied(Match {
                 result: Err(reasons),
                 available,
@@ -213,12 +301,13 @@ impl UserActor {
             .map(str::to_owned)
     }
 
-    /// Queues applied events for the journal and keeps the shared indexes in step with them.
-    fn record(&mut self, events: &[Event], plan_before: Option<String>) {
-        if events.is_empty() {
+    /// Queues applied events for the journal, with what they move to the history, and keeps the
+    /// shared indexes in step with them.
+    fn record(&mut self, changes: Changes, plan_before: Option<String>) {
+        if changes.events.is_empty() {
             return;
         }
-        for event in events {
+        for event in &changes.events {
             if let EventKind::CreditsGranted(g) = &event.kind {
                 if let Some(intent) = &g.payment_intent {
                     self.shared.index_payment(&self.key, intent, &g.balance_id);
@@ -233,13 +322,18 @@ impl UserActor {
                 .count_subscriber(&self.key.app, plan_after.as_deref(), 1);
         }
         let key = &self.key;
-        self.last_seq = self
-            .shared
-            .journal
-            .push(events.iter().map(|event| Record::User {
-                key: key.clone(),
-                event: event.clone(),
-            }));
+        let mut writes = Vec::new();
+        for applied in &changes.applied {
+            HistoryWrite::from_applied(key, applied.clone(), &mut writes);
+        }
+        let records = changes.events.into_iter().map(|event| Record::User {
+            key: key.clone(),
+            event,
+        });
+        self.last_seq = self.shared.journal.push_with_history(records, writes);
+        let seq = self.last_seq;
+        self.recent
+            .extend(changes.applied.into_iter().map(|applied| (seq, applied)));
     }
 
     /// Arms a timer for the next deadline, so expiry happens without a request.

@@ -2,7 +2,7 @@
 
 use crate::engine::Ts;
 use crate::engine::event::EventKind;
-use crate::engine::read::LedgerLine;
+use crate::engine::ledger::LedgerLine;
 use crate::engine::time::MS_PER_DAY;
 use maud::{Markup, html};
 use std::collections::BTreeMap;
@@ -118,6 +118,7 @@ mod tests {
                 expires_at: at,
                 created_at: at,
                 metadata: None,
+                request_key: None,
                 committed_amount: Some(amount),
                 response: None,
                 error_code: None,

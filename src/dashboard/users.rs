@@ -9,7 +9,8 @@ use crate::actors::user_actor::{Request, View};
 use crate::engine::catalog::Catalog;
 use crate::engine::event::{EventKind, GrantSource};
 use crate::engine::ids::UserId;
-use crate::engine::read::{LedgerLine, LedgerPage, Usage};
+use crate::engine::ledger::{LedgerLine, LedgerPage};
+use crate::engine::read::Usage;
 use crate::engine::user::{
     Balance, BalanceStatus, Reservation, ReservationStatus, SubscriptionStatus,
 };
@@ -43,19 +44,7 @@ async fn ledger(
     limit: usize,
     starting_after: Option<String>,
 ) -> Result<LedgerPage, Problem> {
-    match call(
-        s,
-        key,
-        Request::Ledger {
-            limit,
-            starting_after,
-        },
-    )
-    .await?
-    {
-        View::Ledger(page) => Ok(page),
-        other => Err(unexpected(&other).into()),
-    }
+    Ok(s.engine.ledger(key.clone(), limit, starting_after).await?)
 }
 
 /// Everything the user page shows.

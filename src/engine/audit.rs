@@ -1,7 +1,7 @@
 //! Invariant checks over a user's state, for `vevee verify` and the tests: I1, I3 and I9 of
 //! DESIGN.md, each as a value naming what is wrong rather than a panic.
 
-use super::event::EventKind;
+use super::event::{Event, EventKind};
 use super::user::{ReservationStatus, UserState};
 use rustc_hash::FxHashMap;
 
@@ -14,8 +14,12 @@ struct FromLedger {
     expired: u64,
 }
 
-/// The first broken invariant of a user, in words; `Ok` if none.
-pub fn audit(state: &UserState) -> Result<(), String> {
+/// The first broken invariant of a user, in words; `Ok` if none. `ledger` is every event of the
+/// user, in any order (the tail in memory and the pages on disk).
+pub fn audit<'a>(
+    state: &'a UserState,
+    ledger: impl IntoIterator<Item = &'a Event>,
+) -> Result<(), String> {
     for b in &state.balances {
         if !b.is_balanced() {
             return Err(format!(
@@ -77,7 +81,7 @@ pub fn audit(state: &UserState) -> Result<(), String> {
     }
 
     let mut rebuilt: FxHashMap<&str, FromLedger> = FxHashMap::default();
-    for event in &state.ledger {
+    for event in ledger {
         match &event.kind {
             EventKind::CreditsGranted(g) => {
                 rebuilt.entry(&g.balance_id).or_default().granted += g.amount
@@ -128,9 +132,9 @@ mod tests {
     use crate::engine::catalog::{Catalog, CatalogChange, Pack, PackItem, Price};
     use crate::engine::event::GrantSource;
     use crate::engine::ids::{CountingIds, ModelKey, Pattern};
-    use crate::engine::{Command, Ts, step};
+    use crate::engine::{Command, NoPast, Ts, step};
 
-    fn user_with_a_hold() -> UserState {
+    fn user_with_a_hold() -> (UserState, Vec<Event>) {
         let mut catalog = Catalog::default();
         catalog.apply(&CatalogChange::PackPut(Pack {
             id: "p".into(),
@@ -161,9 +165,10 @@ mod tests {
             expires_at: None,
             payment_intent: None,
         };
-        step(&mut state, &catalog, grant, now, &mut ids)
-            .result
-            .unwrap();
+        let mut ledger = Vec::new();
+        let granted = step(&mut state, &NoPast, &catalog, grant, now, &mut ids);
+        granted.result.unwrap();
+        ledger.extend(granted.events);
         let reserve = Command::Reserve {
             model: ModelKey::parse("image.a").unwrap(),
             amount: 3,
@@ -172,29 +177,29 @@ mod tests {
             request_key: None,
             commit: false,
         };
-        step(&mut state, &catalog, reserve, now, &mut ids)
-            .result
-            .unwrap();
-        state
+        let reserved = step(&mut state, &NoPast, &catalog, reserve, now, &mut ids);
+        reserved.result.unwrap();
+        ledger.extend(reserved.events);
+        (state, ledger)
     }
 
     #[test]
     fn a_consistent_user_passes_and_each_kind_of_damage_is_named() {
-        let healthy = user_with_a_hold();
-        assert_eq!(audit(&healthy), Ok(()));
+        let (healthy, ledger) = user_with_a_hold();
+        assert_eq!(audit(&healthy, &ledger), Ok(()));
 
         let mut unbalanced = healthy.clone();
         unbalanced.balances[0].remaining += 1;
-        assert!(audit(&unbalanced).unwrap_err().starts_with("I1"));
+        assert!(audit(&unbalanced, &ledger).unwrap_err().starts_with("I1"));
 
         let mut unheld = healthy.clone();
         unheld.balances[0].reserved -= 1;
         unheld.balances[0].remaining += 1;
-        assert!(audit(&unheld).unwrap_err().starts_with("I3"));
+        assert!(audit(&unheld, &ledger).unwrap_err().starts_with("I3"));
 
         let mut off_ledger = healthy;
         off_ledger.balances[0].remaining -= 1;
         off_ledger.balances[0].committed += 1;
-        assert!(audit(&off_ledger).unwrap_err().starts_with("I9"));
+        assert!(audit(&off_ledger, &ledger).unwrap_err().starts_with("I9"));
     }
 }

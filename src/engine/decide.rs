@@ -6,7 +6,31 @@ use super::event::{CreditHold, Event, EventKind, GrantSource, Granted, Reserved}
 use super::ids::{IdSource, ModelKey};
 use super::matcher::{self, Available, Reason};
 use super::time::{MS_PER_DAY, Ts};
-use super::user::{BalanceStatus, Reservation, ReservationStatus, SubscriptionStatus, UserState};
+use super::user::{
+    Applied, BalanceStatus, Reservation, ReservationStatus, SubscriptionStatus, UserState,
+};
+
+/// What a decision may need that has left memory: reservations that ended and the idempotency
+/// keys of their reserves. The actors read it from the history on disk; tests keep it in a map.
+pub trait Past {
+    /// The reservation `id` as it ended, if it ended.
+    fn ended(&self, id: &str) -> Option<Reservation>;
+    /// The reservation made by a reserve with this `Idempotency-Key` at or after `since`, if it
+    /// ended.
+    fn by_request_key(&self, key: &str, since: Ts) -> Option<String>;
+}
+
+/// A past with nothing in it: for callers that only replay or only read memory.
+pub struct NoPast;
+
+impl Past for NoPast {
+    fn ended(&self, _: &str) -> Option<Reservation> {
+        None
+    }
+    fn by_request_key(&self, _: &str, _: Ts) -> Option<String> {
+        None
+    }
+}
 
 /// How long a reserve's idempotency key finds its reservation again, as API.md keeps answers.
 pub const REQUEST_KEY_TTL_MS: i64 = MS_PER_DAY;
@@ -117,6 +141,7 @@ impl<I: IdSource> Stamp<'_, I> {
 
 pub fn decide(
     state: &UserState,
+    past: &impl Past,
     catalog: &Catalog,
     command: Command,
     now: Ts,
@@ -136,19 +161,19 @@ pub fn decide(
             request_key,
             commit,
         } => {
-            let earlier = request_key
-                .as_ref()
-                .and_then(|k| state.request_keys.get(k))
-                .filter(|id| {
-                    state.reservations[*id]
-                        .created_at
-                        .plus_ms(REQUEST_KEY_TTL_MS)
-                        > now
-                });
+            // A pending reservation's key is in memory; an ended one's is in the past.
+            let since = now.plus_ms(-REQUEST_KEY_TTL_MS);
+            let earlier = request_key.as_ref().and_then(|k| {
+                state
+                    .request_keys
+                    .get(k)
+                    .cloned()
+                    .or_else(|| past.by_request_key(k, since))
+            });
             if let Some(id) = earlier {
                 return Ok(Decision {
                     events: vec![],
-                    outcome: Outcome::Reservation(id.clone()),
+                    outcome: Outcome::Reservation(id),
                 });
             }
             let found = matcher::find(state, catalog, &model, amount, now);
@@ -189,7 +214,8 @@ pub fn decide(
             amount,
             response,
         } => {
-            let res = reservation(state, &reservation_id)?;
+            let res = reservation(state, past, &reservation_id)?;
+            let res = res.as_ref();
             let asked = amount.unwrap_or(res.amount);
             if res.status == ReservationStatus::Committed && res.committed_amount == Some(asked) {
                 return Ok(Decision {
@@ -219,7 +245,8 @@ pub fn decide(
             reservation_id,
             error_code,
         } => {
-            let res = reservation(state, &reservation_id)?;
+            let res = reservation(state, past, &reservation_id)?;
+            let res = res.as_ref();
             if res.status == ReservationStatus::Released {
                 return Ok(Decision {
                     events: vec![],
@@ -386,11 +413,20 @@ pub fn next_deadline(state: &UserState) -> Option<Ts> {
     balance.into_iter().chain(reservation).min()
 }
 
-fn reservation<'a>(state: &'a UserState, id: &str) -> Result<&'a Reservation, Rejection> {
-    state
-        .reservations
-        .get(id)
-        .ok_or_else(|| Rejection::ReservationNotFound(id.to_owned()))
+/// A reservation from memory (pending, or ended with its line still in memory) or from the past.
+fn reservation<'a>(
+    state: &'a UserState,
+    past: &impl Past,
+    id: &str,
+) -> Result<std::borrow::Cow<'a, Reservation>, Rejection> {
+    use std::borrow::Cow;
+    match state.reservation(id) {
+        Some(r) => Ok(Cow::Borrowed(r)),
+        None => past
+            .ended(id)
+            .map(Cow::Owned)
+            .ok_or_else(|| Rejection::ReservationNotFound(id.to_owned())),
+    }
 }
 
 fn pending(res: &Reservation) -> Result<(), Rejection> {
@@ -461,25 +497,47 @@ fn write_offs<I: IdSource>(
     }
 }
 
-/// Applies every deadline that has passed at `now` and returns the events, oldest first.
-pub fn catch_up(state: &mut UserState, now: Ts, ids: &mut impl IdSource) -> Vec<Event> {
-    let mut applied = Vec::new();
+/// What applying a list of events did: the events, oldest first, and what left memory with them.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub events: Vec<Event>,
+    pub applied: Vec<Applied>,
+}
+
+impl Changes {
+    fn apply(&mut self, state: &mut UserState, event: Event) {
+        let applied = state.apply(&event);
+        if applied != Applied::default() {
+            self.applied.push(applied);
+        }
+        self.events.push(event);
+    }
+}
+
+/// Applies every deadline that has passed at `now`.
+pub fn catch_up(state: &mut UserState, now: Ts, ids: &mut impl IdSource) -> Changes {
+    let mut changes = Changes::default();
+    catch_up_into(state, now, ids, &mut changes);
+    changes
+}
+
+fn catch_up_into(state: &mut UserState, now: Ts, ids: &mut impl IdSource, out: &mut Changes) {
     loop {
         let due = next_due(state, now, ids);
         if due.is_empty() {
-            return applied;
+            return;
         }
         for event in due {
-            state.apply(&event);
-            applied.push(event);
+            out.apply(state, event);
         }
     }
 }
 
 /// What one command did to a user: the events applied (deadlines that had passed first, then the
-/// command's own) and the command's outcome or refusal.
+/// command's own), what left memory with them, and the command's outcome or refusal.
 pub struct Step {
     pub events: Vec<Event>,
+    pub applied: Vec<Applied>,
     pub result: Result<Outcome, Rejection>,
 }
 
@@ -487,18 +545,23 @@ pub struct Step {
 /// live operation. A refused command still returns the deadline events, which must be journaled.
 pub fn step(
     state: &mut UserState,
+    past: &impl Past,
     catalog: &Catalog,
     command: Command,
     now: Ts,
     ids: &mut impl IdSource,
 ) -> Step {
-    let mut events = catch_up(state, now, ids);
-    let result = decide(state, catalog, command, now, ids).map(|decision| {
-        for event in &decision.events {
-            state.apply(event);
+    let mut changes = Changes::default();
+    catch_up_into(state, now, ids, &mut changes);
+    let result = decide(state, past, catalog, command, now, ids).map(|decision| {
+        for event in decision.events {
+            changes.apply(state, event);
         }
-        events.extend(decision.events);
         decision.outcome
     });
-    Step { events, result }
+    Step {
+        events: changes.events,
+        applied: changes.applied,
+        result,
+    }
 }

@@ -180,6 +180,13 @@ pub fn parse_slug(text: &str) -> Result<String, Invalid> {
 
 /// Source of fresh prefixed ids. The engine asks for ids instead of making them, so that `decide`
 /// stays a pure function and tests get deterministic ids.
+/// The part of an id that sorts in the order ids were made: between the prefix (`le_`) and the
+/// user tag (`_…`) if there is one. One user's ids of every kind share this order.
+pub fn sort_part(id: &str) -> &str {
+    let rest = id.split_once('_').map_or(id, |(_, rest)| rest);
+    rest.split_once('_').map_or(rest, |(part, _)| part)
+}
+
 pub trait IdSource {
     fn next_id(&mut self, prefix: &'static str) -> String;
 }

@@ -1,8 +1,8 @@
 //! The pure domain: every business rule of vevee, with no actor, clock, disk or HTTP in it.
 //!
 //! Reading order: [`ids`] and [`time`] (values that parse their input), [`catalog`] (plans and
-//! packs), [`user`] (one user's state and `apply`), [`event`] (what `apply` takes, which is also
-//! the ledger), [`matcher`] (who pays for a request), [`decide`] (commands into events), and
+//! packs), [`user`] (one user's state and `apply`), [`event`] (what `apply` takes) and [`ledger`] (what
+//! it keeps of them), [`matcher`] (who pays for a request), [`decide`] (commands into events), and
 //! [`state`] (the whole engine as the journal sees it).
 
 pub mod audit;
@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod decide;
 pub mod event;
 pub mod ids;
+pub mod ledger;
 pub mod matcher;
 pub mod read;
 pub mod state;
@@ -20,8 +21,9 @@ pub mod user;
 mod tests;
 
 pub use decide::{
-    Command, Decision, Outcome, Rejection, Step, catch_up, decide, next_deadline, next_due, step,
+    Changes, Command, Decision, NoPast, Outcome, Past, Rejection, Step, catch_up, decide,
+    next_deadline, next_due, step,
 };
 pub use state::{EngineState, Mode, Record, UserKey};
 pub use time::Ts;
-pub use user::UserState;
+pub use user::{Applied, UserState};

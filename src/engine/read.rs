@@ -1,11 +1,10 @@
 //! Read models: what a user's state looks like to a caller. Pure functions of the state.
 
 use super::catalog::{Catalog, Limit};
-use super::event::Event;
 use super::ids::Pattern;
 use super::matcher::{counter_in, limit_window};
 use super::time::{Period, Ts};
-use super::user::{Balance, BalanceStatus, Reservation, Subscription, UserState};
+use super::user::{Balance, BalanceStatus, Subscription, UserState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterView {
@@ -68,49 +67,4 @@ pub fn usage(state: &UserState, catalog: &Catalog, filter: Option<&Pattern>, now
         counters,
         credits,
     }
-}
-
-/// A ledger entry with what it refers to, so that it reads on its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerLine {
-    pub event: Event,
-    /// The reservation of a `usage.*` entry or of a write-off.
-    pub reservation: Option<Reservation>,
-    /// The pack of the balance a `credits.*` entry is about.
-    pub pack_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerPage {
-    pub entries: Vec<LedgerLine>,
-    pub has_more: bool,
-}
-
-/// Newest first, `limit` entries after the entry `starting_after`; `None` if that entry is unknown.
-pub fn ledger(state: &UserState, limit: usize, starting_after: Option<&str>) -> Option<LedgerPage> {
-    let end = match starting_after {
-        None => state.ledger.len(),
-        Some(id) => state.ledger.iter().rposition(|e| e.id == id)?,
-    };
-    let start = end.saturating_sub(limit);
-    let entries = state.ledger[start..end]
-        .iter()
-        .rev()
-        .map(|event| {
-            let (reservation_id, balance_id) = event.kind.refers_to();
-            LedgerLine {
-                event: event.clone(),
-                reservation: reservation_id
-                    .and_then(|id| state.reservations.get(id))
-                    .cloned(),
-                pack_id: balance_id
-                    .and_then(|id| state.balance(id))
-                    .map(|b| b.pack_id.clone()),
-            }
-        })
-        .collect();
-    Some(LedgerPage {
-        entries,
-        has_more: start > 0,
-    })
 }

@@ -7,7 +7,7 @@ use super::catalog::{Catalog, CatalogChange};
 use super::event::Event;
 use super::ids::UserId;
 use super::time::Ts;
-use super::user::UserState;
+use super::user::{Applied, UserState};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -68,17 +68,19 @@ pub enum Record {
     },
 }
 
+/// The live state of the whole engine. History (ledger pages, ended reservations, stored answers)
+/// is not in it: `apply` hands that over as it goes, and the history store keeps it on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineState {
     pub catalogs: FxHashMap<String, Catalog>,
     pub test_clock_offsets_ms: FxHashMap<String, i64>,
     pub users: FxHashMap<UserKey, UserState>,
-    pub answers: FxHashMap<(String, Mode, String), StoredAnswer>,
 }
 
 impl EngineState {
     /// Applies a record the caller no longer needs, moving its event into the user's ledger.
-    pub fn apply_owned(&mut self, record: Record) {
+    /// Returns what left memory with a user's event.
+    pub fn apply_owned(&mut self, record: Record) -> Applied {
         match record {
             Record::User { key, event } => match self.users.get_mut(&key) {
                 Some(user) => user.apply_owned(event),
@@ -88,10 +90,10 @@ impl EngineState {
         }
     }
 
-    pub fn apply(&mut self, record: &Record) {
+    pub fn apply(&mut self, record: &Record) -> Applied {
         match record {
             Record::User { key, event } => {
-                self.users.entry(key.clone()).or_default().apply(event);
+                return self.users.entry(key.clone()).or_default().apply(event);
             }
             Record::Catalog { app, change } => {
                 self.catalogs.entry(app.clone()).or_default().apply(change);
@@ -99,16 +101,10 @@ impl EngineState {
             Record::TestClock { app, offset_ms } => {
                 self.test_clock_offsets_ms.insert(app.clone(), *offset_ms);
             }
-            Record::Answer {
-                app,
-                mode,
-                key,
-                answer,
-            } => {
-                self.answers
-                    .insert((app.clone(), *mode, key.clone()), answer.clone());
-            }
+            // Stored answers live in the history store only.
+            Record::Answer { .. } => {}
         }
+        Applied::default()
     }
 }
 

@@ -6,6 +6,7 @@
 
 use super::event::{CreditHold, Event, EventKind, GrantSource, PlanHold, Reserved};
 use super::ids::{ModelKey, Pattern};
+use super::ledger::{LEDGER_PAGE_LINES, LedgerLine};
 use super::time::Ts;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -128,6 +129,8 @@ pub struct Reservation {
     pub committed_amount: Option<u64>,
     pub response: Option<String>,
     pub error_code: Option<String>,
+    /// The `Idempotency-Key` of the reserve that made it.
+    pub request_key: Option<String>,
 }
 
 impl Reservation {
@@ -146,13 +149,36 @@ pub struct UserState {
     pub balance_index: FxHashMap<String, usize>,
     /// (pack id, external ref) → the balances of that grant, in item order.
     pub grants: FxHashMap<(String, String), Vec<String>>,
+    /// Pending reservations only: an ended one leaves memory on the ledger line that ended it.
     pub reservations: FxHashMap<String, Reservation>,
     /// Pending reservations by deadline, so the next expiry is found without a scan.
     pub pending: BTreeSet<(Ts, String)>,
-    /// Idempotency key of a reserve → its reservation id.
+    /// Idempotency key of a pending reserve → its reservation id. Keys of ended reservations are
+    /// handed to the history with [`Applied::request_key`].
     pub request_keys: FxHashMap<String, String>,
-    /// Every event ever applied, oldest first: the user's ledger.
-    pub ledger: Vec<Event>,
+    /// The newest ledger lines, oldest first, at most [`LEDGER_PAGE_LINES`]; older ones are on
+    /// disk.
+    pub ledger_tail: Vec<LedgerLine>,
+}
+
+/// The idempotency key of a reserve whose reservation ended, for the history to keep 24 hours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub key: String,
+    pub reservation_id: String,
+    pub created_at: Ts,
+}
+
+/// What applying one event hands to the history on disk; all of it is derived from the event and
+/// the state, so replay hands over the same.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// A full tail of ledger lines that leaves memory as one page.
+    pub page: Option<Vec<LedgerLine>>,
+    /// `(reservation id, id of the line that ended it)` for a reservation whose `usage.reserved`
+    /// line had already left memory, so that it is found again without a scan.
+    pub far_end: Option<(String, String)>,
+    pub request_key: Option<RequestKey>,
 }
 
 impl UserState {
@@ -168,26 +194,69 @@ impl UserState {
         &mut self.balances[index]
     }
 
-    fn reservation_mut(&mut self, id: &str) -> &mut Reservation {
-        self.reservations
-            .get_mut(id)
-            .unwrap_or_else(|| panic!("event names unknown reservation {id}"))
+    /// Removes a pending reservation that an event ends, with its request key.
+    fn take_pending(&mut self, id: &str) -> Reservation {
+        let res = self
+            .reservations
+            .remove(id)
+            .unwrap_or_else(|| panic!("event names a reservation that is not pending: {id}"));
+        if let Some(key) = &res.request_key {
+            self.request_keys.remove(key);
+        }
+        res
     }
 
-    pub fn apply(&mut self, event: &Event) {
-        self.change(event);
-        self.ledger.push(event.clone());
+    /// Applies an event and appends its ledger line. Returns what leaves memory with it.
+    pub fn apply(&mut self, event: &Event) -> Applied {
+        self.apply_owned(event.clone())
     }
 
     /// [`UserState::apply`] for an event the caller no longer needs: it moves into the ledger
-    /// without a copy (recovery replays millions of them).
-    pub fn apply_owned(&mut self, event: Event) {
-        self.change(&event);
-        self.ledger.push(event);
+    /// line without a copy (recovery replays millions of them).
+    pub fn apply_owned(&mut self, event: Event) -> Applied {
+        let pack_id = match &event.kind {
+            EventKind::CreditsGranted(g) => Some(g.pack_id.clone()),
+            EventKind::CreditsRevoked { balance_id, .. }
+            | EventKind::CreditsExpired { balance_id, .. } => {
+                self.balance(balance_id).map(|b| b.pack_id.clone())
+            }
+            _ => None,
+        };
+        let ended = self.change(&event);
+        let mut applied = Applied::default();
+        if let Some(res) = &ended {
+            if !self.ledger_tail.iter().any(|l| l.reserves(&res.id)) {
+                applied.far_end = Some((res.id.clone(), event.id.clone()));
+            }
+            applied.request_key = res.request_key.as_ref().map(|key| RequestKey {
+                key: key.clone(),
+                reservation_id: res.id.clone(),
+                created_at: res.created_at,
+            });
+        }
+        self.ledger_tail.push(LedgerLine {
+            event,
+            reservation: ended,
+            pack_id,
+        });
+        if self.ledger_tail.len() >= LEDGER_PAGE_LINES {
+            applied.page = Some(std::mem::take(&mut self.ledger_tail));
+        }
+        applied
     }
 
-    /// Everything `apply` does but keeping the ledger.
-    fn change(&mut self, event: &Event) {
+    /// The reservation `id` while it is pending, or as it ended if its line is still in memory.
+    pub fn reservation(&self, id: &str) -> Option<&Reservation> {
+        self.reservations.get(id).or_else(|| {
+            self.ledger_tail
+                .iter()
+                .rev()
+                .find_map(|line| line.ended(id))
+        })
+    }
+
+    /// Everything `apply` does but keeping the ledger; returns the reservation the event ended.
+    fn change(&mut self, event: &Event) -> Option<Reservation> {
         match &event.kind {
             EventKind::CreditsGranted(g) => {
                 let balance = Balance {
@@ -257,28 +326,28 @@ impl UserState {
                 credits,
                 response,
             } => {
-                let res = self.reservation_mut(reservation_id);
+                let mut res = self.take_pending(reservation_id);
                 res.status = ReservationStatus::Committed;
                 res.committed_amount = Some(*amount);
                 res.response = response.clone();
-                let res = res.clone();
                 self.settle(&res, *plan_amount, credits);
+                return Some(res);
             }
             EventKind::UsageReleased {
                 reservation_id,
                 error_code,
             } => {
-                let res = self.reservation_mut(reservation_id);
+                let mut res = self.take_pending(reservation_id);
                 res.status = ReservationStatus::Released;
                 res.error_code = error_code.clone();
-                let res = res.clone();
                 self.settle(&res, 0, &[]);
+                return Some(res);
             }
             EventKind::UsageExpired { reservation_id } => {
-                let res = self.reservation_mut(reservation_id);
+                let mut res = self.take_pending(reservation_id);
                 res.status = ReservationStatus::Expired;
-                let res = res.clone();
                 self.settle(&res, 0, &[]);
+                return Some(res);
             }
             EventKind::SubscriptionUpdated {
                 plan_id,
@@ -301,6 +370,7 @@ impl UserState {
                 }
             }
         }
+        None
     }
 
     fn hold(&mut self, r: &Reserved, at: Ts) {
@@ -350,6 +420,7 @@ impl UserState {
                 committed_amount: None,
                 response: None,
                 error_code: None,
+                request_key: r.request_key.clone(),
             },
         );
     }

@@ -142,21 +142,9 @@ pub async fn ledger(
     };
     let starting_after = query.get("startingAfter").cloned();
     let user = key.user.clone();
-    match s
-        .engine
-        .user(
-            key,
-            Request::Ledger {
-                limit,
-                starting_after,
-            },
-        )
-        .await?
-    {
-        View::Ledger(page) => Ok(Json(serde_json::json!({
-            "data": page.entries.iter().map(|e| views::ledger_entry(&user, e)).collect::<Vec<_>>(),
-            "hasMore": page.has_more,
-        }))),
-        other => Err(unexpected(&other)),
-    }
+    let page = s.engine.ledger(key, limit, starting_after).await?;
+    Ok(Json(serde_json::json!({
+        "data": page.entries.iter().map(|e| views::ledger_entry(&user, e)).collect::<Vec<_>>(),
+        "hasMore": page.has_more,
+    })))
 }

@@ -5,8 +5,9 @@ use crate::engine::Ts;
 use crate::engine::catalog::{Limit, Pack, Plan};
 use crate::engine::event::{CreditHold, EventKind, PlanHold};
 use crate::engine::ids::UserId;
+use crate::engine::ledger::LedgerLine;
 use crate::engine::matcher::{Available, Match};
-use crate::engine::read::{CounterView, LedgerLine, Usage};
+use crate::engine::read::{CounterView, Usage};
 use crate::engine::user::{Balance, Reservation, Subscription};
 use serde_json::{Value, json};
 

@@ -95,6 +95,7 @@ impl CodecError {
 pub enum FrameKind {
     Batch,
     Snapshot,
+    History,
 }
 
 impl std::fmt::Display for FrameKind {
@@ -102,6 +103,7 @@ impl std::fmt::Display for FrameKind {
         f.write_str(match self {
             FrameKind::Batch => "journal batch",
             FrameKind::Snapshot => "snapshot",
+            FrameKind::History => "history value",
         })
     }
 }
@@ -286,6 +288,47 @@ pub fn decode_snapshot<S: DeserializeOwned>(bytes: &[u8]) -> Result<(u64, S), Co
 }
 
 // ---------------------------------------------------------------------------------------------
+// History values
+// ---------------------------------------------------------------------------------------------
+
+/// Encodes one value of the history store: the format version (2 bytes) and the bincode payload.
+/// No CRC of our own: sled checksums what it stores, and a history value is never the only copy
+/// of a balance (the journal and the snapshots are).
+pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = FORMAT_VERSION.to_be_bytes().to_vec();
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| {
+        CodecError::Encode {
+            kind: FrameKind::History,
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode_value`].
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let kind = FrameKind::History;
+    let Some((version, payload)) = bytes.split_first_chunk::<2>() else {
+        return Err(CodecError::Truncated {
+            kind,
+            needed: 2,
+            actual: bytes.len() as u64,
+        });
+    };
+    let found = u16::from_be_bytes(*version);
+    if found != FORMAT_VERSION {
+        return Err(CodecError::UnsupportedVersion { kind, found });
+    }
+    let (value, _) = bincode::serde::decode_from_slice::<T, _>(payload, config()).map_err(|e| {
+        CodecError::Decode {
+            kind,
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(value)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Shared framing helpers
 // ---------------------------------------------------------------------------------------------
 
@@ -312,7 +355,7 @@ fn fixed_fields<const N: usize>(kind: FrameKind, bytes: &[u8]) -> Result<[u8; N]
         let magic_len = bytes.len().min(4);
         let expected = match kind {
             FrameKind::Batch => BATCH_MAGIC,
-            FrameKind::Snapshot => SNAPSHOT_MAGIC,
+            FrameKind::Snapshot | FrameKind::History => SNAPSHOT_MAGIC,
         };
         if bytes[..magic_len] != expected[..magic_len] {
             return Err(CodecError::BadMagic {

@@ -243,6 +243,65 @@ impl Journal for SledJournal {
     }
 }
 
+/// A sorted key-value tree in the journal's database, for the history store: written by the
+/// journal writer before the batch it comes from, so one flush makes both durable. Keys and values
+/// are bytes; this module stays the only one that knows sled.
+#[derive(Clone)]
+pub struct KvTree(sled::Tree);
+
+/// A value read from a [`KvTree`], without a copy.
+pub type KvValue = sled::IVec;
+
+/// `(key, value)` pairs of a [`KvTree`] range.
+pub type KvRange = Box<dyn DoubleEndedIterator<Item = Result<(KvValue, KvValue), JournalError>>>;
+
+impl KvTree {
+    pub fn get(&self, key: &[u8]) -> Result<Option<KvValue>, JournalError> {
+        Ok(self.0.get(key)?)
+    }
+
+    /// Keys from `from` (inclusive) to `to` (exclusive), in order; iterate with `.rev()` for
+    /// newest first.
+    pub fn range(&self, from: &[u8], to: &[u8]) -> KvRange {
+        Box::new(
+            self.0
+                .range(from.to_vec()..to.to_vec())
+                .map(|item| item.map_err(JournalError::from)),
+        )
+    }
+
+    /// Every pair whose key starts with `prefix`.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> KvRange {
+        Box::new(
+            self.0
+                .scan_prefix(prefix)
+                .map(|item| item.map_err(JournalError::from)),
+        )
+    }
+
+    /// Puts (`Some`) and removes (`None`) in one sled batch: one write for many entries.
+    pub fn write(
+        &self,
+        changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), JournalError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in changes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        Ok(self.0.apply_batch(batch)?)
+    }
+}
+
+impl SledJournal {
+    /// The history tree `name` beside the journal.
+    pub fn tree(&self, name: &str) -> Result<KvTree, JournalError> {
+        Ok(KvTree(self.db.open_tree(name)?))
+    }
+}
+
 fn seq_of(key: &[u8]) -> Result<u64, JournalError> {
     let bytes: [u8; 8] = key
         .try_into()

@@ -15,6 +15,7 @@
 //! [`Journal::remove_before`] with the oldest kept snapshot's `seq` frees journal space.
 
 pub mod codec;
+pub mod history;
 pub mod journal;
 pub mod recovery;
 pub mod snapshot;
@@ -23,6 +24,7 @@ pub use codec::{
     BatchHeader, CodecError, DecodedBatch, FORMAT_VERSION, FrameKind, decode_batch,
     decode_batch_into, decode_snapshot, encode_batch, encode_snapshot, verify_batch,
 };
+pub use history::{History, HistoryError, HistoryWrite};
 pub use journal::{Batches, Journal, JournalError, SledJournal};
 pub use recovery::{
     BatchDefect, DroppedBatch, RecoveryError, ReplayReport, journal_end, read_records, replay,

@@ -45,7 +45,7 @@ fn not_pending(id: &str, status: &'static str) -> Rejection {
 }
 
 fn last(w: &World) -> &Event {
-    w.state.ledger.last().unwrap()
+    w.ledger.last().unwrap()
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn a_partial_commit_keeps_the_plan_first_then_credits_in_order_and_returns_the_r
 fn a_repeated_commit_with_the_same_amount_answers_the_same_and_another_amount_is_refused() {
     let (mut w, id, _, _) = split_world();
     w.commit(&id, Some(3)).unwrap();
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     let state = w.state.clone();
     assert_eq!(w.commit(&id, Some(3)), Ok(Outcome::Reservation(id.clone())));
     assert_eq!(w.state, state, "a repeat changes nothing");
@@ -145,7 +145,7 @@ fn a_repeated_commit_with_the_same_amount_answers_the_same_and_another_amount_is
         "no amount means the whole reservation, which is another amount"
     );
     assert_eq!(w.release(&id), Err(not_pending(&id, "committed")));
-    assert_eq!(w.state.ledger.len(), n);
+    assert_eq!(w.ledger.len(), n);
 
     let (mut w, id, _, _) = split_world();
     w.commit(&id, None).unwrap();
@@ -176,7 +176,7 @@ fn a_release_returns_every_unit_to_its_exact_source_and_a_repeat_answers_the_sam
     assert_eq!(w.used("pro", "images"), (3, 2));
     assert_eq!(w.parts(&small), (0, 2, 0, 0, 0));
     assert_eq!(w.parts(&img), (2, 3, 0, 0, 0));
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.release(&id).unwrap();
     assert_eq!(w.types_since(n), ["usage.released"]);
     assert_eq!(w.used("pro", "images"), (3, 0));
@@ -203,7 +203,7 @@ fn a_release_after_a_revoke_writes_the_units_off_with_a_revoked_entry_for_the_re
     let mut w = world();
     let img = w.grant_one("img", "r");
     let id = w.reserve_ok("image.flux", 4);
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.revoke(&img).result.unwrap();
     assert_eq!(w.types_since(n), ["credits.revoked"]);
     assert!(matches!(
@@ -217,7 +217,7 @@ fn a_release_after_a_revoke_writes_the_units_off_with_a_revoked_entry_for_the_re
     assert_eq!(w.parts(&img), (0, 4, 0, 1, 0));
     assert_eq!(w.balance(&img).status, BalanceStatus::Revoked);
 
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.release(&id).unwrap();
     assert_eq!(w.types_since(n), ["usage.released", "credits.revoked"]);
     let EventKind::CreditsRevoked {
@@ -245,7 +245,7 @@ fn units_held_on_a_revoked_balance_can_still_be_committed_and_the_rest_is_writte
     let img = w.grant_one("img", "r");
     let id = w.reserve_ok("image.flux", 4);
     w.revoke(&img).result.unwrap();
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.commit(&id, Some(3)).unwrap();
     assert_eq!(w.types_since(n), ["usage.committed", "credits.revoked"]);
     assert!(matches!(
@@ -259,7 +259,7 @@ fn units_held_on_a_revoked_balance_can_still_be_committed_and_the_rest_is_writte
     let img = w.grant_one("img", "r");
     let id = w.reserve_ok("image.flux", 4);
     w.revoke(&img).result.unwrap();
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.commit(&id, None).unwrap();
     assert_eq!(w.types_since(n), ["usage.committed"]);
     assert_eq!(w.parts(&img), (0, 0, 4, 1, 0));
@@ -275,7 +275,7 @@ fn a_release_after_the_balance_expired_writes_the_units_off_with_an_expired_entr
     let id = w
         .reserve_with(reserve_cmd("image.flux", 4, 2 * HOUR, false))
         .unwrap();
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.advance(HOUR);
     assert_eq!(w.types_since(n), ["credits.expired"]);
     assert!(matches!(
@@ -289,7 +289,7 @@ fn a_release_after_the_balance_expired_writes_the_units_off_with_an_expired_entr
     assert_eq!(w.parts(&img), (0, 4, 0, 0, 1));
     assert_eq!(w.balance(&img).status, BalanceStatus::Expired);
 
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.release(&id).unwrap();
     assert_eq!(w.types_since(n), ["usage.released", "credits.expired"]);
     assert!(matches!(
@@ -313,7 +313,7 @@ fn a_balance_expires_when_the_clock_reaches_its_expires_at_and_a_grant_uses_the_
         ids.iter()
             .all(|id| w.balance(id).status == BalanceStatus::Active)
     );
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.advance(1);
     assert_eq!(w.types_since(n), ["credits.expired", "credits.expired"]);
     assert_eq!(w.parts(&ids[0]), (0, 0, 0, 0, 10));
@@ -337,7 +337,7 @@ fn a_pending_reservation_expires_at_its_ttl_and_its_units_come_back() {
     assert_eq!(w.parts(&img), (3, 2, 0, 0, 0));
     w.advance(10 * SECOND - 1);
     assert_eq!(w.res(&id).status, ReservationStatus::Pending);
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.advance(1);
     assert_eq!(w.types_since(n), ["usage.expired"]);
     assert_eq!(w.res(&id).status, ReservationStatus::Expired);
@@ -379,7 +379,7 @@ fn a_balance_expiring_with_a_reservation_expires_first_and_the_returned_units_ar
     let id = w
         .reserve_with(reserve_cmd("image.flux", 2, HOUR, false))
         .unwrap();
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     w.advance(HOUR);
     assert_eq!(
         w.types_since(n),
@@ -728,7 +728,7 @@ fn consume_reserves_and_commits_in_one_step() {
     let mut w = world();
     w.subscribe("pro").result.unwrap();
     let img = w.grant_one("img", "r");
-    let n = w.state.ledger.len();
+    let n = w.ledger.len();
     let id = w.consume("image.flux", 7).unwrap();
     assert_eq!(w.types_since(n), ["usage.reserved", "usage.committed"]);
     let r = w.res(&id);

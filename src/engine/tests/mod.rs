@@ -7,13 +7,56 @@ mod matcher_table;
 mod properties;
 
 use super::catalog::{Catalog, CatalogChange, Limit, Pack, PackItem, Plan, Price};
-use super::decide::{Command, Outcome, Rejection, Step, catch_up, step};
-use super::event::{EventKind, GrantSource};
+use super::decide::{Command, Outcome, Past, Rejection, Step, catch_up, step};
+use super::event::{Event, EventKind, GrantSource};
 use super::ids::{CountingIds, ModelKey, Pattern};
 use super::matcher::{Available, Reason, counter_in, limit_window};
 use super::time::{Period, Ts};
-use super::user::{Balance, BalanceStatus, Counter, Reservation, ReservationStatus, UserState};
+use super::user::{
+    Applied, Balance, BalanceStatus, Counter, Reservation, ReservationStatus, UserState,
+};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// What a user's history store would hold, kept in maps: ended reservations of pages that left
+/// memory and the request keys of ended reserves.
+#[derive(Debug, Default, Clone)]
+pub struct MemPast {
+    pub ended: BTreeMap<String, Reservation>,
+    pub request_keys: BTreeMap<String, (String, Ts)>,
+    /// Every page that left memory, oldest first.
+    pub pages: Vec<Vec<super::ledger::LedgerLine>>,
+}
+
+impl MemPast {
+    pub fn keep(&mut self, applied: &[Applied]) {
+        for a in applied {
+            if let Some(page) = &a.page {
+                for line in page {
+                    if let Some(r) = &line.reservation {
+                        self.ended.insert(r.id.clone(), r.clone());
+                    }
+                }
+                self.pages.push(page.clone());
+            }
+            if let Some(k) = &a.request_key {
+                self.request_keys
+                    .insert(k.key.clone(), (k.reservation_id.clone(), k.created_at));
+            }
+        }
+    }
+}
+
+impl Past for MemPast {
+    fn ended(&self, id: &str) -> Option<Reservation> {
+        self.ended.get(id).cloned()
+    }
+    fn by_request_key(&self, key: &str, since: Ts) -> Option<String> {
+        self.request_keys
+            .get(key)
+            .filter(|(_, at)| *at >= since)
+            .map(|(id, _)| id.clone())
+    }
+}
 
 /// 2028-01-31T10:00:00Z: a month start that makes the clamped months show.
 pub const START: Ts = Ts(1_832_925_600_000);
@@ -120,6 +163,9 @@ pub struct World {
     pub ids: CountingIds,
     /// Set once a limit was lowered: I2 may then be broken by design.
     pub limits_lowered: bool,
+    /// Every event applied, oldest first: the user's whole ledger.
+    pub ledger: Vec<Event>,
+    pub past: MemPast,
 }
 
 /// A denial as the tests compare it: reason names and `available`.
@@ -133,6 +179,8 @@ impl World {
             now: START,
             ids: CountingIds::default(),
             limits_lowered: false,
+            ledger: Vec::new(),
+            past: MemPast::default(),
         }
     }
 
@@ -154,31 +202,46 @@ impl World {
     /// Runs a command through `step`, checks that its events are the new tail of the ledger, and
     /// checks the invariants.
     pub fn run(&mut self, command: Command) -> Step {
-        let before = self.state.ledger.len();
         let s = step(
             &mut self.state,
+            &self.past,
             &self.catalog,
             command,
             self.now,
             &mut self.ids,
         );
-        assert_eq!(
-            &self.state.ledger[before..],
-            &s.events[..],
-            "step's events are what was appended to the ledger"
+        let tail = &self.state.ledger_tail;
+        let in_tail = s.events.len().min(tail.len());
+        assert!(
+            tail[tail.len() - in_tail..]
+                .iter()
+                .map(|l| &l.event)
+                .eq(&s.events[s.events.len() - in_tail..]),
+            "step's events are the newest lines of the ledger"
         );
+        self.past.keep(&s.applied);
+        self.ledger.extend(s.events.iter().cloned());
         self.check();
         s
     }
 
     pub fn check(&self) {
-        check_invariants_with(&self.state, &self.catalog, self.now, !self.limits_lowered);
+        check_invariants_with(
+            &self.state,
+            &self.ledger,
+            &self.catalog,
+            self.now,
+            !self.limits_lowered,
+        );
+        check_pages(&self.state, &self.past, &self.ledger);
     }
 
     /// Moves the clock and runs the deadlines that passed, as the actor's timer does.
     pub fn advance(&mut self, ms: i64) {
         self.now = self.now.plus_ms(ms);
-        catch_up(&mut self.state, self.now, &mut self.ids);
+        let changes = catch_up(&mut self.state, self.now, &mut self.ids);
+        self.past.keep(&changes.applied);
+        self.ledger.extend(changes.events);
         self.check();
     }
 
@@ -285,8 +348,13 @@ impl World {
         self.state.balance(id).expect("known balance")
     }
 
-    pub fn res(&self, id: &str) -> &Reservation {
-        &self.state.reservations[id]
+    /// A reservation from memory or, once it left memory, from the past.
+    pub fn res(&self, id: &str) -> Reservation {
+        self.state
+            .reservation(id)
+            .cloned()
+            .or_else(|| self.past.ended(id))
+            .unwrap_or_else(|| panic!("unknown reservation {id}"))
     }
 
     /// A counter of the current subscription's plan as the matcher sees it now.
@@ -311,7 +379,7 @@ impl World {
 
     /// The ledger entry types from index `from` on.
     pub fn types_since(&self, from: usize) -> Vec<&'static str> {
-        self.state.ledger[from..]
+        self.ledger[from..]
             .iter()
             .map(|e| e.kind.type_name())
             .collect()
@@ -323,18 +391,44 @@ pub fn names(reasons: &[Reason]) -> Vec<&'static str> {
 }
 
 /// Checks I1, I2, I3 and I9 on one user's state.
-pub fn check_invariants(state: &UserState, catalog: &Catalog, now: Ts) {
-    check_invariants_with(state, catalog, now, true)
+pub fn check_invariants(state: &UserState, ledger: &[Event], catalog: &Catalog, now: Ts) {
+    check_invariants_with(state, ledger, catalog, now, true)
 }
 
-pub fn check_invariants_with(state: &UserState, catalog: &Catalog, now: Ts, check_i2: bool) {
+pub fn check_invariants_with(
+    state: &UserState,
+    ledger: &[Event],
+    catalog: &Catalog,
+    now: Ts,
+    check_i2: bool,
+) {
     check_i1(state);
     if check_i2 {
         check_i2_counters(state, catalog, now);
     }
     check_i3(state);
-    check_i9_ledger(state);
-    check_indexes(state);
+    check_i9_ledger(state, ledger);
+    check_indexes(state, ledger);
+}
+
+/// The pages that left memory followed by the tail are the whole ledger, in order, each page
+/// full and the tail short of a page.
+fn check_pages(state: &UserState, past: &MemPast, ledger: &[Event]) {
+    let kept: Vec<&Event> = past
+        .pages
+        .iter()
+        .flatten()
+        .chain(&state.ledger_tail)
+        .map(|l| &l.event)
+        .collect();
+    assert!(kept.iter().copied().eq(ledger), "pages + tail = the ledger");
+    assert!(
+        past.pages
+            .iter()
+            .all(|p| p.len() == super::ledger::LEDGER_PAGE_LINES),
+        "every page is full"
+    );
+    assert!(state.ledger_tail.len() < super::ledger::LEDGER_PAGE_LINES);
 }
 
 /// I1: every balance adds up, recomputed without trusting `is_balanced`.
@@ -388,6 +482,11 @@ fn check_i3(state: &UserState) {
     let mut by_counter: BTreeMap<(&str, &str, Ts), u64> = BTreeMap::new();
     let mut pending = BTreeSet::new();
     for r in state.reservations.values() {
+        assert_eq!(
+            r.status,
+            ReservationStatus::Pending,
+            "only pending reservations stay in memory"
+        );
         let credits: u64 = r.credits.iter().map(|c| c.amount).sum();
         if let Some(p) = &r.plan {
             assert!(p.amount > 0, "an empty plan part is no plan part: {r:?}");
@@ -464,11 +563,11 @@ pub struct FromLedger {
 }
 
 /// I9: every balance rebuilt from the ledger entries alone.
-pub fn balances_from_ledger(state: &UserState) -> BTreeMap<String, FromLedger> {
+pub fn balances_from_ledger(ledger: &[Event]) -> BTreeMap<String, FromLedger> {
     let mut out: BTreeMap<String, FromLedger> = BTreeMap::new();
     // Reservation id → its credit holds, while no end entry was seen.
     let mut open: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-    for e in &state.ledger {
+    for e in ledger {
         match &e.kind {
             EventKind::CreditsGranted(g) => {
                 let b = out.entry(g.balance_id.clone()).or_default();
@@ -540,8 +639,8 @@ pub fn balances_from_ledger(state: &UserState) -> BTreeMap<String, FromLedger> {
     out
 }
 
-fn check_i9_ledger(state: &UserState) {
-    let rebuilt = balances_from_ledger(state);
+fn check_i9_ledger(state: &UserState, ledger: &[Event]) {
+    let rebuilt = balances_from_ledger(ledger);
     assert_eq!(
         rebuilt.len(),
         state.balances.len(),
@@ -569,11 +668,11 @@ fn check_i9_ledger(state: &UserState) {
 }
 
 /// The derived indexes agree with what they index, and ledger ids are unique.
-fn check_indexes(state: &UserState) {
+fn check_indexes(state: &UserState, ledger: &[Event]) {
     for (i, b) in state.balances.iter().enumerate() {
         assert_eq!(state.balance_index.get(&b.id), Some(&i));
     }
     assert_eq!(state.balance_index.len(), state.balances.len());
-    let ids: BTreeSet<&str> = state.ledger.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(ids.len(), state.ledger.len(), "ledger ids are unique");
+    let ids: BTreeSet<&str> = ledger.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), ledger.len(), "ledger ids are unique");
 }

@@ -5,6 +5,7 @@
 use super::*;
 use crate::engine::event::Event;
 use crate::engine::ids::UserId;
+use crate::engine::ledger::LedgerLine;
 use crate::engine::matcher::{self, Match};
 use crate::engine::state::{EngineState, Mode, Record, UserKey};
 use crate::engine::time::window_at;
@@ -348,10 +349,11 @@ fn world() -> World {
     w
 }
 
-fn replay(events: &[Event]) -> UserState {
+/// The state and the pages that left memory, from the events alone.
+fn replay(events: &[Event]) -> (UserState, Vec<Vec<LedgerLine>>) {
     let mut s = UserState::default();
-    events.iter().for_each(|e| s.apply(e));
-    s
+    let pages = events.iter().filter_map(|e| s.apply(e).page).collect();
+    (s, pages)
 }
 
 fn key() -> UserKey {
@@ -398,7 +400,7 @@ proptest! {
             run_op(&mut w, op);
         }
         if !w.limits_lowered {
-            check_invariants(&w.state, &w.catalog, w.now);
+            check_invariants(&w.state, &w.ledger, &w.catalog, w.now);
         }
         // Everything pending ends one day, and the books still balance when it has.
         w.advance(3 * DAY);
@@ -423,20 +425,27 @@ proptest! {
         let mut engine_snapshot = None;
         for (i, op) in ops.iter().enumerate() {
             if i == cut {
-                let at = w.state.ledger.len();
+                let at = w.ledger.len();
                 user_snapshot = Some((encode(&w.state), at));
                 let mut engine = EngineState::default();
-                records(&w.catalog, &w.state.ledger).iter().for_each(|r| engine.apply(r));
+                records(&w.catalog, &w.ledger).iter().for_each(|r| {
+                    engine.apply(r);
+                });
                 engine_snapshot = Some((encode(&engine), at));
             }
             run_op(&mut w, op);
         }
         let live = &w.state;
 
-        // From empty: the user's own ledger, and the journal's records.
-        prop_assert_eq!(&replay(&live.ledger), live);
+        // From empty: the user's own ledger, and the journal's records. Replay also cuts the same
+        // pages for the history as live operation did.
+        let (replayed, pages) = replay(&w.ledger);
+        prop_assert_eq!(&replayed, live);
+        prop_assert_eq!(&pages, &w.past.pages);
         let mut engine = EngineState::default();
-        records(&w.catalog, &live.ledger).iter().for_each(|r| engine.apply(r));
+        records(&w.catalog, &w.ledger).iter().for_each(|r| {
+            engine.apply(r);
+        });
         prop_assert_eq!(&engine.users.get(&key()).cloned().unwrap_or_default(), live);
         prop_assert_eq!(&engine.catalogs["pixelforge"], &w.catalog);
         prop_assert_eq!(&decode::<UserState>(&encode(live)), live);
@@ -444,12 +453,14 @@ proptest! {
         // From a snapshot taken part way, plus the tail.
         if let Some((bytes, at)) = user_snapshot {
             let mut state: UserState = decode(&bytes);
-            live.ledger[at..].iter().for_each(|e| state.apply(e));
+            w.ledger[at..].iter().for_each(|e| {
+                state.apply(e);
+            });
             prop_assert_eq!(&state, live);
         }
         if let Some((bytes, at)) = engine_snapshot {
             let mut from_snapshot: EngineState = decode(&bytes);
-            for event in &live.ledger[at..] {
+            for event in &w.ledger[at..] {
                 from_snapshot.apply(&Record::User { key: key(), event: event.clone() });
             }
             // The catalog edits made since the snapshot, as the journal would hold them.
@@ -572,6 +583,8 @@ proptest! {
                 now: start.now,
                 ids: CountingIds(start.ids.0),
                 limits_lowered: start.limits_lowered,
+                ledger: start.ledger.clone(),
+                past: start.past.clone(),
             };
             let (end, allowed) = run_batch(fork, order);
             check_batch(&start, &end, order, allowed);

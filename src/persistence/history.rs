@@ -1,0 +1,365 @@
+//! The history store: what has left the live state, on disk beside the journal.
+//!
+//! Four sled trees (through [`KvTree`], so sled stays behind the journal module):
+//!
+//! | tree           | key                                  | value                              |
+//! |----------------|--------------------------------------|------------------------------------|
+//! | `ledger`       | user prefix + sort part of first id  | one page of ledger lines           |
+//! | `ended`        | user prefix + reservation id         | id of the line that ended it       |
+//! | `request_keys` | user prefix + Idempotency-Key        | reservation id and its creation    |
+//! | `answers`      | app, mode and Idempotency-Key        | the stored answer                  |
+//!
+//! The user prefix is the app, the mode and the user id, each followed by a zero byte (none of
+//! them can hold one), so one user's keys never run into another's. A page is keyed by the sort
+//! part of its oldest line's id (ids of one user sort in the order they were made), so the page
+//! that holds any id is the last page keyed at or below it.
+//!
+//! Everything here is written by the journal writer, before the journal batch it comes from, and
+//! made durable by the same flush; recovery writes again what it replays (every key is written
+//! with the same value again), so a crash between the two writes loses nothing.
+
+use super::codec::{CodecError, decode_value, encode_value};
+use super::journal::{JournalError, KvRange, KvTree, SledJournal};
+use crate::engine::ids::sort_part;
+use crate::engine::ledger::LedgerLine;
+use crate::engine::state::StoredAnswer;
+use crate::engine::user::{Applied, RequestKey, Reservation};
+use crate::engine::{Mode, Ts, UserKey};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Store(#[from] JournalError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// One change to the history, handed to the journal writer with the records it comes from.
+#[derive(Debug, Clone)]
+pub enum HistoryWrite {
+    Page {
+        user: UserKey,
+        lines: Vec<LedgerLine>,
+    },
+    FarEnd {
+        user: UserKey,
+        reservation_id: String,
+        line_id: String,
+    },
+    RequestKey {
+        user: UserKey,
+        key: RequestKey,
+    },
+    Answer {
+        app: String,
+        mode: Mode,
+        key: String,
+        answer: StoredAnswer,
+    },
+}
+
+impl HistoryWrite {
+    /// The writes for what left a user's memory with one event.
+    pub fn from_applied(user: &UserKey, applied: Applied, out: &mut Vec<HistoryWrite>) {
+        if let Some(lines) = applied.page {
+            out.push(HistoryWrite::Page {
+                user: user.clone(),
+                lines,
+            });
+        }
+        if let Some((reservation_id, line_id)) = applied.far_end {
+            out.push(HistoryWrite::FarEnd {
+                user: user.clone(),
+                reservation_id,
+                line_id,
+            });
+        }
+        if let Some(key) = applied.request_key {
+            out.push(HistoryWrite::RequestKey {
+                user: user.clone(),
+                key,
+            });
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredRequestKey {
+    reservation_id: String,
+    created_at: Ts,
+}
+
+#[derive(Clone)]
+pub struct History {
+    ledger: KvTree,
+    ended: KvTree,
+    request_keys: KvTree,
+    answers: KvTree,
+}
+
+fn user_prefix(user: &UserKey) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user.app.len() + user.user.as_str().len() + 4);
+    key.extend_from_slice(user.app.as_bytes());
+    key.push(0);
+    key.push(mode_byte(user.mode));
+    key.push(0);
+    key.extend_from_slice(user.user.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+fn mode_byte(mode: Mode) -> u8 {
+    match mode {
+        Mode::Live => b'l',
+        Mode::Test => b't',
+    }
+}
+
+fn keyed(prefix: &[u8], rest: &str) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(rest.as_bytes());
+    key
+}
+
+/// The first key after every key that starts with `prefix` (whose last byte is the zero
+/// separator).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+fn answer_key(app: &str, mode: Mode, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(app.len() + key.len() + 3);
+    out.extend_from_slice(app.as_bytes());
+    out.push(0);
+    out.push(mode_byte(mode));
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// Stored answers and request keys are kept this long (API.md: 24 h).
+pub const KEEP_MS: i64 = crate::engine::time::MS_PER_DAY;
+
+impl History {
+    pub fn open(journal: &SledJournal) -> Result<History, HistoryError> {
+        Ok(History {
+            ledger: journal.tree("ledger")?,
+            ended: journal.tree("ended")?,
+            request_keys: journal.tree("request_keys")?,
+            answers: journal.tree("answers")?,
+        })
+    }
+
+    /// Writes a group of changes: one sled batch per tree.
+    pub fn write(&self, writes: &[HistoryWrite]) -> Result<(), HistoryError> {
+        let mut ledger = Vec::new();
+        let mut ended = Vec::new();
+        let mut request_keys = Vec::new();
+        let mut answers = Vec::new();
+        for write in writes {
+            match write {
+                HistoryWrite::Page { user, lines } => {
+                    let Some(first) = lines.first() else { continue };
+                    let key = keyed(&user_prefix(user), sort_part(&first.event.id));
+                    ledger.push((key, Some(encode_value(lines)?)));
+                }
+                HistoryWrite::FarEnd {
+                    user,
+                    reservation_id,
+                    line_id,
+                } => {
+                    let key = keyed(&user_prefix(user), reservation_id);
+                    ended.push((key, Some(line_id.as_bytes().to_vec())));
+                }
+                HistoryWrite::RequestKey { user, key } => {
+                    let stored = StoredRequestKey {
+                        reservation_id: key.reservation_id.clone(),
+                        created_at: key.created_at,
+                    };
+                    let k = keyed(&user_prefix(user), &key.key);
+                    request_keys.push((k, Some(encode_value(&stored)?)));
+                }
+                HistoryWrite::Answer {
+                    app,
+                    mode,
+                    key,
+                    answer,
+                } => answers.push((answer_key(app, *mode, key), Some(encode_value(answer)?))),
+            }
+        }
+        for (tree, changes) in [
+            (&self.ledger, ledger),
+            (&self.ended, ended),
+            (&self.request_keys, request_keys),
+            (&self.answers, answers),
+        ] {
+            if !changes.is_empty() {
+                tree.write(changes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The user's lines on disk, newest first: all of them, or from the page that holds
+    /// `starting_at` on (lines newer than it in that page come first; the caller skips them).
+    pub fn lines_newest_first(&self, user: &UserKey, starting_at: Option<&str>) -> Lines {
+        let prefix = user_prefix(user);
+        let end = match starting_at {
+            // Up to and including the page keyed exactly at the id.
+            Some(id) => {
+                let mut end = keyed(&prefix, sort_part(id));
+                end.push(0);
+                end
+            }
+            None => prefix_end(&prefix),
+        };
+        Lines {
+            pages: self.ledger.range(&prefix, &end).rev(),
+            page: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// A reservation that ended and whose line has been written here.
+    pub fn ended(&self, user: &UserKey, id: &str) -> Result<Option<Reservation>, HistoryError> {
+        let prefix = user_prefix(user);
+        // Far from its start: the index names the line that ended it.
+        if let Some(line_id) = self.ended.get(&keyed(&prefix, id))? {
+            let line_id = String::from_utf8_lossy(&line_id).into_owned();
+            return self.find_in_pages(&prefix, &line_id, 1, id);
+        }
+        // Near its start: its end is in the page that holds its `usage.reserved` line, which is
+        // the last page keyed at or below the reservation's own id or the one after it.
+        self.find_in_pages(&prefix, id, 2, id)
+    }
+
+    /// Looks for the line ending `id` in the page holding `around` and the `pages - 1` after it.
+    fn find_in_pages(
+        &self,
+        prefix: &[u8],
+        around: &str,
+        pages: usize,
+        id: &str,
+    ) -> Result<Option<Reservation>, HistoryError> {
+        let at = keyed(prefix, sort_part(around));
+        let mut at_inclusive = at.clone();
+        at_inclusive.push(0);
+        let first = self.ledger.range(prefix, &at_inclusive).next_back();
+        let after = self.ledger.range(&at_inclusive, &prefix_end(prefix));
+        for item in first.into_iter().chain(after).take(pages) {
+            let (_, value) = item?;
+            let lines: Vec<LedgerLine> = decode_value(&value)?;
+            if let Some(r) = lines.iter().find_map(|l| l.ended(id)) {
+                return Ok(Some(r.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The reservation of an ended reserve with this `Idempotency-Key`, made at or after `since`.
+    pub fn by_request_key(
+        &self,
+        user: &UserKey,
+        key: &str,
+        since: Ts,
+    ) -> Result<Option<String>, HistoryError> {
+        let Some(value) = self.request_keys.get(&keyed(&user_prefix(user), key))? else {
+            return Ok(None);
+        };
+        let stored: StoredRequestKey = decode_value(&value)?;
+        Ok((stored.created_at >= since).then_some(stored.reservation_id))
+    }
+
+    pub fn answer(
+        &self,
+        app: &str,
+        mode: Mode,
+        key: &str,
+    ) -> Result<Option<StoredAnswer>, HistoryError> {
+        match self.answers.get(&answer_key(app, mode, key))? {
+            Some(value) => Ok(Some(decode_value(&value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Drops stored answers and request keys older than [`KEEP_MS`] by `now` of their app and
+    /// mode. Returns how many were dropped. Reads check the age themselves: this only frees disk.
+    pub fn sweep(&self, now: impl Fn(&str, Mode) -> Option<Ts>) -> Result<u64, HistoryError> {
+        let mut dropped = 0;
+        let mut old = Vec::new();
+        for item in self.answers.scan_prefix(&[]) {
+            let (key, value) = item?;
+            let answer: StoredAnswer = decode_value(&value)?;
+            if scope_now(&key, &now).is_some_and(|now| answer.at.plus_ms(KEEP_MS) <= now) {
+                old.push((key.to_vec(), None));
+            }
+        }
+        dropped += old.len() as u64;
+        self.answers.write(old)?;
+        let mut old = Vec::new();
+        for item in self.request_keys.scan_prefix(&[]) {
+            let (key, value) = item?;
+            let stored: StoredRequestKey = decode_value(&value)?;
+            if scope_now(&key, &now).is_some_and(|now| stored.created_at.plus_ms(KEEP_MS) <= now) {
+                old.push((key.to_vec(), None));
+            }
+        }
+        dropped += old.len() as u64;
+        self.request_keys.write(old)?;
+        Ok(dropped)
+    }
+}
+
+/// `now` for the app and mode a key starts with.
+fn scope_now(key: &[u8], now: &impl Fn(&str, Mode) -> Option<Ts>) -> Option<Ts> {
+    let app_end = key.iter().position(|&b| b == 0)?;
+    let app = std::str::from_utf8(&key[..app_end]).ok()?;
+    let mode = match key.get(app_end + 1)? {
+        b'l' => Mode::Live,
+        b't' => Mode::Test,
+        _ => return None,
+    };
+    now(app, mode)
+}
+
+/// A user's ledger lines on disk, newest first, read a page at a time. A read error ends the
+/// iteration and is kept in [`Lines::error`].
+pub struct Lines {
+    pages: std::iter::Rev<KvRange>,
+    page: Vec<LedgerLine>,
+    pub error: Option<HistoryError>,
+}
+
+impl Iterator for Lines {
+    type Item = LedgerLine;
+
+    fn next(&mut self) -> Option<LedgerLine> {
+        loop {
+            if let Some(line) = self.page.pop() {
+                return Some(line);
+            }
+            if self.error.is_some() {
+                return None;
+            }
+            let (_, value) = match self.pages.next()? {
+                Ok(pair) => pair,
+                Err(e) => {
+                    self.error = Some(e.into());
+                    return None;
+                }
+            };
+            match decode_value::<Vec<LedgerLine>>(&value) {
+                Ok(lines) => self.page = lines,
+                Err(e) => {
+                    self.error = Some(e.into());
+                    return None;
+                }
+            }
+        }
+    }
+}
