@@ -3,11 +3,14 @@ exception (which goes on), `Denied` before the block when nothing can be held.""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
-from vevee import AsyncVevee, Denied, Vevee
+from vevee import AsyncVevee, Denied, Vevee, VeveeConflictError
 
 from .support import GEMINI, SECRET_KEY, RunningServer
 
@@ -143,3 +146,54 @@ async def test_async_ledger_pages_and_usage(avevee: AsyncVevee, user: str) -> No
     ]
     usage = await avevee.usage(user)
     assert usage.counters[0].used == 3
+
+
+# --- When vevee fails while the block settles (a scripted server) -----------------------------
+
+HELD = {
+    "reservationId": "res_1",
+    "allowed": True,
+    "reasons": [],
+    "status": "pending",
+    "userId": "ana",
+    "model": GEMINI,
+    "amount": 1,
+    "allocations": [],
+    "expiresAt": "2026-11-22T21:50:00Z",
+}
+
+
+def scripted(settle: httpx.Response) -> tuple[Vevee, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=HELD) if request.url.path == "/v1/reservations" else settle
+
+    http = httpx.Client(transport=httpx.MockTransport(answer))
+    return Vevee("sk_test_x", base_url="http://vevee.test", http_client=http, max_retries=0), seen
+
+
+def test_a_failed_release_is_logged_and_the_blocks_own_exception_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = {"error": {"type": "internal", "code": "internal_error", "message": "disk"}}
+    client, seen = scripted(httpx.Response(500, json=broken))
+    with (
+        caplog.at_level(logging.WARNING, logger="vevee"),
+        pytest.raises(ProviderDown),
+        client.reservation("ana", GEMINI, 1),
+    ):
+        raise ProviderDown
+    assert [r.url.path for r in seen] == ["/v1/reservations", "/v1/reservations/res_1/release"]
+    assert json.loads(seen[1].content) == {"errorCode": "ProviderDown"}
+    assert "could not release res_1" in caplog.text
+
+
+def test_a_failed_commit_at_the_end_of_the_block_is_raised() -> None:
+    gone = {"error": {"type": "conflict", "code": "reservation_not_pending", "message": "expired"}}
+    client, seen = scripted(httpx.Response(409, json=gone))
+    with pytest.raises(VeveeConflictError) as caught, client.reservation("ana", GEMINI, 1):
+        pass
+    assert caught.value.code == "reservation_not_pending"
+    assert seen[-1].url.path == "/v1/reservations/res_1/commit"
