@@ -1,6 +1,6 @@
 // `createClient`: every call of vevee's HTTP API v1 as a method.
 
-import { VeveeConfigurationError } from "./errors.js";
+import { VeveeConfigurationError, VeveeDeniedError } from "./errors.js";
 import {
   Transport,
   type FetchLike,
@@ -26,6 +26,7 @@ import type {
   PlanParams,
   ReleaseParams,
   Reservation,
+  ReservationHold,
   ReserveOptions,
   ReserveParams,
   ReserveResult,
@@ -72,6 +73,17 @@ export interface VeveeClient {
     options?: ReserveOptions & RequestOptions,
   ): Promise<WithResponse<ReserveResult>>;
   reserve(params: ReserveParams, options?: RequestOptions): Promise<WithResponse<ReserveResult>>;
+  /**
+   * Reserves, runs `fn` with the hold, and settles it: commits when `fn` resolves (unless `fn`
+   * committed or released it itself, e.g. `hold.commit({ amount: 2 })` for a partial commit),
+   * releases when `fn` throws (`errorCode`: the error's string `code`, else its `name`) and
+   * rethrows. A denial throws `VeveeDeniedError` without calling `fn`. Resolves to what `fn` does.
+   */
+  withReservation<T>(
+    params: ReserveParams,
+    fn: (hold: ReservationHold) => Promise<T> | T,
+    options?: RequestOptions,
+  ): Promise<T>;
   /** Spends a reservation (all of it, or `amount` of it; the rest goes back). */
   commit(
     reservationId: string,
@@ -360,8 +372,82 @@ export function createClient(options: ClientOptions): VeveeClient {
     },
 
     request: call,
+
+    async withReservation<T>(
+      params: ReserveParams,
+      fn: (hold: ReservationHold) => Promise<T> | T,
+      options?: RequestOptions,
+    ): Promise<T> {
+      const result = await client.reserve(params, options);
+      if (!result.allowed) {
+        throw new VeveeDeniedError({
+          userId: params.userId,
+          model: params.model,
+          amount: params.amount,
+          reasons: result.reasons,
+          available: result.available,
+          requestId: result.lastResponse.requestId,
+        });
+      }
+      const hold = reservationHold(client, result);
+      let value: T;
+      try {
+        value = await fn(hold);
+      } catch (error) {
+        if (!hold.settled) {
+          try {
+            await hold.release({ errorCode: errorCodeOf(error) });
+          } catch {
+            // The callback's own error is the one to report; the server releases the hold at its
+            // TTL anyway.
+          }
+        }
+        throw error;
+      }
+      if (!hold.settled) await hold.commit();
+      return value;
+    },
   };
   return client;
+}
+
+function reservationHold(client: VeveeClient, reserved: Reservation): ReservationHold {
+  let reservation = reserved;
+  let settled = false;
+  const hold: ReservationHold = {
+    get reservation() {
+      return reservation;
+    },
+    get reservationId() {
+      return reserved.reservationId;
+    },
+    get settled() {
+      return settled;
+    },
+    response: undefined,
+    async commit(params = {}) {
+      const response = params.response !== undefined ? params.response : hold.response;
+      reservation = await client.commit(reserved.reservationId, { amount: params.amount, response });
+      settled = true;
+      return reservation;
+    },
+    async release(params = {}) {
+      reservation = await client.release(reserved.reservationId, params);
+      settled = true;
+      return reservation;
+    },
+  };
+  return hold;
+}
+
+/** What a failed callback's release records as `errorCode`: the error's `code`, else its `name`. */
+function errorCodeOf(error: unknown): string {
+  if (typeof error === "object" && error !== null) {
+    const { code, name } = error as { code?: unknown; name?: unknown };
+    if (typeof code === "string" && code !== "") return code;
+    if (typeof name === "string" && name !== "") return name;
+  }
+  return "error";
 }
 
 // The writable fields only, so that a plan or pack read from the API can be edited and written back

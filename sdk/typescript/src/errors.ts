@@ -18,7 +18,8 @@ export type VeveeErrorType =
   | "api_error"
   | "connection"
   | "timeout"
-  | "configuration";
+  | "configuration"
+  | "denied";
 
 export interface VeveeErrorInit {
   message: string;
@@ -96,6 +97,40 @@ export class VeveeConnectionError extends VeveeError {}
 export class VeveeTimeoutError extends VeveeConnectionError {}
 /** The client was set up in a way that cannot work or is unsafe (e.g. a secret key in a browser). */
 export class VeveeConfigurationError extends VeveeError {}
+
+/**
+ * `withReservation` could not hold the units, so its callback did not run. `reasons` says why
+ * (`plan_exhausted`: offer an upgrade; otherwise offer credits), `available` what plan and credits
+ * could still give. `reserve` itself never throws this: there a denial is a value.
+ */
+export class VeveeDeniedError extends VeveeError {
+  readonly userId: string;
+  readonly model: string;
+  readonly amount: number;
+  readonly reasons: string[];
+  readonly available: { plan: number; credits: number };
+  constructor(init: {
+    userId: string;
+    model: string;
+    amount: number;
+    reasons: string[];
+    available: { plan: number; credits: number };
+    requestId?: string | null;
+  }) {
+    super({
+      message: `${init.userId} may not use ${init.amount} of ${init.model}: ${init.reasons.join(", ") || "denied"}`,
+      status: 200,
+      type: "denied",
+      code: init.reasons[0] ?? "denied",
+      requestId: init.requestId ?? null,
+    });
+    this.userId = init.userId;
+    this.model = init.model;
+    this.amount = init.amount;
+    this.reasons = [...init.reasons];
+    this.available = { ...init.available };
+  }
+}
 
 const BY_TYPE: Record<string, new (init: VeveeErrorInit) => VeveeError> = {
   invalid_request: VeveeInvalidRequestError,

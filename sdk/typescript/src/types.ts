@@ -279,6 +279,21 @@ export interface ReleaseParams {
   errorCode?: string;
 }
 
+/** The hold that `withReservation` passes to its callback. */
+export interface ReservationHold {
+  /** The reservation as reserved, or as last committed or released through this hold. */
+  readonly reservation: Reservation;
+  readonly reservationId: string;
+  /** Committed or released already: the end of the callback does nothing more. */
+  readonly settled: boolean;
+  /** Sent with the commit when the callback resolves, e.g. the provider's answer. */
+  response?: Json;
+  /** Commits now (`amount` below the reserved one gives the rest back); nothing more at the end. */
+  commit(params?: CommitParams): Promise<Reservation>;
+  /** Gives every unit back now; nothing more at the end. */
+  release(params?: ReleaseParams): Promise<Reservation>;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Usage and ledger
 
