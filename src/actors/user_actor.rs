@@ -138,7 +138,7 @@ impl Past for UserPast<'_> {
             applied
                 .request_key
                 .as_ref()
-                .filter(|k| k.key == key && k.created_at >= since)
+                .filter(|k| k.key == key && k.created_at > since)
         });
         match in_flight {
             Some(k) => Some(k.reservation_id.clone()),

@@ -15,7 +15,7 @@ use super::user::{
 pub trait Past {
     /// The reservation `id` as it ended, if it ended.
     fn ended(&self, id: &str) -> Option<Reservation>;
-    /// The reservation made by a reserve with this `Idempotency-Key` at or after `since`, if it
+    /// The reservation made by a reserve with this `Idempotency-Key` after `since`, if it
     /// ended.
     fn by_request_key(&self, key: &str, since: Ts) -> Option<String>;
 }

@@ -261,7 +261,7 @@ impl History {
         Ok(None)
     }
 
-    /// The reservation of an ended reserve with this `Idempotency-Key`, made at or after `since`.
+    /// The reservation of an ended reserve with this `Idempotency-Key`, made after `since`.
     pub fn by_request_key(
         &self,
         user: &UserKey,
@@ -272,7 +272,7 @@ impl History {
             return Ok(None);
         };
         let stored: StoredRequestKey = decode_value(&value)?;
-        Ok((stored.created_at >= since).then_some(stored.reservation_id))
+        Ok((stored.created_at > since).then_some(stored.reservation_id))
     }
 
     pub fn answer(

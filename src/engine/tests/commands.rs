@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::event::{Event, PlanHold};
+use crate::engine::ledger::LEDGER_PAGE_LINES;
 
 fn plans() -> Vec<Plan> {
     vec![
@@ -845,5 +846,44 @@ fn the_next_deadline_is_the_soonest_active_balance_expiry_or_pending_reservation
         next_deadline(&w.state),
         None,
         "a revoked balance has no deadline"
+    );
+}
+
+#[test]
+fn a_request_key_finds_its_reservation_after_it_ended_and_left_memory_for_24_hours() {
+    let mut w = world();
+    w.put_pack(pack("lots", &[("l", "image.*", 1_000)], None));
+    w.grant_one("lots", "r");
+    let keyed = |key: &str| Command::Reserve {
+        model: model("image.flux"),
+        amount: 1,
+        ttl_ms: TTL,
+        metadata: None,
+        request_key: Some(key.into()),
+        commit: true,
+    };
+    let first = w.reserve_with(keyed("idem-consume")).unwrap();
+    assert!(
+        w.state.request_keys.is_empty(),
+        "an ended reserve's key leaves memory"
+    );
+    // Enough operations that the first consume's lines leave memory as a page.
+    for _ in 0..LEDGER_PAGE_LINES {
+        w.consume("image.flux", 1).unwrap();
+    }
+    assert!(
+        w.state.reservation(&first).is_none(),
+        "the reservation left memory"
+    );
+    let state = w.state.clone();
+    assert_eq!(w.reserve_with(keyed("idem-consume")).unwrap(), first);
+    assert_eq!(w.state, state, "a retried reserve holds nothing again");
+    assert_eq!(w.res(&first).status, ReservationStatus::Committed);
+
+    w.advance(DAY);
+    let again = w.reserve_with(keyed("idem-consume")).unwrap();
+    assert_ne!(
+        again, first,
+        "after 24 hours the key makes a new reservation"
     );
 }

@@ -53,7 +53,7 @@ impl Past for MemPast {
     fn by_request_key(&self, key: &str, since: Ts) -> Option<String> {
         self.request_keys
             .get(key)
-            .filter(|(_, at)| *at >= since)
+            .filter(|(_, at)| *at > since)
             .map(|(id, _)| id.clone())
     }
 }
