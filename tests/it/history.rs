@@ -148,7 +148,7 @@ async fn check(app: &TestApp, e: &Expected) -> Vec<Value> {
         let r = app.reservation(SK_TEST, id).await;
         assert_eq!(r, *c, "a consumed reservation reads as it was answered");
     }
-    let r = app.reservation(SK_TEST, &early_id).await;
+    let r = app.reservation(SK_TEST, early_id).await;
     assert_eq!(r["status"], "committed");
     assert_eq!(r["committedAmount"], 1);
     // Repeats follow API.md for ended reservations too.
@@ -177,7 +177,7 @@ async fn check(app: &TestApp, e: &Expected) -> Vec<Value> {
         )
         .await;
     assert_eq!(released.0, 409, "{:?}", released.1);
-    assert_eq!(app.balance(SK_TEST, &bal).await["remaining"], 0);
-    assert_eq!(app.balance(SK_TEST, &more).await["remaining"], 11);
+    assert_eq!(app.balance(SK_TEST, bal).await["remaining"], 0);
+    assert_eq!(app.balance(SK_TEST, more).await["remaining"], 11);
     all
 }
