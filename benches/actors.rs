@@ -21,14 +21,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use vevee::actors::Engine;
 use vevee::actors::journal_writer::{self, JournalQueue};
 use vevee::actors::user_actor::{Request, View};
+use vevee::actors::{Engine, EngineOptions};
 use vevee::engine::catalog::{CatalogCommand, Limit, Pack, PackItem, Plan, Price};
 use vevee::engine::event::GrantSource;
 use vevee::engine::ids::{ModelKey, Pattern, UserId};
 use vevee::engine::time::Period;
-use vevee::engine::{Command, EngineState, Mode, Ts, UserKey};
+use vevee::engine::{Command, Mode, Ts, UserKey};
+use vevee::persistence::image::Image;
 use vevee::persistence::{History, SledJournal};
 
 const APP: &str = "bench";
@@ -275,11 +276,14 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
         (writer, None)
     };
     let engine = Engine::start(
-        EngineState::default(),
+        Image::default(),
         &[APP.to_string()],
         queue.clone(),
         history,
-        s.actor_threads,
+        EngineOptions {
+            threads: s.actor_threads,
+            idle: Duration::from_secs(300),
+        },
     );
 
     let setup_started = Instant::now();

@@ -15,7 +15,8 @@ use vevee::engine::catalog::{Catalog, CatalogChange, Limit, Pack, PackItem, Plan
 use vevee::engine::event::GrantSource;
 use vevee::engine::ids::{CountingIds, ModelKey, Pattern, UserId};
 use vevee::engine::time::Period;
-use vevee::engine::{Command, EngineState, Mode, NoPast, Record, Ts, UserKey, UserState, step};
+use vevee::engine::{Command, Mode, NoPast, Record, Ts, UserKey, UserState, step};
+use vevee::persistence::image::{Image, Packed};
 use vevee::persistence::{Journal, SledJournal, SnapshotStore, encode_batch, encode_snapshot};
 
 fn env(name: &str, default: usize) -> usize {
@@ -157,7 +158,7 @@ fn time_recover(config: &Config) -> (f64, usize) {
     let started = Instant::now();
     let recovered = vevee::startup::recover(config).unwrap();
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    (ms, recovered.state.users.len())
+    (ms, recovered.image.users.len())
 }
 
 fn main() {
@@ -198,11 +199,12 @@ fn main() {
     let mut template = UserState::default();
     let mut ids = CountingIds::default();
     setup(&mut template, &catalog, &mut ids, now);
-    let mut state = EngineState::default();
+    let mut state = Image::default();
     state.catalogs.insert("bench".into(), catalog.clone());
     state.users.reserve(users_n);
+    let packed = Packed::pack(&template).unwrap();
     for i in 0..users_n {
-        state.users.insert(key(i), template.clone());
+        state.users.insert(key(i), packed.clone());
     }
     let seq = 2_000_000;
     let frame = encode_snapshot(seq, &state).unwrap();

@@ -42,17 +42,20 @@ impl fmt::Display for VerifyReport {
 /// Replays snapshot and journal and checks every invariant of every user.
 pub fn verify(config: &Config) -> anyhow::Result<VerifyReport> {
     let Recovered {
-        state,
+        image,
         next_seq,
         journal,
         history,
         store,
     } = recover(config)?;
     let mut violation = None;
-    let mut keys: Vec<_> = state.users.keys().collect();
+    let mut keys: Vec<_> = image.users.keys().collect();
     keys.sort();
+    let (mut balances, mut pending_reservations) = (0, 0);
     for key in keys {
-        let user = &state.users[key];
+        let user = &image.users[key].unpack()?;
+        balances += user.balances.len();
+        pending_reservations += user.reservations.len();
         let mut on_disk = history.lines_newest_first(key, None);
         let lines: Vec<_> = (&mut on_disk).collect();
         if let Some(error) = on_disk.error {
@@ -80,9 +83,9 @@ pub fn verify(config: &Config) -> anyhow::Result<VerifyReport> {
         .map(|m| m.len())
         .sum();
     Ok(VerifyReport {
-        users: state.users.len(),
-        balances: state.users.values().map(|u| u.balances.len()).sum(),
-        pending_reservations: state.users.values().map(|u| u.reservations.len()).sum(),
+        users: image.users.len(),
+        balances,
+        pending_reservations,
         journal_bytes: journal.size_on_disk()?,
         snapshot_bytes,
         snapshots: snapshots.len(),

@@ -29,6 +29,10 @@ pub struct ServerConfig {
     /// How far a Stripe signature's timestamp may be from the wall clock.
     #[serde(default = "defaults::webhook_tolerance_seconds")]
     pub webhook_tolerance_seconds: i64,
+    /// A user with no request for this long goes to sleep in a packed form (its deadlines still
+    /// fire on time); the next request wakes it.
+    #[serde(default = "defaults::idle_seconds")]
+    pub idle_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +73,9 @@ mod defaults {
         10_000
     }
     pub fn webhook_tolerance_seconds() -> i64 {
+        300
+    }
+    pub fn idle_seconds() -> u64 {
         300
     }
     pub fn snapshot_every_records() -> u64 {

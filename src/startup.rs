@@ -2,11 +2,12 @@
 //! HTTP until told to stop, then flush and take a final snapshot.
 
 use crate::actors::journal_writer::{self, JournalQueue};
-use crate::actors::{Engine, snapshotter};
+use crate::actors::{Engine, EngineOptions, snapshotter};
 use crate::config::Config;
+use crate::engine::Record;
 use crate::engine::catalog::CatalogCommand;
-use crate::engine::{EngineState, Record};
 use crate::http::{self, AppState};
+use crate::persistence::image::Image;
 use crate::persistence::{History, HistoryWrite, Journal, SledJournal, SnapshotStore, replay};
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// The state on disk, loaded: newest valid snapshot plus the journal after it.
 pub struct Recovered {
-    pub state: EngineState,
+    pub image: Image,
     pub next_seq: u64,
     pub journal: SledJournal,
     pub history: History,
@@ -39,17 +40,17 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         )
     })?;
     let loaded = store
-        .load_newest::<EngineState>()
+        .load_newest::<Image>()
         .context("loading the newest snapshot")?;
     for refused in &loaded.refused {
         tracing::warn!(?refused, "snapshot refused");
     }
-    let (from, mut state) = match loaded.snapshot {
+    let (from, mut image) = match loaded.snapshot {
         Some(s) => {
             tracing::info!(seq = s.seq, path = %s.path.display(), "snapshot loaded");
             (s.seq, s.state)
         }
-        None => (0, EngineState::default()),
+        None => (0, Image::default()),
     };
     let mut journal = SledJournal::open(&config.storage.data_dir).with_context(|| {
         format!(
@@ -63,6 +64,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     // written with the value it had.
     let mut writes = Vec::new();
     let mut write_error = None;
+    let mut state = image.replay();
     let report = replay(&mut journal, from, |_, record: Record| {
         match &record {
             Record::Answer {
@@ -78,11 +80,15 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
             }),
             Record::User { key, .. } => {
                 let key = key.clone();
-                let applied = state.apply_owned(record);
-                HistoryWrite::from_applied(&key, applied, &mut writes);
+                match state.apply_owned(record) {
+                    Ok(applied) => HistoryWrite::from_applied(&key, applied, &mut writes),
+                    Err(error) => write_error = write_error.take().or(Some(error.into())),
+                }
             }
             _ => {
-                state.apply_owned(record);
+                if let Err(error) = state.apply_owned(record) {
+                    write_error = write_error.take().or(Some(error.into()));
+                }
             }
         }
         if writes.len() >= RECOVERY_WRITES_MAX && write_error.is_none() {
@@ -92,21 +98,22 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     })
     .context("replaying the journal")?;
     if let Some(error) = write_error {
-        return Err(error).context("writing the replayed history");
+        return Err(error).context("replaying the journal into the snapshot's users");
     }
+    state.finish().context("packing the replayed users")?;
     history
         .write(&writes)
         .context("writing the replayed history")?;
     journal.flush().context("flushing the replayed history")?;
     tracing::info!(
-        users = state.users.len(),
+        users = image.users.len(),
         records = report.records_replayed,
         next_seq = report.next_seq,
         ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
     Ok(Recovered {
-        state,
+        image,
         next_seq: report.next_seq,
         journal,
         history,
@@ -188,7 +195,7 @@ pub async fn run(
     let recover_config = config.clone();
     let recovered = tokio::task::spawn_blocking(move || recover(&recover_config)).await??;
     let Recovered {
-        state,
+        image,
         next_seq,
         journal,
         history,
@@ -200,11 +207,14 @@ pub async fn run(
     let writer = journal_writer::spawn(queue.clone(), Some((journal, history.clone())));
     let app_ids: Vec<String> = config.apps.iter().map(|a| a.id.clone()).collect();
     let engine = Engine::start(
-        state,
+        image,
         &app_ids,
         queue.clone(),
         Some(history),
-        config.actor_threads(),
+        EngineOptions {
+            threads: config.actor_threads(),
+            idle: Duration::from_secs(config.server.idle_seconds),
+        },
     );
     for app in config.apps.iter().filter(|a| a.seed_demo_catalog) {
         if engine.catalog(&app.id)?.is_empty() {

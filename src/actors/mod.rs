@@ -15,7 +15,8 @@ use crate::engine::catalog::{Catalog, CatalogCommand, CatalogRejection, decide_c
 use crate::engine::ids::UserId;
 use crate::engine::ledger::{LedgerPage, page_of};
 use crate::engine::state::StoredAnswer;
-use crate::engine::{EngineState, Mode, Record, Rejection, Ts, UserKey, UserState};
+use crate::engine::{Mode, Record, Rejection, Ts, UserKey, UserState};
+use crate::persistence::image::{Image, Packed};
 use crate::persistence::{History, HistoryWrite};
 use actix::Addr;
 use arc_swap::ArcSwap;
@@ -23,10 +24,11 @@ use clock::AppClock;
 use dashmap::DashMap;
 use journal_writer::JournalQueue;
 use rustc_hash::FxHashMap;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use supervisor::Supervisor;
-use user_actor::{Envelope, Request, UserActor, View};
+use user_actor::{Envelope, Reply, Request, UserActor, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -42,12 +44,32 @@ pub enum EngineError {
     Unavailable,
 }
 
-/// What one app shares between its actors: the catalog and the clock.
+/// What one app shares between its actors: the catalog, the clock, and the deadlines of its
+/// sleeping users.
 pub struct AppShared {
     pub catalog: ArcSwap<Catalog>,
     pub clock: AppClock,
     /// Serialises catalog and clock changes of the app: they are rare and must not interleave.
     writes: tokio::sync::Mutex<()>,
+    /// Sleeping users by the deadline they must be woken for, live mode first: one index for all
+    /// of them instead of a timer each. An entry may outlive its reason (the user woke up since);
+    /// waking a user early costs one `Tick`.
+    deadlines: [Mutex<BTreeSet<(Ts, UserKey)>>; 2],
+}
+
+impl AppShared {
+    fn deadlines(&self, mode: Mode) -> &Mutex<BTreeSet<(Ts, UserKey)>> {
+        &self.deadlines[mode as usize]
+    }
+}
+
+/// How the engine runs its actors.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Actor threads (arbiters).
+    pub threads: usize,
+    /// A user whose actor has had no message this long goes to sleep in its packed form.
+    pub idle: Duration,
 }
 
 pub struct Shared {
@@ -55,11 +77,18 @@ pub struct Shared {
     pub journal: Arc<JournalQueue>,
     /// Active subscriptions per (app, plan), both modes, so a plan in use is not deleted.
     subscribers: DashMap<(String, String), i64>,
-    /// (app, mode, payment intent) → the balances it paid for, so a refund can find them.
-    payments: DashMap<(String, Mode, String), Vec<(UserId, String)>>,
-    /// What has left memory: ledger pages, ended reservations, stored answers. `None` only in
-    /// benchmarks that run without a disk.
+    /// What has left memory: ledger pages, ended reservations, stored answers, payments. `None`
+    /// only in benchmarks that run without a disk.
     pub history: Option<History>,
+    /// Awake users: each has an actor.
+    users: FxDashMap<UserKey, Addr<UserActor>>,
+    /// Sleeping users, packed. A user is in at most one of `users` and `dormant`, except for the
+    /// moment a user goes to sleep: packed first, then its actor leaves `users` (see
+    /// [`Shared::put_to_sleep`]).
+    dormant: FxDashMap<UserKey, Packed>,
+    /// Every known user by [`UserKey::tag`], to route requests that name only an id.
+    tags: FxDashMap<u64, UserKey>,
+    idle: Duration,
 }
 
 impl Shared {
@@ -67,13 +96,6 @@ impl Shared {
         self.apps
             .get(app)
             .expect("actors exist only for configured apps")
-    }
-
-    fn index_payment(&self, key: &UserKey, intent: &str, balance_id: &str) {
-        self.payments
-            .entry((key.app.clone(), key.mode, intent.to_owned()))
-            .or_default()
-            .push((key.user.clone(), balance_id.to_owned()));
     }
 
     fn count_subscriber(&self, app: &str, plan: Option<&str>, delta: i64) {
@@ -84,6 +106,27 @@ impl Shared {
                 .or_default() += delta;
         }
     }
+
+    /// Called by a user's actor that has been idle: the user goes back to its packed form (or
+    /// away entirely if it holds nothing), and only then does the actor leave the map, so that a
+    /// request arriving meanwhile finds either the actor (which answers "moved", and the request
+    /// is sent again) or the packed user (from which a new actor starts).
+    pub(crate) fn put_to_sleep(&self, key: &UserKey, state: &UserState, me: &Addr<UserActor>) {
+        if *state == UserState::default() {
+            self.tags.remove(&key.tag());
+        } else {
+            let packed = Packed::pack(state).expect("a user state always encodes");
+            if let Some(deadline) = packed.deadline {
+                self.app(&key.app)
+                    .deadlines(key.mode)
+                    .lock()
+                    .expect("deadline index poisoned")
+                    .insert((deadline, key.clone()));
+            }
+            self.dormant.insert(key.clone(), packed);
+        }
+        self.users.remove_if(key, |_, addr| addr == me);
+    }
 }
 
 /// The maps on the request path hash with Fx: SipHash's protection against chosen keys costs more
@@ -93,33 +136,38 @@ type FxDashMap<K, V> = DashMap<K, V, rustc_hash::FxBuildHasher>;
 /// How long a request may wait for a user's mailbox before it is refused as overload.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the deadlines of sleeping users are looked at (live mode; test mode also on every
+/// move of its clock).
+const DEADLINE_TICK: Duration = Duration::from_secs(1);
+
+/// Sends to an actor that went to sleep meanwhile are tried again this many times.
+const MOVED_RETRIES_MAX: usize = 64;
+
 /// The handle to the running engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
-    users: Arc<FxDashMap<UserKey, Addr<UserActor>>>,
-    /// Users recovered from disk whose actor has not started yet.
-    dormant: Arc<FxDashMap<UserKey, UserState>>,
-    /// Every known user by [`UserKey::tag`], to route requests that name only an id.
-    tags: Arc<FxDashMap<u64, UserKey>>,
     supervisor: Arc<Supervisor>,
 }
 
 impl Engine {
-    /// Starts the actors over a recovered state. `apps` are the configured app ids; `journal` is
-    /// the queue whose writer is already running.
+    /// Starts the engine over a recovered image: every user starts asleep, and the users whose
+    /// deadlines come due are woken by the deadline index. `apps` are the configured app ids;
+    /// `journal` is the queue whose writer is already running. Call from within a tokio runtime
+    /// (the deadline ticker is a task).
     pub fn start(
-        state: EngineState,
+        image: Image,
         apps: &[String],
         journal: Arc<JournalQueue>,
         history: Option<History>,
-        threads: usize,
+        options: EngineOptions,
     ) -> Engine {
-        let EngineState {
+        let Image {
             mut catalogs,
             test_clock_offsets_ms,
+            subscribers,
             users,
-        } = state;
+        } = image;
         let apps = apps
             .iter()
             .map(|id| {
@@ -127,6 +175,7 @@ impl Engine {
                     catalog: ArcSwap::from_pointee(catalogs.remove(id).unwrap_or_default()),
                     clock: AppClock::new(test_clock_offsets_ms.get(id).copied().unwrap_or(0)),
                     writes: tokio::sync::Mutex::new(()),
+                    deadlines: Default::default(),
                 };
                 (id.clone(), shared)
             })
@@ -134,45 +183,80 @@ impl Engine {
         let shared = Arc::new(Shared {
             apps,
             journal,
-            subscribers: DashMap::new(),
-            payments: DashMap::new(),
+            subscribers: subscribers
+                .into_iter()
+                .map(|(k, n)| (k, i64::try_from(n).unwrap_or(i64::MAX)))
+                .collect(),
             history,
+            users: FxDashMap::default(),
+            dormant: FxDashMap::default(),
+            tags: FxDashMap::default(),
+            idle: options.idle,
         });
-        let dormant = FxDashMap::default();
-        let tags = FxDashMap::default();
-        for (key, user) in users {
-            tags.insert(key.tag(), key.clone());
-            if !shared.apps.contains_key(&key.app) {
+        for (key, packed) in users {
+            shared.tags.insert(key.tag(), key.clone());
+            let Some(app) = shared.apps.get(&key.app) else {
                 tracing::warn!(app = %key.app, "journal holds an app that is not configured; its users stay on disk");
                 continue;
+            };
+            if let Some(deadline) = packed.deadline {
+                app.deadlines(key.mode)
+                    .lock()
+                    .expect("deadline index poisoned")
+                    .insert((deadline, key.clone()));
             }
-            for balance in &user.balances {
-                if let Some(intent) = &balance.payment_intent {
-                    shared.index_payment(&key, intent, &balance.id);
-                }
-            }
-            let plan = user.subscription.as_ref().and_then(|s| s.active_plan());
-            shared.count_subscriber(&key.app, plan, 1);
-            dormant.insert(key, user);
+            shared.dormant.insert(key, packed);
         }
         let engine = Engine {
             shared,
-            users: Arc::new(FxDashMap::default()),
-            dormant: Arc::new(dormant),
-            tags: Arc::new(tags),
-            supervisor: Arc::new(Supervisor::start(threads)),
+            supervisor: Arc::new(Supervisor::start(options.threads)),
         };
-        // Users with a deadline get their actor now, so that their timer runs without a request.
-        let due: Vec<UserKey> = engine
-            .dormant
-            .iter()
-            .filter(|u| crate::engine::next_deadline(u.value()).is_some())
-            .map(|u| u.key().clone())
-            .collect();
-        for key in due {
-            engine.actor(&key);
-        }
+        let ticker = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(DEADLINE_TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                ticker.wake_due_all().await;
+            }
+        });
         engine
+    }
+
+    /// Wakes every sleeping user whose deadline has come, in every app and mode.
+    async fn wake_due_all(&self) {
+        let scopes: Vec<String> = self.shared.apps.keys().cloned().collect();
+        for app in scopes {
+            for mode in [Mode::Live, Mode::Test] {
+                self.wake_due(&app, mode).await;
+            }
+        }
+    }
+
+    /// Sends a `Tick` to every sleeping user of `app` and `mode` whose deadline has come, so that
+    /// what expired is applied without a request.
+    async fn wake_due(&self, app: &str, mode: Mode) {
+        let Ok(shared) = self.app(app) else { return };
+        let now = shared.clock.now(mode);
+        let due: Vec<UserKey> = {
+            let mut index = shared
+                .deadlines(mode)
+                .lock()
+                .expect("deadline index poisoned");
+            std::iter::from_fn(|| {
+                index
+                    .first()
+                    .is_some_and(|(deadline, _)| *deadline <= now)
+                    .then(|| index.pop_first().map(|(_, key)| key))
+                    .flatten()
+            })
+            .collect()
+        };
+        for key in due {
+            if let Err(error) = self.user(key.clone(), Request::Tick).await {
+                tracing::warn!(%error, user = %key.user.as_str(), "waking a user for its deadline failed");
+            }
+        }
     }
 
     fn app(&self, app: &str) -> Result<&AppShared, EngineError> {
@@ -198,20 +282,30 @@ impl Engine {
         Ok(self.app(app)?.catalog.load_full())
     }
 
-    /// Users with a live actor.
+    /// Users with an awake actor.
     pub fn users_in_memory(&self) -> usize {
-        self.users.len()
+        self.shared.users.len()
     }
 
+    /// Sleeping users, packed.
+    pub fn users_asleep(&self) -> usize {
+        self.shared.dormant.len()
+    }
+
+    /// The actor of an awake user, or a new one started from its packed form.
     fn actor(&self, key: &UserKey) -> Addr<UserActor> {
-        if let Some(addr) = self.users.get(key) {
+        if let Some(addr) = self.shared.users.get(key) {
             return addr.clone();
         }
-        self.users
+        self.shared
+            .users
             .entry(key.clone())
             .or_insert_with(|| {
-                self.tags.insert(key.tag(), key.clone());
-                let state = self.dormant.remove(key).map(|(_, s)| s).unwrap_or_default();
+                self.shared.tags.insert(key.tag(), key.clone());
+                let state = match self.shared.dormant.remove(key) {
+                    Some((_, packed)) => packed.unpack().expect("a packed user always decodes"),
+                    None => UserState::default(),
+                };
                 let actor = UserActor::new(key.clone(), state, self.shared.clone());
                 self.supervisor.spawn(actor)
             })
@@ -221,22 +315,49 @@ impl Engine {
     /// The user whose actor issued `id`, if it belongs to this app and mode.
     pub fn owner_of(&self, app: &str, mode: Mode, id: &str) -> Option<UserKey> {
         let key = self
+            .shared
             .tags
             .get(&crate::engine::state::tag_of_id(id)?)?
             .clone();
         (key.app == app && key.mode == mode).then_some(key)
     }
 
-    /// Sends a request to a user's actor and answers once what it saw is durable.
+    /// Sends a request to a user's actor and answers once what it saw is durable. A read of a
+    /// user the engine does not know is answered from an empty user, and stores nothing.
     pub async fn user(&self, key: UserKey, request: Request) -> Result<View, EngineError> {
-        self.app(&key.app)?;
-        let addr = self.actor(&key);
-        let reply = tokio::time::timeout(SEND_TIMEOUT, addr.send(Envelope(request)))
-            .await
-            .map_err(|_| EngineError::Overloaded)?
-            .map_err(|_| EngineError::Unavailable)?;
-        self.durable(reply.seq).await?;
-        Ok(reply.result?)
+        let app = self.app(&key.app)?;
+        let unknown =
+            !self.shared.users.contains_key(&key) && !self.shared.dormant.contains_key(&key);
+        if unknown && !matches!(request, Request::Command(_)) {
+            let now = app.clock.now(key.mode);
+            let catalog = app.catalog.load();
+            return Ok(user_actor::read(
+                &UserState::default(),
+                &catalog,
+                now,
+                request,
+            )?);
+        }
+        for _ in 0..MOVED_RETRIES_MAX {
+            let addr = self.actor(&key);
+            let sent = tokio::time::timeout(SEND_TIMEOUT, addr.send(Envelope(request.clone())))
+                .await
+                .map_err(|_| EngineError::Overloaded)?;
+            // An actor that went to sleep answers `Moved` (or, once stopped, nothing) and applied
+            // nothing: send again, to the actor that starts from the packed user.
+            let reply = match sent {
+                Ok(Reply::Done { seq, result }) => (seq, result),
+                Ok(Reply::Moved) | Err(actix::MailboxError::Closed) => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Err(actix::MailboxError::Timeout) => return Err(EngineError::Overloaded),
+            };
+            self.durable(reply.0).await?;
+            return Ok(reply.1?);
+        }
+        tracing::error!(user = %key.user.as_str(), "a user's actor kept moving; giving up");
+        Err(EngineError::Unavailable)
     }
 
     async fn durable(&self, seq: u64) -> Result<(), EngineError> {
@@ -303,14 +424,16 @@ impl Engine {
         drop(_serial);
         self.durable(seq).await?;
         self.tick_test_users(app).await;
+        self.wake_due(app, Mode::Test).await;
         // Our own offset, not the clock's current one: a later advance may not be durable yet.
         Ok(crate::actors::clock::real_now().plus_ms(offset))
     }
 
-    /// Dormant users have no deadline (those with one got their actor at start), so only live
-    /// actors need the tick.
+    /// Awake test-mode users catch up with the clock; sleeping ones are woken by the deadline
+    /// index.
     async fn tick_test_users(&self, app: &str) {
         let keys: Vec<UserKey> = self
+            .shared
             .users
             .iter()
             .filter(|u| u.key().app == app && u.key().mode == Mode::Test)
@@ -321,13 +444,24 @@ impl Engine {
         }
     }
 
-    /// The balances a Stripe payment intent paid for.
-    pub fn paid_balances(&self, app: &str, mode: Mode, intent: &str) -> Vec<(UserId, String)> {
-        self.shared
-            .payments
-            .get(&(app.to_owned(), mode, intent.to_owned()))
-            .map(|v| v.clone())
-            .unwrap_or_default()
+    /// The balances a Stripe payment intent paid for, with their users.
+    pub fn paid_balances(
+        &self,
+        app: &str,
+        mode: Mode,
+        intent: &str,
+    ) -> Result<Vec<(UserId, String)>, EngineError> {
+        let Some(history) = &self.shared.history else {
+            return Ok(Vec::new());
+        };
+        let paid = history.paid_balances(app, mode, intent).map_err(|error| {
+            tracing::error!(%error, "reading the payments index failed");
+            EngineError::Unavailable
+        })?;
+        Ok(paid
+            .into_iter()
+            .filter_map(|(user, balance)| UserId::parse(&user).ok().map(|u| (u, balance)))
+            .collect())
     }
 
     /// The answer stored for an `Idempotency-Key`, if any (of any age: the caller checks it).

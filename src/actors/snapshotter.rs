@@ -3,7 +3,8 @@
 //! Live actors are never paused or read.
 
 use super::journal_writer::JournalQueue;
-use crate::engine::{EngineState, Record};
+use crate::engine::Record;
+use crate::persistence::image::Image;
 use crate::persistence::{Journal, SledJournal, SnapshotStore, decode_batch_into, encode_snapshot};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -31,16 +32,17 @@ pub fn take(
     journal: &mut SledJournal,
     up_to: u64,
 ) -> Result<u64, SnapshotError> {
-    let loaded = store.load_newest::<EngineState>()?;
-    let (from, mut state) = match loaded.snapshot {
+    let loaded = store.load_newest::<Image>()?;
+    let (from, mut image) = match loaded.snapshot {
         Some(s) => (s.seq, s.state),
-        None => (0, EngineState::default()),
+        None => (0, Image::default()),
     };
     if from >= up_to {
         return Ok(from);
     }
     let mut records: Vec<Record> = Vec::new();
     let mut expected = from;
+    let mut replay = image.replay();
     'batches: for batch in journal.batches_from(from) {
         let (first_seq, frame) = batch?;
         records.clear();
@@ -59,15 +61,16 @@ pub fn take(
             if seq != expected {
                 return Err(SnapshotError::Damaged(expected));
             }
-            state.apply_owned(record);
+            replay.apply_owned(record)?;
             expected += 1;
         }
     }
     if expected != up_to {
         return Err(SnapshotError::Damaged(expected));
     }
-    let frame = encode_snapshot(up_to, &state)?;
-    drop(state);
+    replay.finish()?;
+    let frame = encode_snapshot(up_to, &image)?;
+    drop(image);
     store.write_bytes(up_to, &frame)?;
     store.prune(SNAPSHOTS_KEPT)?;
     if let Some((oldest, _)) = store.list()?.first() {

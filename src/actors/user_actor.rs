@@ -3,7 +3,6 @@
 
 use super::Shared;
 use crate::engine::catalog::Catalog;
-use crate::engine::event::EventKind;
 use crate::engine::ids::{IdSource, ModelKey, Pattern};
 use crate::engine::ledger::LedgerLine;
 use crate::engine::matcher::{self, Match};
@@ -14,10 +13,10 @@ use crate::engine::{
     next_deadline, step,
 };
 use crate::persistence::{History, HistoryWrite};
-use actix::{Actor, AsyncContext, Context, Handler, Message, SpawnHandle};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, SpawnHandle};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a caller asks of a user.
 #[derive(Debug, Clone)]
@@ -54,16 +53,62 @@ pub enum View {
     Ticked,
 }
 
-/// A view, valid once the journal is durable up to `seq`.
-pub struct Reply {
-    pub seq: u64,
-    pub result: Result<View, Rejection>,
+// `Moved` is rare and small; boxing `Done` would cost an allocation on every message.
+#[allow(clippy::large_enum_variant)]
+pub enum Reply {
+    /// A view, valid once the journal is durable up to `seq`.
+    Done {
+        seq: u64,
+        result: Result<View, Rejection>,
+    },
+    /// The user went to sleep before this message was read, and nothing was applied: send it
+    /// again.
+    Moved,
 }
 
 pub struct Envelope(pub Request);
 
 impl Message for Envelope {
     type Result = Reply;
+}
+
+/// A request that only reads, answered from `state` (a reservation that has ended is looked up by
+/// the actor, which knows the user's past).
+pub(crate) fn read(
+    state: &UserState,
+    catalog: &Catalog,
+    now: Ts,
+    request: Request,
+) -> Result<View, Rejection> {
+    match request {
+        Request::Command(_) => unreachable!("a command is not a read"),
+        Request::Tick => Ok(View::Ticked),
+        Request::Check { model, amount } => Ok(View::Check(matcher::find(
+            state, catalog, &model, amount, now,
+        ))),
+        Request::Reservation(id) => state
+            .reservation(&id)
+            .map(|r| View::Reservation(r.clone()))
+            .ok_or(Rejection::ReservationNotFound(id)),
+        Request::Balance(id) => state
+            .balance(&id)
+            .map(|b| View::Balance(b.clone()))
+            .ok_or(Rejection::BalanceNotFound(id)),
+        Request::Subscription => state
+            .subscription
+            .clone()
+            .map(View::Subscription)
+            .ok_or(Rejection::NoSubscription),
+        Request::Usage(filter) => Ok(View::Usage(read::usage(
+            state,
+            catalog,
+            filter.as_ref(),
+            now,
+        ))),
+        Request::LedgerTail => Ok(View::LedgerTail(
+            state.ledger_tail.iter().rev().cloned().collect(),
+        )),
+    }
 }
 
 /// Fresh ids from ULIDs followed by the user's tag. The generator is monotonic, so a user's ids
@@ -96,6 +141,9 @@ pub struct UserActor {
     /// durable: until then a decision finds it here rather than on disk. Bounded by what one
     /// user queues during one flush.
     recent: VecDeque<(u64, Applied)>,
+    last_message: Instant,
+    /// Set once the state was handed back to the packed form; every later message is `Moved`.
+    asleep: bool,
 }
 
 /// The past of one user as a decision sees it: what is on its way to disk, then the disk.
@@ -150,6 +198,11 @@ impl Past for UserPast<'_> {
 /// Messages waiting for a user beyond this are refused as overload rather than queued.
 pub const MAILBOX_MAX: usize = 1024;
 
+/// How often an actor looks whether it has been idle long enough to sleep: half the idle time,
+/// within these bounds.
+const IDLE_CHECK_MIN: Duration = Duration::from_millis(100);
+const IDLE_CHECK_MAX: Duration = Duration::from_secs(60);
+
 /// A timer never sleeps longer than this, so a deadline is met even if the clock jumps.
 const TIMER_MAX: Duration = Duration::from_secs(3600);
 
@@ -159,6 +212,8 @@ impl Actor for UserActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_MAX);
         self.schedule(ctx);
+        let every = (self.shared.idle / 2).clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
+        ctx.run_interval(every, |actor, ctx| actor.sleep_if_idle(ctx));
     }
 }
 
@@ -176,7 +231,27 @@ impl UserActor {
                 generator: ulid::Generator::new(),
             },
             recent: VecDeque::new(),
+            last_message: Instant::now(),
+            asleep: false,
         }
+    }
+
+    /// Goes to sleep once idle for the engine's `idle` and with nothing on its way to disk, so
+    /// that what the packed user lacks (the history it handed over) is all on disk.
+    fn sleep_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.asleep || self.last_message.elapsed() < self.shared.idle {
+            return;
+        }
+        let durable = self.shared.journal.durable_seq();
+        if self.last_seq > durable {
+            return;
+        }
+        self.shared
+            .put_to_sleep(&self.key, &self.state, &ctx.address());
+        self.asleep = true;
+        self.state = UserState::default();
+        self.recent.clear();
+        ctx.stop();
     }
 
     fn now(&self) -> Ts {
@@ -219,35 +294,12 @@ impl UserActor {
         let plan_before = self.active_plan();
         let changes = catch_up(&mut self.state, now, &mut self.ids);
         self.record(changes, plan_before);
-        let state = &self.state;
         match request {
-            Request::Command(_) => unreachable!("handled above"),
-            Request::Tick => Ok(View::Ticked),
-            Request::Check { model, amount } => Ok(View::Check(matcher::find(
-                state, &catalog, &model, amount, now,
-            ))),
             Request::Reservation(id) => self
                 .reservation(&id)
                 .map(View::Reservation)
                 .ok_or(Rejection::ReservationNotFound(id)),
-            Request::Balance(id) => state
-                .balance(&id)
-                .map(|b| View::Balance(b.clone()))
-                .ok_or(Rejection::BalanceNotFound(id)),
-            Request::Subscription => state
-                .subscription
-                .clone()
-                .map(View::Subscription)
-                .ok_or(Rejection::NoSubscription),
-            Request::Usage(filter) => Ok(View::Usage(read::usage(
-                state,
-                &catalog,
-                filter.as_ref(),
-                now,
-            ))),
-            Request::LedgerTail => Ok(View::LedgerTail(
-                state.ledger_tail.iter().rev().cloned().collect(),
-            )),
+            other => read(&self.state, &catalog, now, other),
         }
     }
 
@@ -307,13 +359,6 @@ impl UserActor {
         if changes.events.is_empty() {
             return;
         }
-        for event in &changes.events {
-            if let EventKind::CreditsGranted(g) = &event.kind {
-                if let Some(intent) = &g.payment_intent {
-                    self.shared.index_payment(&self.key, intent, &g.balance_id);
-                }
-            }
-        }
         let plan_after = self.active_plan();
         if plan_before != plan_after {
             self.shared
@@ -354,6 +399,9 @@ impl UserActor {
         let wait = Duration::from_millis(wait_ms).min(TIMER_MAX);
         let handle = ctx.run_later(wait, |actor, ctx| {
             actor.timer = None;
+            if actor.asleep {
+                return;
+            }
             let _ = actor.handle_request(Request::Tick);
             actor.schedule(ctx);
         });
@@ -365,9 +413,13 @@ impl Handler<Envelope> for UserActor {
     type Result = actix::MessageResult<Envelope>;
 
     fn handle(&mut self, Envelope(request): Envelope, ctx: &mut Context<Self>) -> Self::Result {
+        if self.asleep {
+            return actix::MessageResult(Reply::Moved);
+        }
+        self.last_message = Instant::now();
         let result = self.handle_request(request);
         self.schedule(ctx);
-        actix::MessageResult(Reply {
+        actix::MessageResult(Reply::Done {
             seq: self.last_seq,
             result,
         })

@@ -20,6 +20,36 @@ pub trait Past {
     fn by_request_key(&self, key: &str, since: Ts) -> Option<String>;
 }
 
+/// The past as a decision within [`step`] sees it: what the step's own catch-up just moved out of
+/// memory (a reservation that expired a moment ago, its request key), then the caller's past.
+struct WithChanges<'a, P: Past> {
+    applied: &'a [Applied],
+    past: &'a P,
+}
+
+impl<P: Past> Past for WithChanges<'_, P> {
+    fn ended(&self, id: &str) -> Option<Reservation> {
+        let here = self.applied.iter().rev().find_map(|a| {
+            a.page
+                .as_ref()
+                .and_then(|lines| lines.iter().find_map(|l| l.ended(id)))
+        });
+        here.cloned().or_else(|| self.past.ended(id))
+    }
+
+    fn by_request_key(&self, key: &str, since: Ts) -> Option<String> {
+        let here = self.applied.iter().rev().find_map(|a| {
+            a.request_key
+                .as_ref()
+                .filter(|k| k.key == key && k.created_at > since)
+        });
+        match here {
+            Some(k) => Some(k.reservation_id.clone()),
+            None => self.past.by_request_key(key, since),
+        }
+    }
+}
+
 /// A past with nothing in it: for callers that only replay or only read memory.
 pub struct NoPast;
 
@@ -553,7 +583,11 @@ pub fn step(
 ) -> Step {
     let mut changes = Changes::default();
     catch_up_into(state, now, ids, &mut changes);
-    let result = decide(state, past, catalog, command, now, ids).map(|decision| {
+    let past = WithChanges {
+        applied: &changes.applied,
+        past,
+    };
+    let result = decide(state, &past, catalog, command, now, ids).map(|decision| {
         for event in decision.events {
             changes.apply(state, event);
         }

@@ -179,6 +179,8 @@ pub struct Applied {
     /// line had already left memory, so that it is found again without a scan.
     pub far_end: Option<(String, String)>,
     pub request_key: Option<RequestKey>,
+    /// `(payment intent, balance id)` of a grant paid through Stripe, so a refund finds it.
+    pub payment: Option<(String, String)>,
 }
 
 impl UserState {
@@ -224,6 +226,12 @@ impl UserState {
         };
         let ended = self.change(&event);
         let mut applied = Applied::default();
+        if let EventKind::CreditsGranted(g) = &event.kind {
+            applied.payment = g
+                .payment_intent
+                .as_ref()
+                .map(|intent| (intent.clone(), g.balance_id.clone()));
+        }
         if let Some(res) = &ended {
             if !self.ledger_tail.iter().any(|l| l.reserves(&res.id)) {
                 applied.far_end = Some((res.id.clone(), event.id.clone()));

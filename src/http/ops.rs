@@ -23,6 +23,7 @@ pub async fn readyz() -> Json<Value> {
 
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("vevee_users_in_memory").set(s.engine.users_in_memory() as f64);
+    metrics::gauge!("vevee_users_asleep").set(s.engine.users_asleep() as f64);
     if let Some(age) = s.snapshot_age_s() {
         metrics::gauge!("vevee_snapshot_age_seconds").set(age);
     }

@@ -130,7 +130,7 @@ pub async fn webhook(
             let Some(intent) = payment_intent else {
                 return Ok(ignored("refund without a payment intent"));
             };
-            let paid = s.engine.paid_balances(&app, mode, &intent);
+            let paid = s.engine.paid_balances(&app, mode, &intent)?;
             if paid.is_empty() {
                 return Ok(ignored("no grant was paid by this payment intent"));
             }

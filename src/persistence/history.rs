@@ -8,6 +8,7 @@
 //! | `ended`        | user prefix + reservation id         | id of the line that ended it       |
 //! | `request_keys` | user prefix + Idempotency-Key        | reservation id and its creation    |
 //! | `answers`      | app, mode and Idempotency-Key        | the stored answer                  |
+//! | `payments`     | app, mode, payment intent, balance   | the user the balance belongs to    |
 //!
 //! The user prefix is the app, the mode and the user id, each followed by a zero byte (none of
 //! them can hold one), so one user's keys never run into another's. A page is keyed by the sort
@@ -51,6 +52,11 @@ pub enum HistoryWrite {
         user: UserKey,
         key: RequestKey,
     },
+    Payment {
+        user: UserKey,
+        intent: String,
+        balance_id: String,
+    },
     Answer {
         app: String,
         mode: Mode,
@@ -81,6 +87,13 @@ impl HistoryWrite {
                 key,
             });
         }
+        if let Some((intent, balance_id)) = applied.payment {
+            out.push(HistoryWrite::Payment {
+                user: user.clone(),
+                intent,
+                balance_id,
+            });
+        }
     }
 }
 
@@ -96,6 +109,7 @@ pub struct History {
     ended: KvTree,
     request_keys: KvTree,
     answers: KvTree,
+    payments: KvTree,
 }
 
 fn user_prefix(user: &UserKey) -> Vec<u8> {
@@ -142,6 +156,12 @@ fn answer_key(app: &str, mode: Mode, key: &str) -> Vec<u8> {
     out
 }
 
+fn payment_prefix(app: &str, mode: Mode, intent: &str) -> Vec<u8> {
+    let mut key = answer_key(app, mode, intent);
+    key.push(0);
+    key
+}
+
 /// Stored answers and request keys are kept this long (API.md: 24 h).
 pub const KEEP_MS: i64 = crate::engine::time::MS_PER_DAY;
 
@@ -152,6 +172,7 @@ impl History {
             ended: journal.tree("ended")?,
             request_keys: journal.tree("request_keys")?,
             answers: journal.tree("answers")?,
+            payments: journal.tree("payments")?,
         })
     }
 
@@ -161,6 +182,7 @@ impl History {
         let mut ended = Vec::new();
         let mut request_keys = Vec::new();
         let mut answers = Vec::new();
+        let mut payments = Vec::new();
         for write in writes {
             match write {
                 HistoryWrite::Page { user, lines } => {
@@ -190,6 +212,15 @@ impl History {
                     key,
                     answer,
                 } => answers.push((answer_key(app, *mode, key), Some(encode_value(answer)?))),
+                HistoryWrite::Payment {
+                    user,
+                    intent,
+                    balance_id,
+                } => {
+                    let mut key = payment_prefix(&user.app, user.mode, intent);
+                    key.extend_from_slice(balance_id.as_bytes());
+                    payments.push((key, Some(user.user.as_str().as_bytes().to_vec())));
+                }
             }
         }
         for (tree, changes) in [
@@ -197,6 +228,7 @@ impl History {
             (&self.ended, ended),
             (&self.request_keys, request_keys),
             (&self.answers, answers),
+            (&self.payments, payments),
         ] {
             if !changes.is_empty() {
                 tree.write(changes)?;
@@ -285,6 +317,23 @@ impl History {
             Some(value) => Ok(Some(decode_value(&value)?)),
             None => Ok(None),
         }
+    }
+
+    /// The balances a Stripe payment intent paid for, with their users.
+    pub fn paid_balances(
+        &self,
+        app: &str,
+        mode: Mode,
+        intent: &str,
+    ) -> Result<Vec<(String, String)>, HistoryError> {
+        let prefix = payment_prefix(app, mode, intent);
+        let mut out = Vec::new();
+        for item in self.payments.scan_prefix(&prefix) {
+            let (key, user) = item?;
+            let balance = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            out.push((String::from_utf8_lossy(&user).into_owned(), balance));
+        }
+        Ok(out)
     }
 
     /// Drops stored answers and request keys older than [`KEEP_MS`] by `now` of their app and

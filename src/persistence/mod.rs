@@ -16,6 +16,7 @@
 
 pub mod codec;
 pub mod history;
+pub mod image;
 pub mod journal;
 pub mod recovery;
 pub mod snapshot;

@@ -8,6 +8,7 @@ mod history;
 mod idempotency;
 mod ledger;
 mod restart;
+mod sleep;
 mod story;
 mod stripe_fixtures;
 mod support;

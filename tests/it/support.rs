@@ -43,6 +43,8 @@ pub struct Options {
     pub live_keys: bool,
     /// Replaces the webhook secrets and their tolerance: `(test, live, tolerance seconds)`.
     pub webhook: Option<(&'static str, &'static str, i64)>,
+    /// `[server] idle_seconds`: how soon an idle user goes to sleep.
+    pub idle_seconds: Option<u64>,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
         Options {
             live_keys: true,
             webhook: None,
+            idle_seconds: None,
         }
     }
 }
@@ -141,6 +144,9 @@ impl TestApp {
             d.join("snapshots").display(),
             self.extra_storage,
         );
+        if let Some(idle) = self.options.idle_seconds {
+            cfg = cfg.replace("[storage]", &format!("idle_seconds = {idle}\n\n[storage]"));
+        }
         if let Some((test, live, tolerance)) = self.options.webhook {
             cfg = cfg
                 .replace(WHSEC_TEST, test)

@@ -887,3 +887,29 @@ fn a_request_key_finds_its_reservation_after_it_ended_and_left_memory_for_24_hou
         "after 24 hours the key makes a new reservation"
     );
 }
+
+#[test]
+fn a_request_key_finds_its_reservation_when_the_retry_itself_expires_it() {
+    // Found by the kill -9 test: a keyed reserve applied but never answered, retried after its
+    // TTL. The retry's own catch-up expires the reservation and moves its key out of memory;
+    // the decision that follows must still see it.
+    let mut w = world();
+    w.grant_one("img", "r");
+    let keyed = Command::Reserve {
+        model: model("image.flux"),
+        amount: 1,
+        ttl_ms: TTL,
+        metadata: None,
+        request_key: Some("idem-expiring".into()),
+        commit: false,
+    };
+    let first = w.reserve_with(keyed.clone()).unwrap();
+    w.now = w.now.plus_ms(TTL);
+    let again = w.reserve_with(keyed).unwrap();
+    assert_eq!(
+        again, first,
+        "the retry finds the reservation its catch-up just expired"
+    );
+    assert_eq!(w.res(&first).status, ReservationStatus::Expired);
+    assert_eq!(w.types_since(w.ledger.len() - 1), ["usage.expired"]);
+}

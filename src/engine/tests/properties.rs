@@ -591,3 +591,31 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Sleep and wake: a user packed at any point and unpacked goes on exactly as one that never
+    /// slept, and the packed form names the deadline it must be woken for.
+    #[test]
+    fn a_user_packed_and_unpacked_at_any_point_goes_on_as_if_it_never_slept(
+        ops in ops(60),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        use crate::persistence::image::Packed;
+        let mut awake = world();
+        let mut slept = world();
+        let cut = cut.index(ops.len() + 1);
+        for (i, op) in ops.iter().enumerate() {
+            if i == cut {
+                let packed = Packed::pack(&slept.state).expect("packs");
+                prop_assert_eq!(packed.deadline, crate::engine::next_deadline(&slept.state));
+                slept.state = packed.unpack().expect("unpacks");
+            }
+            run_op(&mut awake, op);
+            run_op(&mut slept, op);
+        }
+        prop_assert_eq!(&slept.state, &awake.state);
+        prop_assert_eq!(&slept.ledger, &awake.ledger);
+    }
+}

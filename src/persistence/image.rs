@@ -1,0 +1,171 @@
+//! The engine's live state in the compact form that snapshots hold and sleeping users keep: each
+//! user packed into bytes (bincode, through the codec) with its next deadline beside it, so that
+//! loading a snapshot, starting the engine and finding the users whose deadlines come due never
+//! unpack a user that nothing touches.
+//!
+//! Replay opens a user on its first record, applies records through the engine's own `apply`,
+//! and packs it again at the end ([`Replay::finish`]).
+
+use super::codec::{CodecError, decode_value, encode_value};
+use crate::engine::catalog::Catalog;
+use crate::engine::user::{Applied, UserState};
+use crate::engine::{Record, Ts, UserKey, next_deadline};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One user at rest: its state as bytes, and the deadline it must be woken for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packed {
+    bytes: PackedBytes,
+    pub deadline: Option<Ts>,
+}
+
+/// Bytes that bincode copies as one block rather than element by element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PackedBytes(Box<[u8]>);
+
+impl Serialize for PackedBytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PackedBytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PackedBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("packed user bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<PackedBytes, E> {
+                Ok(PackedBytes(v.into()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<PackedBytes, E> {
+                Ok(PackedBytes(v.into_boxed_slice()))
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+}
+
+impl Packed {
+    pub fn pack(state: &UserState) -> Result<Packed, CodecError> {
+        Ok(Packed {
+            bytes: PackedBytes(encode_value(state)?.into_boxed_slice()),
+            deadline: next_deadline(state),
+        })
+    }
+
+    pub fn unpack(&self) -> Result<UserState, CodecError> {
+        decode_value(&self.bytes.0)
+    }
+
+    /// Bytes this user takes at rest, for reports.
+    pub fn len(&self) -> usize {
+        self.bytes.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.0.is_empty()
+    }
+}
+
+/// Everything a snapshot holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub catalogs: FxHashMap<String, Catalog>,
+    pub test_clock_offsets_ms: FxHashMap<String, i64>,
+    /// Active subscriptions per (app, plan), both modes, so a plan in use is not deleted.
+    pub subscribers: FxHashMap<(String, String), u64>,
+    pub users: FxHashMap<UserKey, Packed>,
+}
+
+/// Applies records to an [`Image`], keeping the users it touched open until [`Replay::finish`].
+pub struct Replay<'a> {
+    image: &'a mut Image,
+    open: FxHashMap<UserKey, UserState>,
+}
+
+impl Image {
+    pub fn replay(&mut self) -> Replay<'_> {
+        Replay {
+            image: self,
+            open: FxHashMap::default(),
+        }
+    }
+}
+
+impl Replay<'_> {
+    /// Applies a record the caller no longer needs. Returns what left memory with a user's event.
+    pub fn apply_owned(&mut self, record: Record) -> Result<Applied, CodecError> {
+        match record {
+            Record::User { key, event } => {
+                let user = match self.open.get_mut(&key) {
+                    Some(user) => user,
+                    None => {
+                        let state = match self.image.users.remove(&key) {
+                            Some(packed) => packed.unpack()?,
+                            None => UserState::default(),
+                        };
+                        self.open.entry(key.clone()).or_insert(state)
+                    }
+                };
+                let before = active_plan(user);
+                let applied = user.apply_owned(event);
+                let after = active_plan(user);
+                if before != after {
+                    count(&mut self.image.subscribers, &key.app, before, -1);
+                    count(&mut self.image.subscribers, &key.app, after, 1);
+                }
+                Ok(applied)
+            }
+            Record::Catalog { app, change } => {
+                self.image.catalogs.entry(app).or_default().apply(&change);
+                Ok(Applied::default())
+            }
+            Record::TestClock { app, offset_ms } => {
+                self.image.test_clock_offsets_ms.insert(app, offset_ms);
+                Ok(Applied::default())
+            }
+            // Stored answers live in the history store only.
+            Record::Answer { .. } => Ok(Applied::default()),
+        }
+    }
+
+    /// Packs every user replay opened back into the image.
+    pub fn finish(self) -> Result<(), CodecError> {
+        for (key, state) in self.open {
+            self.image.users.insert(key, Packed::pack(&state)?);
+        }
+        Ok(())
+    }
+}
+
+fn active_plan(state: &UserState) -> Option<String> {
+    state
+        .subscription
+        .as_ref()
+        .and_then(|s| s.active_plan())
+        .map(str::to_owned)
+}
+
+/// Adds `delta` to the subscriber count of `plan`, dropping counts that reach zero.
+pub fn count(
+    subscribers: &mut FxHashMap<(String, String), u64>,
+    app: &str,
+    plan: Option<String>,
+    delta: i64,
+) {
+    let Some(plan) = plan else { return };
+    let key = (app.to_owned(), plan);
+    let n = subscribers.get(&key).copied().unwrap_or(0);
+    let n = n
+        .checked_add_signed(delta)
+        .expect("a plan loses more subscribers than it had");
+    if n == 0 {
+        subscribers.remove(&key);
+    } else {
+        subscribers.insert(key, n);
+    }
+}
