@@ -283,6 +283,8 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
         EngineOptions {
             threads: s.actor_threads,
             idle: Duration::from_secs(300),
+            journal_backlog_records_max: 1 << 20,
+            bounds: Default::default(),
         },
     );
 

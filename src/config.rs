@@ -33,6 +33,15 @@ pub struct ServerConfig {
     /// fire on time); the next request wakes it.
     #[serde(default = "defaults::idle_seconds")]
     pub idle_seconds: u64,
+    /// Journal records queued and not yet on disk beyond which writes are refused with 503.
+    #[serde(default = "defaults::journal_backlog_records_max")]
+    pub journal_backlog_records_max: u64,
+    /// Pending reservations one user may hold (409 `too_many_open_reservations` beyond).
+    #[serde(default = "defaults::open_reservations_per_user_max")]
+    pub open_reservations_per_user_max: usize,
+    /// Balances one user may have (409 `too_many_balances` beyond).
+    #[serde(default = "defaults::balances_per_user_max")]
+    pub balances_per_user_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +86,15 @@ mod defaults {
     }
     pub fn idle_seconds() -> u64 {
         300
+    }
+    pub fn journal_backlog_records_max() -> u64 {
+        262_144
+    }
+    pub fn open_reservations_per_user_max() -> usize {
+        10_000
+    }
+    pub fn balances_per_user_max() -> usize {
+        10_000
     }
     pub fn snapshot_every_records() -> u64 {
         1_000_000

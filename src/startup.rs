@@ -5,6 +5,7 @@ use crate::actors::journal_writer::{self, JournalQueue};
 use crate::actors::{Engine, EngineOptions, snapshotter};
 use crate::config::Config;
 use crate::engine::Record;
+use crate::engine::bounds::Bounds;
 use crate::engine::catalog::CatalogCommand;
 use crate::http::{self, AppState};
 use crate::persistence::image::Image;
@@ -214,6 +215,11 @@ pub async fn run(
         EngineOptions {
             threads: config.actor_threads(),
             idle: Duration::from_secs(config.server.idle_seconds),
+            journal_backlog_records_max: config.server.journal_backlog_records_max,
+            bounds: Bounds {
+                open_reservations_per_user_max: config.server.open_reservations_per_user_max,
+                balances_per_user_max: config.server.balances_per_user_max,
+            },
         },
     );
     for app in config.apps.iter().filter(|a| a.seed_demo_catalog) {

@@ -31,6 +31,8 @@ pub struct JournalQueue {
     wake: Condvar,
     /// Every record below this sequence is on disk; read without the lock on the fast path.
     durable: AtomicU64,
+    /// `Queue::next_seq`, readable without the lock, for the backlog.
+    queued: AtomicU64,
     waiters: Mutex<Waiters>,
 }
 
@@ -55,6 +57,7 @@ impl JournalQueue {
             }),
             wake: Condvar::new(),
             durable: AtomicU64::new(next_seq),
+            queued: AtomicU64::new(next_seq),
             waiters: Mutex::new(Waiters {
                 durable: next_seq,
                 by_seq: BTreeMap::new(),
@@ -81,6 +84,7 @@ impl JournalQueue {
         q.history.extend(history);
         q.next_seq += (q.records.len() - before) as u64;
         let end = q.next_seq;
+        self.queued.store(end, Ordering::Release);
         drop(q);
         if was_empty {
             self.wake.notify_one();
@@ -117,6 +121,13 @@ impl JournalQueue {
         for sender in ready.into_values().flatten() {
             let _ = sender.send(());
         }
+    }
+
+    /// Records queued or being written, not yet durable.
+    pub fn backlog(&self) -> u64 {
+        self.queued
+            .load(Ordering::Acquire)
+            .saturating_sub(self.durable_seq())
     }
 
     /// Every record below this sequence is on disk.

@@ -11,6 +11,7 @@ pub mod snapshotter;
 pub mod supervisor;
 pub mod user_actor;
 
+use crate::engine::bounds::Bounds;
 use crate::engine::catalog::{Catalog, CatalogCommand, CatalogRejection, decide_catalog};
 use crate::engine::ids::UserId;
 use crate::engine::ledger::{LedgerPage, page_of};
@@ -70,6 +71,9 @@ pub struct EngineOptions {
     pub threads: usize,
     /// A user whose actor has had no message this long goes to sleep in its packed form.
     pub idle: Duration,
+    /// Journal records queued and not yet durable beyond which commands are refused (503).
+    pub journal_backlog_records_max: u64,
+    pub bounds: Bounds,
 }
 
 pub struct Shared {
@@ -89,6 +93,10 @@ pub struct Shared {
     /// Every known user by [`UserKey::tag`], to route requests that name only an id.
     tags: FxDashMap<u64, UserKey>,
     idle: Duration,
+    /// Records queued for the journal and not yet durable, beyond which a command is refused
+    /// before it is applied.
+    journal_backlog_max: u64,
+    pub bounds: Bounds,
 }
 
 impl Shared {
@@ -132,9 +140,6 @@ impl Shared {
 /// The maps on the request path hash with Fx: SipHash's protection against chosen keys costs more
 /// than it buys for keys that are authenticated apps' own user ids.
 type FxDashMap<K, V> = DashMap<K, V, rustc_hash::FxBuildHasher>;
-
-/// How long a request may wait for a user's mailbox before it is refused as overload.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the deadlines of sleeping users are looked at (live mode; test mode also on every
 /// move of its clock).
@@ -192,6 +197,8 @@ impl Engine {
             dormant: FxDashMap::default(),
             tags: FxDashMap::default(),
             idle: options.idle,
+            journal_backlog_max: options.journal_backlog_records_max,
+            bounds: options.bounds,
         });
         for (key, packed) in users {
             shared.tags.insert(key.tag(), key.clone());
@@ -339,22 +346,44 @@ impl Engine {
             )?);
         }
         for _ in 0..MOVED_RETRIES_MAX {
+            if self.shared.journal.backlog() >= self.shared.journal_backlog_max
+                && matches!(request, Request::Command(_))
+            {
+                return Err(EngineError::Overloaded);
+            }
             let addr = self.actor(&key);
-            let sent = tokio::time::timeout(SEND_TIMEOUT, addr.send(Envelope(request.clone())))
-                .await
-                .map_err(|_| EngineError::Overloaded)?;
-            // An actor that went to sleep answers `Moved` (or, once stopped, nothing) and applied
-            // nothing: send again, to the actor that starts from the packed user.
-            let reply = match sent {
-                Ok(Reply::Done { seq, result }) => (seq, result),
-                Ok(Reply::Moved) | Err(actix::MailboxError::Closed) => {
+            let (reply, replied) = tokio::sync::oneshot::channel();
+            let envelope = Envelope {
+                request: request.clone(),
+                reply,
+            };
+            match addr.try_send(envelope) {
+                Ok(()) => {}
+                // Refused at the door: nothing was applied.
+                Err(actix::prelude::SendError::Full(_)) => return Err(EngineError::Overloaded),
+                Err(actix::prelude::SendError::Closed(_)) => {
                     tokio::task::yield_now().await;
                     continue;
                 }
-                Err(actix::MailboxError::Timeout) => return Err(EngineError::Overloaded),
-            };
-            self.durable(reply.0).await?;
-            return Ok(reply.1?);
+            }
+            match replied.await {
+                Ok(Reply::Done { seq, result }) => {
+                    self.durable(seq).await?;
+                    return Ok(result?);
+                }
+                // The user went to sleep before reading the message, which applied nothing:
+                // send it again, to the actor that starts from the packed user.
+                Ok(Reply::Moved) => tokio::task::yield_now().await,
+                // The actor stopped with the message unread. If it went to sleep (it is no longer
+                // the user's actor), nothing was applied; otherwise it died, and nobody can say.
+                Err(_) => {
+                    if self.shared.users.get(&key).is_some_and(|a| *a == addr) {
+                        tracing::error!(user = %key.user.as_str(), "a user's actor stopped");
+                        return Err(EngineError::Unavailable);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
         }
         tracing::error!(user = %key.user.as_str(), "a user's actor kept moving; giving up");
         Err(EngineError::Unavailable)

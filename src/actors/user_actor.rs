@@ -2,6 +2,7 @@
 //! events for the journal and answers at once with the sequence the caller must see durable.
 
 use super::Shared;
+use crate::engine::bounds::admit;
 use crate::engine::catalog::Catalog;
 use crate::engine::ids::{IdSource, ModelKey, Pattern};
 use crate::engine::ledger::LedgerLine;
@@ -66,10 +67,16 @@ pub enum Reply {
     Moved,
 }
 
-pub struct Envelope(pub Request);
+/// A request and where its reply goes. The reply travels in a channel of its own rather than as
+/// actix's message result, so that the sender can use `try_send` and refuse at the door when the
+/// mailbox is full, before anything is applied.
+pub struct Envelope {
+    pub request: Request,
+    pub reply: tokio::sync::oneshot::Sender<Reply>,
+}
 
 impl Message for Envelope {
-    type Result = Reply;
+    type Result = ();
 }
 
 /// A request that only reads, answered from `state` (a reservation that has ended is looked up by
@@ -269,12 +276,23 @@ impl UserActor {
         while self.recent.front().is_some_and(|(seq, _)| *seq <= durable) {
             self.recent.pop_front();
         }
-        let past = UserPast {
-            key: &self.key,
-            recent: &self.recent,
-            history: self.shared.history.as_ref(),
-        };
         if let Request::Command(command) = request {
+            let new_balances = match &command {
+                Command::Grant { pack_id, .. } => {
+                    catalog.packs.get(pack_id).map_or(0, |p| p.items.len())
+                }
+                _ => 0,
+            };
+            // Deadlines first, so that what expired does not count against a bound.
+            let plan_before = self.active_plan();
+            let caught_up = catch_up(&mut self.state, now, &mut self.ids);
+            self.record(caught_up, plan_before);
+            admit(&self.state, &command, new_balances, &self.shared.bounds)?;
+            let past = UserPast {
+                key: &self.key,
+                recent: &self.recent,
+                history: self.shared.history.as_ref(),
+            };
             let plan_before = self.active_plan();
             let done = step(
                 &mut self.state,
@@ -410,18 +428,20 @@ impl UserActor {
 }
 
 impl Handler<Envelope> for UserActor {
-    type Result = actix::MessageResult<Envelope>;
+    type Result = ();
 
-    fn handle(&mut self, Envelope(request): Envelope, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
         if self.asleep {
-            return actix::MessageResult(Reply::Moved);
+            let _ = envelope.reply.send(Reply::Moved);
+            return;
         }
         self.last_message = Instant::now();
-        let result = self.handle_request(request);
+        let result = self.handle_request(envelope.request);
         self.schedule(ctx);
-        actix::MessageResult(Reply::Done {
+        // A caller that gave up no longer listens; what was applied stays applied.
+        let _ = envelope.reply.send(Reply::Done {
             seq: self.last_seq,
             result,
-        })
+        });
     }
 }

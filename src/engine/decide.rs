@@ -144,6 +144,10 @@ pub enum Rejection {
     UnknownCursor(String),
     #[error("the test clock cannot move that far")]
     ClockOverflow,
+    #[error("this user already holds {max} pending reservations; commit or release some first")]
+    TooManyOpenReservations { max: usize },
+    #[error("this user already has the most balances one user may have ({max})")]
+    TooManyBalances { max: usize },
 }
 
 pub struct Decision {

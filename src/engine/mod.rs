@@ -6,6 +6,7 @@
 //! [`state`] (the whole engine as the journal sees it).
 
 pub mod audit;
+pub mod bounds;
 pub mod catalog;
 pub mod decide;
 pub mod event;

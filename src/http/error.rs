@@ -30,6 +30,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
             StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
             StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "internal",
         };
         ApiError {
@@ -113,6 +114,10 @@ impl From<Rejection> for ApiError {
                     .param("startingAfter")
             }
             Rejection::ClockOverflow => ApiError::invalid("seconds", "moves the clock too far"),
+            Rejection::TooManyOpenReservations { .. } => {
+                ApiError::conflict("too_many_open_reservations", message)
+            }
+            Rejection::TooManyBalances { .. } => ApiError::conflict("too_many_balances", message),
         }
     }
 }
@@ -140,7 +145,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Overloaded => {
                 let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
                     error.to_string(),
                 );

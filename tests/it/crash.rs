@@ -982,7 +982,10 @@ impl TaskState {
                             },
                         );
                     } else {
-                        m.keyed.remove(key);
+                        // A denial is kept for the key too: it replays with no reservation.
+                        let rec = m.keyed.get_mut(key).unwrap();
+                        rec.res_id = None;
+                        rec.created_at = answered_at;
                     }
                     return true;
                 }

@@ -134,3 +134,83 @@ async fn reading_a_user_who_has_nothing_stores_nothing() {
     assert_eq!(metric(&app, "vevee_users_in_memory").await, 0.0);
     assert_eq!(metric(&app, "vevee_users_asleep").await, 0.0);
 }
+
+#[tokio::test]
+async fn each_per_user_bound_refuses_with_a_clear_error_and_changes_nothing() {
+    let app = spawn_app_with(Options {
+        user_bounds: Some((2, 2)),
+        ..Options::default()
+    })
+    .await;
+    let u = "u_bounded";
+    app.grant_one(SK_TEST, u, "cpk_gemini_topup", "cs_b1").await;
+    app.reserve_ok(SK_TEST, u, GEMINI, 1).await;
+    app.reserve_ok(SK_TEST, u, GEMINI, 1).await;
+    let before = (
+        app.usage(SK_TEST, u).await,
+        app.ledger_all(SK_TEST, u).await,
+    );
+    let third = app
+        .post(
+            "/v1/reservations",
+            SK_TEST,
+            json!({"userId": u, "model": GEMINI, "amount": 1}),
+        )
+        .await;
+    assert_error(
+        &third,
+        409,
+        "conflict",
+        Some("too_many_open_reservations"),
+        Param::Any,
+    );
+    app.consume_ok(SK_TEST, u, GEMINI, 1).await;
+    assert_eq!(
+        app.ledger_all(SK_TEST, u).await.len(),
+        before.1.len() + 2,
+        "a consume holds nothing after it answers, so it is let through"
+    );
+
+    let second = app.grant(SK_TEST, u, "cpk_gemini_topup", "cs_b2").await;
+    assert_eq!(second["created"], true);
+    let before = (
+        app.usage(SK_TEST, u).await,
+        app.ledger_all(SK_TEST, u).await,
+    );
+    let third = app
+        .post(
+            "/v1/credits/grants",
+            SK_TEST,
+            json!({"userId": u, "packId": "cpk_gemini_topup", "externalRef": "cs_b3",
+                   "source": "grant"}),
+        )
+        .await;
+    assert_error(
+        &third,
+        409,
+        "conflict",
+        Some("too_many_balances"),
+        Param::Any,
+    );
+    assert_eq!(
+        (
+            app.usage(SK_TEST, u).await,
+            app.ledger_all(SK_TEST, u).await
+        ),
+        before,
+        "a refused grant changes nothing"
+    );
+    let repeat = app
+        .post(
+            "/v1/credits/grants",
+            SK_TEST,
+            json!({"userId": u, "packId": "cpk_gemini_topup", "externalRef": "cs_b2",
+                   "source": "purchase"}),
+        )
+        .await;
+    assert_eq!(
+        ok(&repeat, 200)["created"],
+        false,
+        "a repeated grant adds nothing and is answered"
+    );
+}

@@ -45,6 +45,8 @@ pub struct Options {
     pub webhook: Option<(&'static str, &'static str, i64)>,
     /// `[server] idle_seconds`: how soon an idle user goes to sleep.
     pub idle_seconds: Option<u64>,
+    /// `[server] open_reservations_per_user_max` and `balances_per_user_max`.
+    pub user_bounds: Option<(usize, usize)>,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             live_keys: true,
             webhook: None,
             idle_seconds: None,
+            user_bounds: None,
         }
     }
 }
@@ -144,6 +147,15 @@ impl TestApp {
             d.join("snapshots").display(),
             self.extra_storage,
         );
+        if let Some((open, balances)) = self.options.user_bounds {
+            cfg = cfg.replace(
+                "[storage]",
+                &format!(
+                    "open_reservations_per_user_max = {open}\nbalances_per_user_max = \
+                     {balances}\n\n[storage]"
+                ),
+            );
+        }
         if let Some(idle) = self.options.idle_seconds {
             cfg = cfg.replace("[storage]", &format!("idle_seconds = {idle}\n\n[storage]"));
         }
