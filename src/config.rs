@@ -56,15 +56,13 @@ pub struct AppConfig {
     pub stripe_webhook_secret_test: Option<String>,
     pub dashboard_password: Option<String>,
     /// Loads the walkthrough's catalog (plans free and pro, two packs) on first start, while the
-    /// app's catalog is empty. Set it to false for an app whose catalog you build yourself.
-    #[serde(default = "defaults::seed_demo_catalog")]
+    /// app's catalog is empty. Off unless asked for: an operator's own app must not start with
+    /// PixelForge's plans. The shipped `config.toml` turns it on for the demo app.
+    #[serde(default)]
     pub seed_demo_catalog: bool,
 }
 
 mod defaults {
-    pub fn seed_demo_catalog() -> bool {
-        true
-    }
     pub fn sandbox_requests_per_second() -> u32 {
         10_000
     }
@@ -225,6 +223,16 @@ secret_key_test = "sk_test_1"
         let config = Config::parse(MINIMAL).unwrap();
         assert_eq!(config.server.webhook_tolerance_seconds, 300);
         assert_eq!(config.apps[0].secret_key_live, None);
+        assert!(
+            !config.apps[0].seed_demo_catalog,
+            "an app gets the demo catalog only when its config asks for it"
+        );
+    }
+
+    #[test]
+    fn the_shipped_config_seeds_the_demo_app() {
+        let config = Config::parse(include_str!("../config.toml")).unwrap();
+        assert!(config.apps.iter().all(|a| a.seed_demo_catalog));
     }
 
     #[test]

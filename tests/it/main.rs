@@ -4,6 +4,7 @@ mod catalog;
 mod concurrency;
 mod crash;
 mod damage;
+mod hardening;
 mod idempotency;
 mod ledger;
 mod restart;

@@ -54,8 +54,32 @@ impl Default for Options {
     }
 }
 
+/// Config lines a test may change, also between restarts (they apply at the next start).
+#[derive(Clone, Debug)]
+pub struct Tweaks {
+    /// Extra lines for the `[server]` table.
+    pub server_lines: String,
+    /// Extra lines for the app's `[[apps]]` table.
+    pub app_lines: String,
+    pub dashboard_password: String,
+    /// `None` leaves the key out of the config, so the server's default applies.
+    pub seed_demo_catalog: Option<bool>,
+}
+
+impl Default for Tweaks {
+    fn default() -> Self {
+        Tweaks {
+            server_lines: String::new(),
+            app_lines: String::new(),
+            dashboard_password: "it-dashboard-password".into(),
+            seed_demo_catalog: Some(true),
+        }
+    }
+}
+
 pub struct TestApp {
     pub base: String,
+    pub tweaks: Tweaks,
     dir: TempDir,
     child: Option<Child>,
     client: reqwest::Client,
@@ -75,6 +99,15 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 /// Like `spawn_app_with`, with `extra_storage` appended to the config's `[storage]` table, e.g.
 /// `"snapshot_every_records = 200\nsnapshot_every_seconds = 1\n"`.
 pub async fn spawn_app_with_storage(options: Options, extra_storage: &str) -> TestApp {
+    spawn_app_full(options, extra_storage, Tweaks::default()).await
+}
+
+/// A server whose config carries `tweaks`.
+pub async fn spawn_app_tweaked(tweaks: Tweaks) -> TestApp {
+    spawn_app_full(Options::default(), "", tweaks).await
+}
+
+async fn spawn_app_full(options: Options, extra_storage: &str, tweaks: Tweaks) -> TestApp {
     let dir = tempfile::Builder::new()
         .prefix("vevee-it-")
         .tempdir()
@@ -86,6 +119,7 @@ pub async fn spawn_app_with_storage(options: Options, extra_storage: &str) -> Te
         .expect("http client");
     let mut app = TestApp {
         base: String::new(),
+        tweaks,
         dir,
         child: None,
         client,
@@ -131,15 +165,23 @@ impl TestApp {
     fn write_config(&self, port: u16) -> PathBuf {
         let d = self.dir.path();
         let mut cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\ndata_dir = \"{}\"\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}\n[storage]\ndata_dir = \"{}\"\n\
              snapshot_dir = \"{}\"\n{}\n[[apps]]\nid = \"{APP_ID}\"\n\
              secret_key_test = \"{SK_TEST}\"\npublishable_key_test = \"{PK_TEST}\"\n\
              stripe_webhook_secret_test = \"{WHSEC_TEST}\"\n\
              stripe_webhook_secret_live = \"{WHSEC_LIVE}\"\n\
-             dashboard_password = \"it-dashboard-password\"\n",
+             dashboard_password = \"{}\"\n{}{}\n",
+            self.tweaks.server_lines,
             d.join("data").display(),
             d.join("snapshots").display(),
             self.extra_storage,
+            self.tweaks.dashboard_password,
+            self.tweaks
+                .seed_demo_catalog
+                .map_or(String::new(), |seed| format!(
+                    "seed_demo_catalog = {seed}\n"
+                )),
+            self.tweaks.app_lines,
         );
         if let Some((test, live, tolerance)) = self.options.webhook {
             cfg = cfg
