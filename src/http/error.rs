@@ -30,6 +30,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
             StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
             StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "internal",
         };
         ApiError {
@@ -63,6 +64,18 @@ impl ApiError {
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 503: overloaded or not ready, nothing was applied; the client may retry after
+    /// `retry_after_s` seconds, which the answer carries as `Retry-After`.
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_s: u64,
+    ) -> ApiError {
+        let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        error.retry_after_s = Some(retry_after_s);
+        error
     }
 
     pub fn body(&self) -> serde_json::Value {
@@ -163,5 +176,23 @@ impl ApiError {
     pub fn with_code(mut self, code: &'static str) -> ApiError {
         self.code = code;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_is_503_of_type_unavailable_with_retry_after() {
+        let response = ApiError::unavailable("not_ready", "still recovering", 2).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("2"))
+        );
+        let error = ApiError::unavailable("not_ready", "still recovering", 2);
+        assert_eq!(error.body()["error"]["type"], "unavailable");
+        assert_eq!(error.body()["error"]["code"], "not_ready");
     }
 }
