@@ -125,7 +125,14 @@ impl From<Rejection> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "unknown_cursor", message)
                     .param("startingAfter")
             }
-            Rejection::ClockOverflow => ApiError::invalid("seconds", "moves the clock too far"),
+            Rejection::ClockOverflow => ApiError::invalid(
+                "seconds",
+                format_args!(
+                    "would move the test clock past {}, the latest it can show with room for \
+                     every deadline after it; nothing was changed",
+                    crate::engine::time::LATEST_NOW.rfc3339()
+                ),
+            ),
         }
     }
 }
