@@ -79,3 +79,78 @@ async fn the_test_clock_refuses_an_advance_past_what_timestamps_can_show_and_sta
         "{last} became {replayed} across a restart"
     );
 }
+
+#[tokio::test]
+async fn a_zero_quota_free_plan_makes_a_subscriber_whose_credits_pay_for_everything() {
+    let app = spawn_app().await;
+    let plan = json!({
+        "id": "payg", "name": "Pay as you go",
+        "price": {"amount": 0, "currency": "usd", "interval": null},
+        "limits": [{"id": "images", "name": "Images", "match": ["image.*"],
+                    "limit": 0, "unit": "count", "period": "month"}]
+    });
+    let created = app.post("/v1/plans", SK_TEST, plan).await;
+    assert_eq!(ok(&created, 201)["limits"][0]["limit"], 0);
+    let sub = app.subscribe(SK_TEST, "zoe", "payg").await;
+    assert_eq!(sub["status"], "active");
+
+    let usage = app.usage(SK_TEST, "zoe").await;
+    assert_eq!(usage["subscription"]["planId"], "payg", "{usage}");
+    assert_eq!(urr(counter(&usage, "images")), (0, 0, 0));
+
+    // No credits ever: the plan covers the model and is short, so offer an upgrade.
+    let denied = app.reserve(SK_TEST, "zoe", DALLE, 1).await;
+    assert_eq!(denied["allowed"], false);
+    assert_eq!(denied["reasons"], json!(["plan_exhausted"]), "{denied}");
+
+    // Credits pay, and the plan part is nothing.
+    create_pack(&app, "cpk_two", "image.*", 2, None).await;
+    let balance = app.grant_one(SK_TEST, "zoe", "cpk_two", "cs_zoe").await;
+    let spent = app.consume_ok(SK_TEST, "zoe", DALLE, 2).await;
+    assert_eq!(
+        allocs(&spent["allocations"]),
+        vec![credit_part(&balance, 2)]
+    );
+    let usage = app.usage(SK_TEST, "zoe").await;
+    assert_eq!(urr(counter(&usage, "images")), (0, 0, 0));
+
+    // With the credits gone, the denial offers credits.
+    let denied = app.reserve(SK_TEST, "zoe", DALLE, 1).await;
+    assert_eq!(
+        denied["reasons"],
+        json!(["plan_and_credits_exhausted"]),
+        "{denied}"
+    );
+    app.assert_ledger_agrees(SK_TEST, "zoe").await;
+}
+
+#[tokio::test]
+async fn zero_stays_refused_for_every_quantity_but_a_plan_limit() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/v1/credit-packs",
+            SK_TEST,
+            pack_body("cpk_zero", "image.*", 0, None),
+        )
+        .await;
+    assert_error(&r, 400, "invalid_request", None, Param::Mentions("amount"));
+    for (path, body) in [
+        (
+            "/v1/reservations",
+            json!({"userId": "u", "model": DALLE, "amount": 0}),
+        ),
+        (
+            "/v1/consume",
+            json!({"userId": "u", "model": DALLE, "amount": 0}),
+        ),
+        (
+            "/v1/check",
+            json!({"userId": "u", "model": DALLE, "amount": 0}),
+        ),
+        ("/v1/test/clock/advance", json!({"seconds": 0})),
+    ] {
+        let r = app.post(path, SK_TEST, body).await;
+        assert_error(&r, 400, "invalid_request", None, Param::Any);
+    }
+}
