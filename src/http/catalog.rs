@@ -1,13 +1,13 @@
 //! Plans and credit packs: `/v1/plans` and `/v1/credit-packs`.
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, Secret};
+use super::extract::{Body, Caller, Path, Secret};
 use super::{AppState, views};
 use crate::engine::catalog::{CatalogCommand, Interval, Limit, Pack, PackItem, Plan, Price};
 use crate::engine::ids::{AMOUNT_MAX, Pattern, parse_amount, parse_limit, parse_slug};
 use crate::engine::time::{Period, Ts};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;

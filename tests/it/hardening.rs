@@ -154,3 +154,82 @@ async fn zero_stays_refused_for_every_quantity_but_a_plan_limit() {
         assert_error(&r, 400, "invalid_request", None, Param::Any);
     }
 }
+
+#[tokio::test]
+async fn body_and_path_errors_answer_in_the_api_shape() {
+    let app = spawn_app().await;
+    // Invalid UTF-8 in a path parameter.
+    let r = app.get("/v1/users/%FF%FE/usage", SK_TEST).await;
+    assert_error(
+        &r,
+        400,
+        "invalid_request",
+        Some("parameter_invalid"),
+        Param::Is("user"),
+    );
+    let r = app.get("/v1/reservations/res_%C3%28", SK_TEST).await;
+    assert_error(
+        &r,
+        400,
+        "invalid_request",
+        Some("parameter_invalid"),
+        Param::Is("id"),
+    );
+
+    // An array where an object is expected, at the top and inside.
+    let as_array = json!(["u_arr", DALLE, 1]).to_string();
+    let r = app.post_raw("/v1/consume", SK_TEST, as_array).await;
+    assert_error(
+        &r,
+        400,
+        "invalid_request",
+        Some("parameter_invalid"),
+        Param::Any,
+    );
+    let mut plan = json!({
+        "id": "p_arr", "name": "P", "price": {"amount": 0, "currency": "usd", "interval": null},
+        "limits": [["images", "Images", ["image.*"], 5, "count", "month"]]
+    });
+    let r = app.post("/v1/plans", SK_TEST, plan.clone()).await;
+    assert_error(
+        &r,
+        400,
+        "invalid_request",
+        Some("parameter_invalid"),
+        Param::Mentions("limits"),
+    );
+    plan["limits"] = json!([]);
+    plan["price"] = json!([0, "usd", null]);
+    let r = app.post("/v1/plans", SK_TEST, plan).await;
+    assert_error(
+        &r,
+        400,
+        "invalid_request",
+        Some("parameter_invalid"),
+        Param::Mentions("price"),
+    );
+    assert_eq!(
+        ok(&app.get("/v1/plans/p_arr", SK_TEST).await, 404)["error"]["code"],
+        "plan_not_found"
+    );
+    assert_eq!(app.usage(SK_TEST, "u_arr").await["credits"], json!([]));
+
+    // An empty body where fields are required is malformed JSON, not a missing field.
+    for path in [
+        "/v1/consume",
+        "/v1/reservations",
+        "/v1/credits/grants",
+        "/v1/plans",
+    ] {
+        let r = app.post_raw(path, SK_TEST, "").await;
+        assert_error(&r, 400, "invalid_request", Some("invalid_json"), Param::Any);
+    }
+    // Where every field is optional, no body is still fine.
+    app.subscribe(SK_TEST, "u_empty", "free").await;
+    let reserved = app.reserve_ok(SK_TEST, "u_empty", GEMINI, 1).await;
+    let id = reserved["reservationId"].as_str().unwrap();
+    let r = app
+        .post_raw(&format!("/v1/reservations/{id}/release"), SK_TEST, "")
+        .await;
+    assert_eq!(ok(&r, 200)["status"], "released");
+}
