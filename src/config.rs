@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,23 @@ pub struct ServerConfig {
     /// How far a Stripe signature's timestamp may be from the wall clock.
     #[serde(default = "defaults::webhook_tolerance_seconds")]
     pub webhook_tolerance_seconds: i64,
+    /// A request's headers must arrive within this long of its first byte, in all.
+    #[serde(default = "defaults::header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+    /// A request's body must arrive within this long of its headers, in all.
+    #[serde(default = "defaults::body_read_timeout_seconds")]
+    pub body_read_timeout_seconds: u64,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(default = "defaults::idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+    /// After SIGTERM, connections still open this long are dropped (the journal is flushed and
+    /// the final snapshot taken all the same).
+    #[serde(default = "defaults::shutdown_deadline_seconds")]
+    pub shutdown_deadline_seconds: u64,
+    /// If set, the address the server listens on is written to this file once it listens: with
+    /// `listen = "127.0.0.1:0"` the system picks a free port, and a script reads it from here.
+    #[serde(default)]
+    pub address_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +86,18 @@ mod defaults {
     }
     pub fn webhook_tolerance_seconds() -> i64 {
         300
+    }
+    pub fn header_read_timeout_seconds() -> u64 {
+        10
+    }
+    pub fn body_read_timeout_seconds() -> u64 {
+        30
+    }
+    pub fn idle_timeout_seconds() -> u64 {
+        60
+    }
+    pub fn shutdown_deadline_seconds() -> u64 {
+        10
     }
     pub fn snapshot_every_records() -> u64 {
         1_000_000
@@ -186,6 +216,18 @@ impl Config {
                 "pk_test_",
             )?;
         }
+        let server = &config.server;
+        if [
+            server.header_read_timeout_seconds,
+            server.body_read_timeout_seconds,
+            server.idle_timeout_seconds,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError::Invalid(
+                "[server] read and idle timeouts must be positive".into(),
+            ));
+        }
         if config.storage.snapshot_every_records == 0 || config.storage.snapshot_every_seconds == 0
         {
             return Err(ConfigError::Invalid(
@@ -193,6 +235,16 @@ impl Config {
             ));
         }
         Ok(config)
+    }
+
+    pub fn limits(&self) -> crate::http::serve::Limits {
+        let s = &self.server;
+        crate::http::serve::Limits {
+            header_read_timeout: Duration::from_secs(s.header_read_timeout_seconds),
+            body_read_timeout: Duration::from_secs(s.body_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(s.idle_timeout_seconds),
+            shutdown_deadline: Duration::from_secs(s.shutdown_deadline_seconds),
+        }
     }
 
     pub fn actor_threads(&self) -> usize {
@@ -222,6 +274,10 @@ secret_key_test = "sk_test_1"
     fn a_minimal_config_parses_with_defaults() {
         let config = Config::parse(MINIMAL).unwrap();
         assert_eq!(config.server.webhook_tolerance_seconds, 300);
+        let limits = config.limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.shutdown_deadline, Duration::from_secs(10));
+        assert_eq!(config.server.address_file, None);
         assert_eq!(config.apps[0].secret_key_live, None);
         assert!(
             !config.apps[0].seed_demo_catalog,

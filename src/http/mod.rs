@@ -7,6 +7,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod ops;
 pub mod reservations;
+pub mod serve;
 pub mod strict;
 pub mod stripe;
 pub mod users;

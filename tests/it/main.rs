@@ -8,6 +8,7 @@ mod hardening;
 mod idempotency;
 mod ledger;
 mod restart;
+mod slow_clients;
 mod story;
 mod stripe_fixtures;
 mod support;

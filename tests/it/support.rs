@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -130,11 +129,6 @@ async fn spawn_app_full(options: Options, extra_storage: &str, tweaks: Tweaks) -
     app
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
 impl TestApp {
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
@@ -156,21 +150,48 @@ impl TestApp {
         child.wait().expect("wait for the server")
     }
 
+    /// SIGTERM, then waits at most `limit` for the server to exit; `None` (and a SIGKILL) if it
+    /// did not.
+    pub fn stop_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("the server is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    /// The `host:port` the server listens on.
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    fn write_config(&self, port: u16) -> PathBuf {
+    fn write_config(&self) -> PathBuf {
         let d = self.dir.path();
         let mut cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}\n[storage]\ndata_dir = \"{}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\naddress_file = \"{}\"\n{}\n[storage]\ndata_dir = \"{}\"\n\
              snapshot_dir = \"{}\"\n{}\n[[apps]]\nid = \"{APP_ID}\"\n\
              secret_key_test = \"{SK_TEST}\"\npublishable_key_test = \"{PK_TEST}\"\n\
              stripe_webhook_secret_test = \"{WHSEC_TEST}\"\n\
              stripe_webhook_secret_live = \"{WHSEC_LIVE}\"\n\
              dashboard_password = \"{}\"\n{}{}\n",
+            self.address_path().display(),
             self.tweaks.server_lines,
             d.join("data").display(),
             d.join("snapshots").display(),
@@ -202,51 +223,58 @@ impl TestApp {
         path
     }
 
+    fn address_path(&self) -> PathBuf {
+        self.dir.path().join("address")
+    }
+
+    /// Starts the server on a port the system picks (`listen = "127.0.0.1:0"`) and reads the
+    /// address back from `address_file`: no window in which another process can take the port.
     async fn start(&mut self) {
-        let mut last_err = String::new();
-        for _attempt in 0..3 {
-            let port = free_port();
-            let config = self.write_config(port);
-            let mut log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.log_path())
-                .expect("open log");
-            writeln!(log, "----- start on port {port} -----").ok();
-            let log_err: File = log.try_clone().expect("clone log");
-            let child = Command::new(env!("CARGO_BIN_EXE_vevee"))
-                .arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .current_dir(self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log_err))
-                .spawn()
-                .expect("spawn vevee");
-            self.child = Some(child);
-            self.base = format!("http://127.0.0.1:{port}");
-            match self.wait_ready().await {
-                Ok(()) => return,
-                Err(e) => {
-                    last_err = e;
-                    self.kill();
-                }
-            }
+        let config = self.write_config();
+        let _ = std::fs::remove_file(self.address_path());
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open log");
+        writeln!(log, "----- start -----").ok();
+        let log_err: File = log.try_clone().expect("clone log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vevee"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .expect("spawn vevee");
+        self.child = Some(child);
+        if let Err(e) = self.wait_ready().await {
+            self.kill();
+            panic!(
+                "vevee did not become ready: {e}\n--- server log ---\n{}",
+                self.log_tail(60)
+            );
         }
-        panic!(
-            "vevee did not become ready: {last_err}\n--- server log ---\n{}",
-            self.log_tail(60)
-        );
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let url = format!("{}/readyz", self.base);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!("server exited early with {status}"));
             }
+            // The file is written whole (renamed into place) once the server listens.
+            let Ok(address) = std::fs::read_to_string(self.address_path()) else {
+                if Instant::now() > deadline {
+                    return Err("no address file within 20 s".into());
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                continue;
+            };
+            self.base = format!("http://{}", address.trim());
+            let url = format!("{}/readyz", self.base);
             let r = self
                 .client
                 .get(&url)
