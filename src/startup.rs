@@ -167,7 +167,8 @@ pub async fn run(
             seed_demo_catalog(&engine, &app.id).await?;
         }
     }
-    let state = AppState::new(&config, engine.clone(), metrics);
+    let state = AppState::new(&config, engine.clone(), metrics)
+        .context("loading the dashboard's session key from the data directory")?;
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = snapshotter::spawn(
         SnapshotStore::new(store.dir())?,

@@ -164,7 +164,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, engine: Engine, metrics: PrometheusHandle) -> AppState {
+    /// Fails only if the dashboard's session files in the data directory cannot be read or made.
+    pub fn new(
+        config: &Config,
+        engine: Engine,
+        metrics: PrometheusHandle,
+    ) -> std::io::Result<AppState> {
         let webhook_secrets = config
             .apps
             .iter()
@@ -176,7 +181,7 @@ impl AppState {
                 (a.id.clone(), secrets)
             })
             .collect();
-        AppState(Arc::new(Shared {
+        Ok(AppState(Arc::new(Shared {
             engine,
             keys: Keys::from_config(config),
             sandbox_limit: SandboxLimit::new(config.server.sandbox_requests_per_second),
@@ -185,8 +190,8 @@ impl AppState {
             metrics,
             in_flight: DashMap::new(),
             last_snapshot_s: Arc::new(AtomicI64::new(0)),
-            dashboard: crate::dashboard::Settings::from_config(config),
-        }))
+            dashboard: crate::dashboard::Settings::from_config(config)?,
+        })))
     }
 
     pub fn snapshot_age_s(&self) -> Option<f64> {

@@ -4,6 +4,7 @@ mod catalog;
 mod concurrency;
 mod crash;
 mod damage;
+mod dashboard;
 mod hardening;
 mod idempotency;
 mod ledger;
