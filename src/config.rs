@@ -47,6 +47,10 @@ pub struct ServerConfig {
     /// `listen = "127.0.0.1:0"` the system picks a free port, and a script reads it from here.
     #[serde(default)]
     pub address_file: Option<PathBuf>,
+    /// The dashboard's sign-in page offers the app ids in a list; off by default, so that a
+    /// visitor is not told which apps exist.
+    #[serde(default)]
+    pub dashboard_sign_in_lists_apps: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

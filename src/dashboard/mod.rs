@@ -34,6 +34,9 @@ pub struct Settings {
     pub passwords: Passwords,
     pub throttle: Throttle,
     pub signouts: Signouts,
+    /// Whether the sign-in page offers the app ids to choose from (`[server]
+    /// dashboard_sign_in_lists_apps`); by default the operator types the id.
+    pub lists_apps: bool,
 }
 
 impl Settings {
@@ -47,6 +50,7 @@ impl Settings {
             passwords: Passwords::from_config(config),
             throttle: Throttle::default(),
             signouts: Signouts::load(dir, auth::now_s())?,
+            lists_apps: config.server.dashboard_sign_in_lists_apps,
         })
     }
 
@@ -59,8 +63,32 @@ impl Settings {
     }
 }
 
+/// What every dashboard answer carries: no page may be framed by another site (clickjacking),
+/// scripts come from here only, and what a signed-in operator sees is not kept in any cache.
+/// The static assets set their own caching and keep it.
+async fn page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
 /// Every page of the dashboard.
 pub fn router() -> Router<AppState> {
+    pages().layer(axum::middleware::map_response(page_headers))
+}
+
+fn pages() -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(home))
         .route("/dashboard/", get(home))
@@ -443,10 +471,16 @@ mod auth_pages {
                             form method="post" action="/dashboard/sign-in" {
                                 input type="hidden" name="csrf" value=(csrf);
                                 label for="app" { "App" }
-                                select id="app" name="app" {
-                                    @for id in &apps {
-                                        option value=(id) selected[*id == app] { (id) }
+                                @if s.dashboard.lists_apps {
+                                    select id="app" name="app" {
+                                        @for id in &apps {
+                                            option value=(id) selected[*id == app] { (id) }
+                                        }
                                     }
+                                } @else {
+                                    // Which apps exist is not told to whoever opens the page.
+                                    input id="app" name="app" type="text" value=(app)
+                                        autocomplete="username" required;
                                 }
                                 label for="password" { "Dashboard password" }
                                 input id="password" name="password" type="password"

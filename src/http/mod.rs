@@ -238,21 +238,32 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(
             "/v1/plans",
-            get(catalog::list_plans).post(catalog::create_plan),
+            get(catalog::list_plans)
+                .options(preflight)
+                .layer(catalog_cors())
+                .post(catalog::create_plan),
         )
         .route(
             "/v1/plans/{id}",
             get(catalog::get_plan)
+                .options(preflight)
+                .layer(catalog_cors())
                 .put(catalog::put_plan)
                 .delete(catalog::delete_plan),
         )
         .route(
             "/v1/credit-packs",
-            get(catalog::list_packs).post(catalog::create_pack),
+            get(catalog::list_packs)
+                .options(preflight)
+                .layer(catalog_cors())
+                .post(catalog::create_pack),
         )
         .route(
             "/v1/credit-packs/{id}",
-            get(catalog::get_pack).put(catalog::put_pack),
+            get(catalog::get_pack)
+                .options(preflight)
+                .layer(catalog_cors())
+                .put(catalog::put_pack),
         )
         .route("/v1/credit-packs/{id}/archive", post(catalog::archive_pack))
         .route(
@@ -304,7 +315,6 @@ pub fn router(state: AppState) -> Router {
         )
         .into_response()
     }))
-    .layer(catalog_cors())
     .layer(
         tower::ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), UlidRequestId))
@@ -315,7 +325,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A browser page on any origin may read the catalog with a publishable key (GET only); writes and
-/// secret keys stay server-side, which the SDK also enforces.
+/// secret keys stay server-side, which the SDK also enforces. Layered on the catalog's GET routes
+/// only (each layered before its other methods are added), so no other route answers a browser
+/// on another origin, the dashboard included.
 fn catalog_cors() -> tower_http::cors::CorsLayer {
     use axum::http::{Method, header};
     tower_http::cors::CorsLayer::new()
@@ -323,6 +335,12 @@ fn catalog_cors() -> tower_http::cors::CorsLayer {
         .allow_methods([Method::GET])
         .allow_headers([header::AUTHORIZATION])
         .expose_headers([axum::http::HeaderName::from_static("request-id")])
+}
+
+/// `OPTIONS` on a catalog read: the CORS layer answers a browser's preflight before this runs;
+/// any other `OPTIONS` gets an empty 204.
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 /// Request ids are `req_` + a ULID: unique and sortable by time, like every other id here.

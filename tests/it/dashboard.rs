@@ -252,3 +252,143 @@ async fn a_new_dashboard_password_ends_every_session_of_the_app() {
     let new = b.session("a-brand-new-password").await;
     assert!(signed_in(&b, &new).await);
 }
+
+#[tokio::test]
+async fn dashboard_pages_refuse_framing_and_signed_in_pages_are_not_cached() {
+    let app = spawn_app().await;
+    let b = Browser::new(&app, "127.0.0.1");
+    let cookie = b.session(PASSWORD).await;
+    let sign_in = b.get("/dashboard/sign-in", "").await;
+    let plans = b.get("/dashboard/test/plans", &cookie).await;
+    let user = b.get("/dashboard/test/users?user=u_h", &cookie).await;
+    let refused = b.get("/dashboard/test/plans", "").await;
+    for page in [&sign_in, &plans, &user, &refused] {
+        assert_eq!(page.header("x-frame-options"), "DENY");
+        assert!(
+            page.header("content-security-policy")
+                .contains("frame-ancestors 'none'"),
+            "{:?}",
+            page.headers
+        );
+    }
+    for page in [&plans, &user] {
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.header("cache-control"), "no-store");
+    }
+}
+
+#[tokio::test]
+async fn only_the_catalog_reads_answer_a_page_on_another_origin() {
+    let app = spawn_app().await;
+    let origin = [("origin", "https://shop.example")];
+    let allowed = |r: &Resp| r.2.get("access-control-allow-origin").is_some();
+    for path in [
+        "/v1/plans",
+        "/v1/plans/free",
+        "/v1/credit-packs",
+        "/v1/credit-packs/cpk_gemini_topup",
+    ] {
+        let r = app
+            .send(reqwest::Method::GET, path, Some(PK_TEST), None, &origin)
+            .await;
+        assert!(allowed(&r), "GET {path}: {:?}", r.2);
+        let preflight = app
+            .send(
+                reqwest::Method::OPTIONS,
+                path,
+                None,
+                None,
+                &[
+                    ("origin", "https://shop.example"),
+                    ("access-control-request-method", "GET"),
+                ],
+            )
+            .await;
+        assert!(allowed(&preflight), "OPTIONS {path}: {:?}", preflight.2);
+    }
+    let plan = serde_json::json!({"id": "p_cors", "name": "P",
+        "price": {"amount": 0, "currency": "usd", "interval": null}, "limits": []});
+    let others = [
+        (
+            reqwest::Method::POST,
+            "/v1/plans",
+            Some(plan.to_string().into_bytes()),
+        ),
+        (reqwest::Method::GET, "/v1/users/u_cors/usage", None),
+        (reqwest::Method::POST, "/v1/consume", Some(b"{}".to_vec())),
+        (reqwest::Method::GET, "/dashboard/sign-in", None),
+        (reqwest::Method::GET, "/healthz", None),
+    ];
+    for (method, path, body) in others {
+        let r = app
+            .send(method.clone(), path, Some(SK_TEST), body, &origin)
+            .await;
+        assert!(!allowed(&r), "{method} {path}: {:?}", r.2);
+    }
+    let preflight = app
+        .send(
+            reqwest::Method::OPTIONS,
+            "/v1/consume",
+            None,
+            None,
+            &[
+                ("origin", "https://shop.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        )
+        .await;
+    assert!(!allowed(&preflight), "{:?}", preflight.2);
+}
+
+#[tokio::test]
+async fn the_sign_in_page_names_no_app_unless_the_config_says_so() {
+    let app = spawn_app().await;
+    let page = Browser::new(&app, "127.0.0.1")
+        .get("/dashboard/sign-in", "")
+        .await;
+    assert!(!page.body.contains(APP_ID), "{}", page.body);
+    // Typing the id signs in as before.
+    Browser::new(&app, "127.0.0.1").session(PASSWORD).await;
+
+    let listed = spawn_app_tweaked(Tweaks {
+        server_lines: "dashboard_sign_in_lists_apps = true\n".into(),
+        ..Tweaks::default()
+    })
+    .await;
+    let page = Browser::new(&listed, "127.0.0.1")
+        .get("/dashboard/sign-in", "")
+        .await;
+    assert!(
+        page.body.contains(&format!("<option value=\"{APP_ID}\"")),
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
+async fn many_pending_reservations_are_shown_a_page_at_a_time() {
+    let app = spawn_app().await;
+    create_pack(&app, "cpk_many", "image.*", 1_000, None).await;
+    app.grant_one(SK_TEST, "u_many", "cpk_many", "cs_many")
+        .await;
+    for _ in 0..120 {
+        app.reserve_ok(SK_TEST, "u_many", DALLE, 1).await;
+    }
+    let b = Browser::new(&app, "127.0.0.1");
+    let cookie = b.session(PASSWORD).await;
+    let rows = |page: &Page| page.body.matches("<td><code class=\"small\">res_").count();
+    let first = b.get("/dashboard/test/users?user=u_many", &cookie).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(rows(&first), 50, "{}", first.body.len());
+    assert!(
+        first.body.contains("1–50 of 120"),
+        "the page says how many there are"
+    );
+    let last = b
+        .get("/dashboard/test/users?user=u_many&pending=100", &cookie)
+        .await;
+    assert_eq!(rows(&last), 20);
+    assert!(last.body.contains("101–120 of 120"));
+    assert!(!last.body.contains("Older reservations"));
+    assert!(first.body.contains("pending=50"), "a link to the next page");
+}
