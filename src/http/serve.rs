@@ -7,11 +7,12 @@
 //! second does not keep it open. **Busy**: the request is being answered; its body must arrive
 //! within `body_read_timeout` in all, after which the connection is dropped without an answer.
 //! The first two are enforced on the socket (`Watched`), the third before routing.
+//! A body over the 1 MiB limit is read only up to one byte past it, and the router's limit
+//! answers 413.
 //!
 //! On shutdown, listening stops, idle connections close, requests in flight finish, and any
 //! connection still open after `shutdown_deadline` is dropped.
 
-use super::extract::too_large;
 use super::idempotency::BODY_BYTES_MAX;
 use axum::Router;
 use axum::body::Body;
@@ -187,13 +188,9 @@ async fn answer(
     body_read_timeout: Duration,
 ) -> Result<Response<Body>, Dropped> {
     let (mut parts, body) = request.into_parts();
-    // One byte over the limit is enough to know that it is over.
-    let read = axum::body::to_bytes(Body::new(body), BODY_BYTES_MAX + 1);
+    let read = read_body(body, BODY_BYTES_MAX);
     let bytes = match tokio::time::timeout(body_read_timeout, read).await {
         Err(_) => return Err(Dropped::BodyTimeout(body_read_timeout)),
-        Ok(Err(error)) if is_length_limit(&error) => {
-            return Ok(axum::response::IntoResponse::into_response(too_large()));
-        }
         Ok(Err(error)) => return Err(Dropped::Body(error)),
         Ok(Ok(bytes)) => bytes,
     };
@@ -205,15 +202,22 @@ async fn answer(
     }
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+/// The body, or its first `max + 1` bytes if it is longer: enough for the router's body limit to
+/// refuse it with a 413 in the API's shape (and its request id), without holding more.
+async fn read_body(body: Incoming, max: usize) -> Result<axum::body::Bytes, axum::Error> {
+    use http_body_util::BodyExt;
+    let mut body = Body::new(body);
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = (max + 1).saturating_sub(bytes.len());
+            bytes.extend_from_slice(&data[..data.len().min(room)]);
+            if bytes.len() > max {
+                break;
+            }
         }
-        source = e.source();
     }
-    false
+    Ok(bytes.into())
 }
 
 /// A socket that enforces the idle and header deadlines of its connection's phase.

@@ -133,3 +133,18 @@ async fn sigterm_with_a_stalled_client_exits_by_the_deadline_after_flushing() {
     let usage = app.usage(SK_TEST, "before_stop").await;
     assert_eq!(usage["subscription"]["planId"], json!("pro"), "{usage}");
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_a_request_id_like_every_answer() {
+    let app = spawn_app().await;
+    let body = vec![b' '; 3 * 1024 * 1024];
+    let r = app.post_raw("/v1/consume", SK_TEST, body).await;
+    assert_error(
+        &r,
+        413,
+        "payload_too_large",
+        Some("body_too_large"),
+        Param::Any,
+    );
+    assert!(r.2.get("request-id").is_some(), "{:?}", r.2);
+}
