@@ -134,7 +134,10 @@ fn calendar_window(anchor: Ts, now: Ts, months_per_period: i64) -> (Ts, Option<T
     let mut k = months.div_euclid(months_per_period);
     loop {
         match boundary(anchor, k, months_per_period) {
-            Some(start) if start > now => k -= 1,
+            Some(start) if start > now => match k.checked_sub(1) {
+                Some(earlier) => k = earlier,
+                None => return (anchor, None),
+            },
             Some(start) => {
                 let next = k
                     .checked_add(1)
