@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +43,27 @@ pub struct ServerConfig {
     /// Balances one user may have (409 `too_many_balances` beyond).
     #[serde(default = "defaults::balances_per_user_max")]
     pub balances_per_user_max: usize,
+    /// A request's headers must arrive within this long of its first byte, in all.
+    #[serde(default = "defaults::header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+    /// A request's body must arrive within this long of its headers, in all.
+    #[serde(default = "defaults::body_read_timeout_seconds")]
+    pub body_read_timeout_seconds: u64,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(default = "defaults::idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+    /// After SIGTERM, connections still open this long are dropped (the journal is flushed and
+    /// the final snapshot taken all the same).
+    #[serde(default = "defaults::shutdown_deadline_seconds")]
+    pub shutdown_deadline_seconds: u64,
+    /// If set, the address the server listens on is written to this file once it listens: with
+    /// `listen = "127.0.0.1:0"` the system picks a free port, and a script reads it from here.
+    #[serde(default)]
+    pub address_file: Option<PathBuf>,
+    /// The dashboard's sign-in page offers the app ids in a list; off by default, so that a
+    /// visitor is not told which apps exist.
+    #[serde(default)]
+    pub dashboard_sign_in_lists_apps: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,15 +91,13 @@ pub struct AppConfig {
     pub stripe_webhook_secret_test: Option<String>,
     pub dashboard_password: Option<String>,
     /// Loads the walkthrough's catalog (plans free and pro, two packs) on first start, while the
-    /// app's catalog is empty. Set it to false for an app whose catalog you build yourself.
-    #[serde(default = "defaults::seed_demo_catalog")]
+    /// app's catalog is empty. Off unless asked for: an operator's own app must not start with
+    /// PixelForge's plans. The shipped `config.toml` turns it on for the demo app.
+    #[serde(default)]
     pub seed_demo_catalog: bool,
 }
 
 mod defaults {
-    pub fn seed_demo_catalog() -> bool {
-        true
-    }
     pub fn sandbox_requests_per_second() -> u32 {
         10_000
     }
@@ -95,6 +115,18 @@ mod defaults {
     }
     pub fn balances_per_user_max() -> usize {
         10_000
+    }
+    pub fn header_read_timeout_seconds() -> u64 {
+        10
+    }
+    pub fn body_read_timeout_seconds() -> u64 {
+        30
+    }
+    pub fn idle_timeout_seconds() -> u64 {
+        60
+    }
+    pub fn shutdown_deadline_seconds() -> u64 {
+        10
     }
     pub fn snapshot_every_records() -> u64 {
         1_000_000
@@ -213,6 +245,18 @@ impl Config {
                 "pk_test_",
             )?;
         }
+        let server = &config.server;
+        if [
+            server.header_read_timeout_seconds,
+            server.body_read_timeout_seconds,
+            server.idle_timeout_seconds,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError::Invalid(
+                "[server] read and idle timeouts must be positive".into(),
+            ));
+        }
         if config.storage.snapshot_every_records == 0 || config.storage.snapshot_every_seconds == 0
         {
             return Err(ConfigError::Invalid(
@@ -220,6 +264,16 @@ impl Config {
             ));
         }
         Ok(config)
+    }
+
+    pub fn limits(&self) -> crate::http::serve::Limits {
+        let s = &self.server;
+        crate::http::serve::Limits {
+            header_read_timeout: Duration::from_secs(s.header_read_timeout_seconds),
+            body_read_timeout: Duration::from_secs(s.body_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(s.idle_timeout_seconds),
+            shutdown_deadline: Duration::from_secs(s.shutdown_deadline_seconds),
+        }
     }
 
     pub fn actor_threads(&self) -> usize {
@@ -249,7 +303,21 @@ secret_key_test = "sk_test_1"
     fn a_minimal_config_parses_with_defaults() {
         let config = Config::parse(MINIMAL).unwrap();
         assert_eq!(config.server.webhook_tolerance_seconds, 300);
+        let limits = config.limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.shutdown_deadline, Duration::from_secs(10));
+        assert_eq!(config.server.address_file, None);
         assert_eq!(config.apps[0].secret_key_live, None);
+        assert!(
+            !config.apps[0].seed_demo_catalog,
+            "an app gets the demo catalog only when its config asks for it"
+        );
+    }
+
+    #[test]
+    fn the_shipped_config_seeds_the_demo_app() {
+        let config = Config::parse(include_str!("../config.toml")).unwrap();
+        assert!(config.apps.iter().all(|a| a.seed_demo_catalog));
     }
 
     #[test]

@@ -186,6 +186,14 @@ async fn seed_demo_catalog(engine: &Engine, app: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `addr` to `path` whole: a temporary file renamed over it, so a reader never sees half.
+fn write_address(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    std::fs::write(&temp, format!("{addr}\n"))?;
+    std::fs::rename(&temp, path)
+}
+
 /// Runs the server until `shutdown` completes: stops accepting, finishes in-flight requests,
 /// flushes the journal and takes a final snapshot.
 pub async fn run(
@@ -237,7 +245,8 @@ pub async fn run(
             }
         })
     };
-    let state = AppState::new(&config, engine.clone(), metrics);
+    let state = AppState::new(&config, engine.clone(), metrics)
+        .context("loading the dashboard's session key from the data directory")?;
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = snapshotter::spawn(
         SnapshotStore::new(store.dir())?,
@@ -252,11 +261,14 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    if let Some(path) = &config.server.address_file {
+        write_address(path, addr)
+            .with_context(|| format!("writing the address file {}", path.display()))?;
+    }
     let app = http::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    http::serve::serve(listener, app, config.limits(), shutdown).await;
 
     sweeper.abort();
     tracing::info!("stopping: flushing the journal");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The dashboard in a real browser: installs Debian's Chromium if it is missing and playwright-core
-# from tests/browser/package-lock.json, starts the real `vevee serve` on a free port with a
+# from tests/browser/package-lock.json, starts the real `vevee serve` on a port the system picks with a
 # temporary config and data directory, and runs tests/browser with Node's test runner.
 # Screenshots of every page go to tests/browser/artifacts/.
 set -euo pipefail
@@ -20,11 +20,11 @@ cargo build --quiet --bin vevee
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/vevee"
 
 work="$(mktemp -d)"
-port="$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")"
 password="browser-$(node -e "console.log(require('crypto').randomBytes(8).toString('hex'))")"
 cat >"$work/config.toml" <<TOML
 [server]
-listen = "127.0.0.1:$port"
+listen = "127.0.0.1:0"
+address_file = "$work/address"
 [storage]
 data_dir = "$work/data"
 snapshot_dir = "$work/snapshots"
@@ -46,7 +46,9 @@ stop() {
 trap stop EXIT
 
 for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
+  if [ -f "$work/address" ] && curl -fsS "http://$(cat "$work/address")/readyz" >/dev/null 2>&1; then
+    break
+  fi
   if ! kill -0 "$server" 2>/dev/null; then cat "$work/server.log"; exit 1; fi
   sleep 0.1
 done
@@ -57,7 +59,7 @@ mkdir -p "$artifacts"
 status=0
 (
   cd tests/browser
-  VEVEE_URL="http://127.0.0.1:$port" VEVEE_APP=pixelforge VEVEE_PASSWORD="$password" \
+  VEVEE_URL="http://$(cat "$work/address")" VEVEE_APP=pixelforge VEVEE_PASSWORD="$password" \
     VEVEE_SECRET_KEY_TEST=sk_test_browser VEVEE_ARTIFACTS="$artifacts" \
     node --test --test-concurrency=1
 ) || status=$?

@@ -439,12 +439,10 @@ impl Engine {
     pub async fn advance_test_clock(&self, app: &str, seconds: u64) -> Result<Ts, EngineError> {
         let shared = self.app(app)?;
         let _serial = shared.writes.lock().await;
-        let step_ms = i64::try_from(seconds)
-            .ok()
-            .and_then(|s| s.checked_mul(1000));
-        let offset = step_ms
-            .and_then(|ms| shared.clock.test_offset_ms().checked_add(ms))
-            .ok_or(EngineError::Rejected(Rejection::ClockOverflow))?;
+        let real = crate::actors::clock::real_now();
+        let offset =
+            crate::engine::time::advanced_offset_ms(real, shared.clock.test_offset_ms(), seconds)
+                .ok_or(EngineError::Rejected(Rejection::ClockOverflow))?;
         let seq = self.shared.journal.push([Record::TestClock {
             app: app.to_owned(),
             offset_ms: offset,

@@ -33,6 +33,8 @@ pub enum Request {
     Usage(Option<Pattern>),
     /// The ledger lines still in memory, newest first.
     LedgerTail,
+    /// The pending reservations, newest first.
+    Pending,
     /// Apply the deadlines that have passed; sent by the timer and after a test-clock move.
     Tick,
 }
@@ -50,6 +52,7 @@ pub enum View {
     Subscription(Subscription),
     Usage(Usage),
     LedgerTail(Vec<LedgerLine>),
+    Pending(Vec<Reservation>),
     Check(Match),
     Ticked,
 }
@@ -115,6 +118,11 @@ pub(crate) fn read(
         Request::LedgerTail => Ok(View::LedgerTail(
             state.ledger_tail.iter().rev().cloned().collect(),
         )),
+        Request::Pending => {
+            let mut pending: Vec<Reservation> = state.reservations.values().cloned().collect();
+            pending.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+            Ok(View::Pending(pending))
+        }
     }
 }
 

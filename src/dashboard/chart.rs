@@ -59,7 +59,8 @@ pub fn render(c: &Consumption) -> Markup {
             p.muted { "No usage committed in the last 30 days." }
         }
         @for (category, days) in &c.by_category {
-            @let total: u64 = days.iter().sum();
+            // Saturating, as the days are: a month of the largest legal consumes passes u64.
+            @let total = days.iter().fold(0u64, |sum, day| sum.saturating_add(*day));
             @let max = days.iter().copied().max().unwrap_or(0).max(1);
             figure.chart {
                 figcaption {
@@ -91,6 +92,7 @@ pub fn render(c: &Consumption) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dashboard::number;
     use crate::engine::event::Event;
     use crate::engine::ids::ModelKey;
     use crate::engine::user::{Reservation, ReservationStatus};
@@ -149,6 +151,25 @@ mod tests {
         assert!(
             svg.contains("image: 12 committed over the last 30 days"),
             "{svg}"
+        );
+    }
+
+    #[test]
+    fn a_month_of_the_largest_legal_consumes_renders_without_overflow() {
+        use crate::engine::ids::AMOUNT_MAX;
+        let now = Ts(100 * MS_PER_DAY);
+        // 2^11 consumes of 2^53 − 1 pass u64 on one day; the days after add to that.
+        let lines: Vec<LedgerLine> = (0..DAYS as i64)
+            .flat_map(|d| {
+                (0..2_100).map(move |_| committed(Ts((71 + d) * MS_PER_DAY), "image.x", AMOUNT_MAX))
+            })
+            .collect();
+        let c = consumption(&lines, now);
+        assert!(c.by_category["image"].iter().all(|&d| d == u64::MAX));
+        let svg = render(&c).into_string();
+        assert!(
+            svg.contains(&number(u64::MAX)),
+            "the total is shown, capped: {svg}"
         );
     }
 

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::engine::Mode;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use auth::{Keyring, Passwords, Session};
+use auth::{Keyring, Passwords, Session, Signouts, Throttle};
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -28,23 +28,67 @@ use axum::routing::{get, post};
 use forms::Fields;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-/// What the dashboard needs from the config, made once at startup.
+/// What the dashboard needs from the config and the data directory, made once at startup.
 pub struct Settings {
     pub keyring: Keyring,
     pub passwords: Passwords,
+    pub throttle: Throttle,
+    pub signouts: Signouts,
+    /// Whether the sign-in page offers the app ids to choose from (`[server]
+    /// dashboard_sign_in_lists_apps`); by default the operator types the id.
+    pub lists_apps: bool,
 }
 
 impl Settings {
-    pub fn from_config(config: &Config) -> Settings {
-        Settings {
-            keyring: Keyring::random(),
+    /// Loads (or on first start makes) the session key and the signed-out sessions, kept in
+    /// the data directory.
+    pub fn from_config(config: &Config) -> std::io::Result<Settings> {
+        let dir = &config.storage.data_dir;
+        std::fs::create_dir_all(dir)?;
+        Ok(Settings {
+            keyring: Keyring::load_or_create(dir)?,
             passwords: Passwords::from_config(config),
-        }
+            throttle: Throttle::default(),
+            signouts: Signouts::load(dir, auth::now_s())?,
+            lists_apps: config.server.dashboard_sign_in_lists_apps,
+        })
     }
+
+    /// The live session a cookie value carries: signed for the app's current password, not
+    /// expired, not signed out.
+    pub fn session(&self, cookie: &str) -> Option<Session> {
+        self.keyring
+            .open(cookie, auth::now_s(), |app| self.passwords.digest(app))
+            .filter(|session| !self.signouts.is_ended(session))
+    }
+}
+
+/// What every dashboard answer carries: no page may be framed by another site (clickjacking),
+/// scripts come from here only, and what a signed-in operator sees is not kept in any cache.
+/// The static assets set their own caching and keep it.
+async fn page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Every page of the dashboard.
 pub fn router() -> Router<AppState> {
+    pages().layer(axum::middleware::map_response(page_headers))
+}
+
+fn pages() -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(home))
         .route("/dashboard/", get(home))
@@ -201,9 +245,8 @@ impl FromRequestParts<AppState> for Signed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Signed, Response> {
-        let session = auth::cookie(&parts.headers, auth::SESSION_COOKIE)
-            .and_then(|v| s.dashboard.keyring.open(v, auth::now_s()))
-            .filter(|session| s.dashboard.passwords.has_app(&session.app));
+        let session =
+            auth::cookie(&parts.headers, auth::SESSION_COOKIE).and_then(|v| s.dashboard.session(v));
         match session {
             Some(session) => Ok(Signed(session)),
             None if parts.method == Method::GET || parts.method == Method::HEAD => {
@@ -428,10 +471,16 @@ mod auth_pages {
                             form method="post" action="/dashboard/sign-in" {
                                 input type="hidden" name="csrf" value=(csrf);
                                 label for="app" { "App" }
-                                select id="app" name="app" {
-                                    @for id in &apps {
-                                        option value=(id) selected[*id == app] { (id) }
+                                @if s.dashboard.lists_apps {
+                                    select id="app" name="app" {
+                                        @for id in &apps {
+                                            option value=(id) selected[*id == app] { (id) }
+                                        }
                                     }
+                                } @else {
+                                    // Which apps exist is not told to whoever opens the page.
+                                    input id="app" name="app" type="text" value=(app)
+                                        autocomplete="username" required;
                                 }
                                 label for="password" { "Dashboard password" }
                                 input id="password" name="password" type="password"
@@ -470,8 +519,17 @@ mod auth_pages {
         with_signin_cookie(&s, StatusCode::OK, &nonce, page)
     }
 
+    /// The client's address as the connection reports it (no proxy header is trusted).
+    fn client_address(parts: &axum::http::request::Parts) -> std::net::IpAddr {
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+    }
+
     pub async fn sign_in(State(s): State<AppState>, request: Request) -> Response {
         let (parts, body) = request.into_parts();
+        let client = client_address(&parts);
         let nonce = auth::cookie(&parts.headers, auth::SIGNIN_COOKIE)
             .and_then(|v| s.dashboard.keyring.open_signin(v, auth::now_s()));
         let request = Request::from_parts(parts, body);
@@ -497,6 +555,25 @@ mod auth_pages {
             .into_response();
         };
         let app = fields.get("app");
+        // The budget is taken before the password is looked at, so a throttled address learns
+        // nothing, and it is per address, so nobody else waits.
+        if let Err(wait_s) = s.dashboard.throttle.take(client, std::time::Instant::now()) {
+            tracing::warn!(%client, "dashboard sign-in throttled");
+            let page = signin_form(
+                &s,
+                &nonce,
+                app,
+                Some(&format!(
+                    "Too many sign-in attempts from your address. Try again in {} minutes.",
+                    wait_s.div_ceil(60)
+                )),
+            );
+            let mut response = with_signin_cookie(&s, StatusCode::TOO_MANY_REQUESTS, &nonce, page);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait_s));
+            return response;
+        }
         if !s
             .dashboard
             .passwords
@@ -511,15 +588,19 @@ mod auth_pages {
             );
             return with_signin_cookie(&s, StatusCode::UNAUTHORIZED, &nonce, page);
         }
+        s.dashboard.throttle.give_back(client);
         tracing::info!(app, "dashboard sign-in");
         let session = Session {
             app: app.to_owned(),
             nonce: auth::new_nonce(),
             expires_s: auth::now_s() + auth::SESSION_TTL_S,
         };
+        let Some(password) = s.dashboard.passwords.digest(app) else {
+            unreachable!("a password matched, so the app has one");
+        };
         let cookie = auth::set_cookie(
             auth::SESSION_COOKIE,
-            &s.dashboard.keyring.seal(&session),
+            &s.dashboard.keyring.seal(&session, &password),
             auth::SESSION_TTL_S,
         );
         let mut response = Redirect::to("/dashboard/test/plans").into_response();
@@ -534,7 +615,19 @@ mod auth_pages {
         response
     }
 
-    pub async fn sign_out(_: SignedForm) -> Response {
+    /// Ends the session on the server, not only in this browser: a copy of the cookie stops
+    /// working too.
+    pub async fn sign_out(State(s): State<AppState>, form: SignedForm) -> Response {
+        if let Err(error) = s.dashboard.signouts.end(&form.session, auth::now_s()) {
+            tracing::error!(%error, "could not record a dashboard sign-out");
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Not signed out",
+                "The sign-out could not be saved, so the session still works. Try again.",
+            )
+            .into_response();
+        }
+        tracing::info!(app = %form.session.app, "dashboard sign-out");
         let mut response = Redirect::to("/dashboard/sign-in").into_response();
         if let Ok(gone) = HeaderValue::from_str(&auth::set_cookie(auth::SESSION_COOKIE, "", 0)) {
             response.headers_mut().insert(header::SET_COOKIE, gone);

@@ -11,9 +11,7 @@ use crate::engine::event::{EventKind, GrantSource};
 use crate::engine::ids::UserId;
 use crate::engine::ledger::{LedgerLine, LedgerPage};
 use crate::engine::read::Usage;
-use crate::engine::user::{
-    Balance, BalanceStatus, Reservation, ReservationStatus, SubscriptionStatus,
-};
+use crate::engine::user::{Balance, BalanceStatus, Reservation, SubscriptionStatus};
 use crate::engine::{Command, Mode, UserKey};
 use crate::http::AppState;
 use crate::http::users::unexpected;
@@ -25,6 +23,8 @@ use std::collections::{HashMap, HashSet};
 
 /// Ledger entries per page of the ledger table.
 const PAGE_ENTRIES: usize = 25;
+/// Pending reservations per page of their table: a user may hold tens of thousands.
+const PENDING_PAGE_ROWS: usize = 50;
 /// The scan for balances, pending reservations and the chart reads the ledger in pages of this
 /// many entries, at most [`SCAN_PAGES_MAX`] of them; an older entry is not looked at.
 const SCAN_PAGE_ENTRIES: usize = 500;
@@ -99,15 +99,10 @@ async fn load(s: &AppState, key: &UserKey, after: Option<String>) -> Result<User
             balances.push(b);
         }
     }
-    let pending = scan
-        .iter()
-        .filter_map(|l| match (&l.event.kind, &l.reservation) {
-            (EventKind::UsageReserved(_), Some(r)) if r.status == ReservationStatus::Pending => {
-                Some(r.clone())
-            }
-            _ => None,
-        })
-        .collect();
+    let pending = match call(s, key, Request::Pending).await? {
+        View::Pending(pending) => pending,
+        other => return Err(unexpected(&other).into()),
+    };
     Ok(UserData {
         consumption: super::chart::consumption(&scan, now),
         has_history: !scan.is_empty(),
@@ -172,15 +167,24 @@ pub async fn page(
         return Ok(layout(&ctx, "Users", content).into_response());
     }
     let after = query.get("after").filter(|a| !a.is_empty()).cloned();
-    render_user(
-        &s,
-        &ctx,
-        user,
+    let pending_from = query
+        .get("pending")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let view = ListPages {
         after,
-        &Fields::default(),
-        &Errors::default(),
-    )
-    .await
+        pending_from,
+    };
+    render_user(&s, &ctx, user, view, &Fields::default(), &Errors::default()).await
+}
+
+/// Which pages of the user page's long lists to show.
+#[derive(Debug, Default)]
+struct ListPages {
+    /// The ledger after this entry id.
+    after: Option<String>,
+    /// Pending reservations from this index.
+    pending_from: usize,
 }
 
 /// The user page; with `errors`, an action was refused and `typed` is what its form held.
@@ -188,10 +192,14 @@ async fn render_user(
     s: &AppState,
     ctx: &Ctx,
     user: &str,
-    after: Option<String>,
+    view: ListPages,
     typed: &Fields,
     errors: &Errors,
 ) -> Result<Response, Problem> {
+    let ListPages {
+        after,
+        pending_from,
+    } = view;
     let user_id = match UserId::parse(user) {
         Ok(id) => id,
         Err(e) => {
@@ -224,7 +232,7 @@ async fn render_user(
         (subscription_section(ctx, user, &data.usage, &catalog, typed, errors))
         (balances_section(ctx, user, &data.balances, &catalog, typed, errors, data.scan_cut))
         (grant_section(ctx, user, &catalog, typed, errors))
-        (pending_section(&data.pending))
+        (pending_section(ctx, user, &data.pending, pending_from))
         section aria-labelledby="chart-heading" {
             h2 #chart-heading { "Consumption, last 30 days" }
             (super::chart::render(&data.consumption))
@@ -454,18 +462,23 @@ fn grant_section(
     }
 }
 
-fn pending_section(pending: &[Reservation]) -> Markup {
+/// One page of the pending reservations, [`PENDING_PAGE_ROWS`] from `from`.
+fn pending_section(ctx: &Ctx, user: &str, pending: &[Reservation], from: usize) -> Markup {
+    let from = from.min(pending.len());
+    let to = from.saturating_add(PENDING_PAGE_ROWS).min(pending.len());
+    let page_url = |at: usize| format!("{}&pending={at}#pending-heading", user_url(ctx, user));
     html! {
         section aria-labelledby="pending-heading" {
             h2 #pending-heading { "Pending reservations" }
             @if pending.is_empty() {
                 p.muted { "None." }
             } @else {
+                p.muted { (number((from + 1) as u64)) "–" (number(to as u64)) " of " (number(pending.len() as u64)) ", newest first." }
                 div.table-wrap {
                     table {
                         thead { tr { th { "Reservation" } th { "Model" } th { "Amount" } th { "Made" } th { "Expires" } } }
                         tbody {
-                            @for r in pending {
+                            @for r in &pending[from..to] {
                                 tr {
                                     td { code.small { (r.id) } }
                                     td { code { (r.model.as_str()) } }
@@ -475,6 +488,14 @@ fn pending_section(pending: &[Reservation]) -> Markup {
                                 }
                             }
                         }
+                    }
+                }
+                nav.pager aria-label="Pending reservation pages" {
+                    @if from > 0 {
+                        a href=(page_url(from.saturating_sub(PENDING_PAGE_ROWS))) { "Newer reservations" }
+                    }
+                    @if to < pending.len() {
+                        a href=(page_url(to)) { "Older reservations" }
                     }
                 }
             }
@@ -785,7 +806,9 @@ async fn act(
     let ctx = Ctx::new(&s, &form.session, mode, here, Section::Users);
     let action = match Action::parse(kind, &form.fields) {
         Ok(a) => a,
-        Err(errors) => return render_user(&s, &ctx, &user, None, &form.fields, &errors).await,
+        Err(errors) => {
+            return render_user(&s, &ctx, &user, ListPages::default(), &form.fields, &errors).await;
+        }
     };
     let user_id = UserId::parse(&user).map_err(|e| {
         Problem::new(

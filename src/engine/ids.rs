@@ -20,6 +20,15 @@ pub fn parse_amount(value: u64) -> Result<u64, Invalid> {
     }
 }
 
+/// A plan limit: like an amount, except that 0 is allowed. A 0 limit covers its models with no
+/// room (a "0-quota free plan"), so its users count as subscribers and credits pay for everything.
+pub fn parse_limit(value: u64) -> Result<u64, Invalid> {
+    match value {
+        0 => Ok(0),
+        v => parse_amount(v),
+    }
+}
+
 /// A user id of the app's own: `^[A-Za-z0-9_.:@-]{1,128}$`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct UserId(String);
@@ -263,5 +272,8 @@ mod tests {
         assert_eq!(parse_amount(AMOUNT_MAX), Ok(AMOUNT_MAX));
         assert!(parse_amount(0).is_err());
         assert!(parse_amount(AMOUNT_MAX + 1).is_err());
+        assert_eq!(parse_limit(0), Ok(0));
+        assert_eq!(parse_limit(AMOUNT_MAX), Ok(AMOUNT_MAX));
+        assert!(parse_limit(AMOUNT_MAX + 1).is_err());
     }
 }

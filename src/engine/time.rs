@@ -15,6 +15,24 @@ pub struct Ts(pub i64);
 pub const MS_PER_SECOND: i64 = 1_000;
 pub const MS_PER_DAY: i64 = 86_400 * MS_PER_SECOND;
 
+/// 9999-12-31T23:59:59.999Z, the last instant RFC 3339 (and jiff) can write.
+const LAST_WRITABLE_MS: i64 = 253_402_300_799_999;
+/// What is ever measured forward from "now": a pack's longest expiry (36,500 days), a year's
+/// period, a day's reservation TTL or stored answer, with a day to spare.
+const ROOM_AFTER_NOW_MS: i64 = (36_500 + 366 + 2) * MS_PER_DAY;
+/// The latest instant a clock may show, so that every deadline computed from it can still be
+/// written as a timestamp.
+pub const LATEST_NOW: Ts = Ts(LAST_WRITABLE_MS - ROOM_AFTER_NOW_MS);
+
+/// The test clock's offset after moving it `seconds` forward from `offset_ms`, if the clock then
+/// reads no later than [`LATEST_NOW`] at `real_now`.
+pub fn advanced_offset_ms(real_now: Ts, offset_ms: i64, seconds: u64) -> Option<i64> {
+    let step_ms = i64::try_from(seconds).ok()?.checked_mul(MS_PER_SECOND)?;
+    let offset = offset_ms.checked_add(step_ms)?;
+    let now = real_now.0.checked_add(offset)?;
+    (now <= LATEST_NOW.0).then_some(offset)
+}
+
 impl Ts {
     pub fn plus_ms(self, ms: i64) -> Ts {
         Ts(self.0.saturating_add(ms))
@@ -72,19 +90,25 @@ impl Period {
 /// and never ends. Periodic windows are anchored at `anchor`; the k-th boundary is computed as
 /// `anchor + k periods` from the anchor every time (never chained), so Jan 31 gives Feb 29 and then
 /// Mar 31, not Mar 29.
+/// An instant past what any clock can show gives a window from the anchor that never ends: it is
+/// an answer, not a panic.
 pub fn window_at(period: Period, anchor: Ts, now: Ts) -> (Ts, Option<Ts>) {
-    let fixed = |len: i64| {
-        let k = (now.0 - anchor.0).div_euclid(len);
-        let start = anchor.0 + k * len;
-        (Ts(start), Some(Ts(start + len)))
-    };
     match period {
         Period::Lifetime => (Ts(0), None),
-        Period::Day => fixed(MS_PER_DAY),
-        Period::Week => fixed(7 * MS_PER_DAY),
+        Period::Day => fixed_window(anchor, now, MS_PER_DAY),
+        Period::Week => fixed_window(anchor, now, 7 * MS_PER_DAY),
         Period::Month => calendar_window(anchor, now, 1),
         Period::Year => calendar_window(anchor, now, 12),
     }
+}
+
+fn fixed_window(anchor: Ts, now: Ts, len: i64) -> (Ts, Option<Ts>) {
+    let window = || {
+        let k = now.0.checked_sub(anchor.0)?.div_euclid(len);
+        let start = anchor.0.checked_add(k.checked_mul(len)?)?;
+        Some((Ts(start), start.checked_add(len).map(Ts)))
+    };
+    window().unwrap_or((anchor, None))
 }
 
 fn calendar_window(anchor: Ts, now: Ts, months_per_period: i64) -> (Ts, Option<Ts>) {
@@ -98,14 +122,28 @@ fn calendar_window(anchor: Ts, now: Ts, months_per_period: i64) -> (Ts, Option<T
         return (anchor, None);
     };
     let (a, n) = (a.to_zoned(TimeZone::UTC), n.to_zoned(TimeZone::UTC));
-    let months = (i64::from(n.year()) - i64::from(a.year())) * 12
-        + (i64::from(n.month()) - i64::from(a.month()));
+    // Years are within ±9999 here, so these cannot overflow; checked all the same, like every
+    // other time computation.
+    let months = (i64::from(n.year()) - i64::from(a.year()))
+        .checked_mul(12)
+        .and_then(|m| m.checked_add(i64::from(n.month()) - i64::from(a.month())));
+    let Some(months) = months else {
+        return (anchor, None);
+    };
     // The estimate is at most one period late (day of month and time of day are ignored).
     let mut k = months.div_euclid(months_per_period);
     loop {
         match boundary(anchor, k, months_per_period) {
-            Some(start) if start > now => k -= 1,
-            Some(start) => return (start, boundary(anchor, k + 1, months_per_period)),
+            Some(start) if start > now => match k.checked_sub(1) {
+                Some(earlier) => k = earlier,
+                None => return (anchor, None),
+            },
+            Some(start) => {
+                let next = k
+                    .checked_add(1)
+                    .and_then(|k| boundary(anchor, k, months_per_period));
+                return (start, next);
+            }
             None => return (anchor, None),
         }
     }
@@ -200,6 +238,46 @@ mod tests {
             at("2099-01-01T00:00:00Z"),
         );
         assert_eq!((s, n), (Ts(0), None));
+    }
+
+    #[test]
+    fn windows_at_the_ends_of_time_are_answers_not_panics() {
+        for period in [Period::Day, Period::Week, Period::Month, Period::Year] {
+            for (anchor, now) in [
+                (Ts(i64::MIN), Ts(i64::MAX)),
+                (Ts(i64::MAX), Ts(i64::MIN)),
+                (Ts(-1), Ts(i64::MAX)),
+                (Ts(i64::MAX - 1), Ts(i64::MAX)),
+            ] {
+                let (start, _) = window_at(period, anchor, now);
+                assert!(start <= now.max(anchor), "{period:?} {anchor:?} {now:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn from_the_latest_now_every_deadline_is_still_a_timestamp() {
+        let latest = LATEST_NOW;
+        for period in [Period::Day, Period::Week, Period::Month, Period::Year] {
+            let (_, next) = window_at(period, latest, latest);
+            let next = next.expect("a next boundary");
+            assert_ne!(next.rfc3339(), "invalid", "{period:?}");
+        }
+        assert_ne!(latest.plus_ms(36_500 * MS_PER_DAY).rfc3339(), "invalid");
+        assert_ne!(latest.plus_ms(366 * MS_PER_DAY).rfc3339(), "invalid");
+    }
+
+    #[test]
+    fn the_test_clock_moves_up_to_the_latest_now_and_no_further() {
+        let real = at("2026-11-22T21:40:00Z");
+        let to_latest_s = u64::try_from((LATEST_NOW.0 - real.0) / MS_PER_SECOND).unwrap();
+        let offset = advanced_offset_ms(real, 0, to_latest_s).expect("up to the latest is fine");
+        assert!(Ts(real.0 + offset) <= LATEST_NOW);
+        assert_eq!(advanced_offset_ms(real, offset, 1), None);
+        assert_eq!(advanced_offset_ms(real, 0, to_latest_s + 1), None);
+        assert_eq!(advanced_offset_ms(real, 0, u64::MAX), None);
+        assert_eq!(advanced_offset_ms(real, i64::MAX - 5, 1), None);
+        assert_eq!(advanced_offset_ms(real, 5_000, 2), Some(7_000));
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Plans and credit packs: `/v1/plans` and `/v1/credit-packs`.
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, Secret};
+use super::extract::{Body, Caller, Path, Secret};
 use super::{AppState, views};
 use crate::engine::catalog::{CatalogCommand, Interval, Limit, Pack, PackItem, Plan, Price};
-use crate::engine::ids::{AMOUNT_MAX, Pattern, parse_amount, parse_slug};
+use crate::engine::ids::{AMOUNT_MAX, Pattern, parse_amount, parse_limit, parse_slug};
 use crate::engine::time::{Period, Ts};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -185,7 +185,7 @@ pub fn plan_from(path_id: Option<String>, body: PlanBody) -> Result<Plan, ApiErr
                     .map_err(|e| ApiError::invalid(&format!("limits[{i}].match[{j}]"), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let limit = parse_amount(l.limit).map_err(|e| ApiError::invalid(&at("limit"), e))?;
+        let limit = parse_limit(l.limit).map_err(|e| ApiError::invalid(&at("limit"), e))?;
         let period = Period::parse(&l.period).ok_or_else(|| {
             ApiError::invalid(&at("period"), "must be lifetime, day, week, month or year")
         })?;

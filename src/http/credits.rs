@@ -1,14 +1,14 @@
 //! Grants, balances and revokes: `/v1/credits/…`.
 
 use super::error::ApiError;
-use super::extract::{Body, Secret};
+use super::extract::{Body, Path, Secret};
 use super::users::{owner, unexpected, user_key};
 use super::{AppState, views};
 use crate::actors::user_actor::{Request, View};
 use crate::engine::event::GrantSource;
 use crate::engine::{Command, Ts, UserKey};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,6 +27,12 @@ pub struct GrantBody {
 }
 
 const TEXT_BYTES_MAX: usize = 1000;
+/// API.md's bound on `externalRef`; the Stripe webhook holds session, payment and charge ids to it.
+pub const EXTERNAL_REF_BYTES_MAX: usize = 255;
+
+pub fn external_ref_fits(value: &str) -> bool {
+    (1..=EXTERNAL_REF_BYTES_MAX).contains(&value.len())
+}
 
 pub fn text(param: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
     match value {
@@ -82,7 +88,7 @@ pub async fn create_grant(
     Body(body): Body<GrantBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let key = user_key(&caller, &body.user_id, "userId")?;
-    if body.external_ref.is_empty() || body.external_ref.len() > 255 {
+    if !external_ref_fits(&body.external_ref) {
         return Err(ApiError::invalid(
             "externalRef",
             "must be 1 to 255 characters",

@@ -66,6 +66,18 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 503: overloaded or not ready, nothing was applied; the client may retry after
+    /// `retry_after_s` seconds, which the answer carries as `Retry-After`.
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_s: u64,
+    ) -> ApiError {
+        let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        error.retry_after_s = Some(retry_after_s);
+        error
+    }
+
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {
             "type": self.kind,
@@ -113,7 +125,14 @@ impl From<Rejection> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "unknown_cursor", message)
                     .param("startingAfter")
             }
-            Rejection::ClockOverflow => ApiError::invalid("seconds", "moves the clock too far"),
+            Rejection::ClockOverflow => ApiError::invalid(
+                "seconds",
+                format_args!(
+                    "would move the test clock past {}, the latest it can show with room for \
+                     every deadline after it; nothing was changed",
+                    crate::engine::time::LATEST_NOW.rfc3339()
+                ),
+            ),
             Rejection::TooManyOpenReservations { .. } => {
                 ApiError::conflict("too_many_open_reservations", message)
             }
@@ -168,5 +187,23 @@ impl ApiError {
     pub fn with_code(mut self, code: &'static str) -> ApiError {
         self.code = code;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_is_503_of_type_unavailable_with_retry_after() {
+        let response = ApiError::unavailable("not_ready", "still recovering", 2).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("2"))
+        );
+        let error = ApiError::unavailable("not_ready", "still recovering", 2);
+        assert_eq!(error.body()["error"]["type"], "unavailable");
+        assert_eq!(error.body()["error"]["code"], "not_ready");
     }
 }

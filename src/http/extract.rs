@@ -3,6 +3,7 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::strict::{self, BodyError};
 use crate::engine::Mode;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -76,6 +77,69 @@ impl FromRequestParts<AppState> for Secret {
     }
 }
 
+/// Path parameters; one that is not valid UTF-8 once percent-decoded is a 400 naming it.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Path<T>, ApiError> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.into_kind() {
+                ErrorKind::InvalidUtf8InPathParam { key } => Err(ApiError::invalid(
+                    &key,
+                    "is not valid UTF-8 once percent-decoded",
+                )),
+                ErrorKind::ParseErrorAtKey { key, .. }
+                | ErrorKind::DeserializeError { key, .. } => {
+                    Err(ApiError::invalid(&key, "is not valid here"))
+                }
+                other => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "parameter_invalid",
+                    format!("the path is not valid: {other}"),
+                )),
+            },
+            Err(other) => {
+                // Only a route without parameters can miss them: a mistake of ours, not the caller's.
+                tracing::error!(error = %other, "path parameters missing");
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "internal error",
+                ))
+            }
+        }
+    }
+}
+
+/// The raw body, up to the body limit; over it, 413 in the API's shape.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<RawBody, ApiError> {
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())
+                }
+            })
+    }
+}
+
 /// A JSON body that refuses malformed JSON, unknown fields and wrong types with the field's name.
 pub struct Body<T>(pub T);
 
@@ -83,15 +147,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Body<T>, ApiError> {
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    too_large()
-                } else {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())
-                }
-            })?;
+        let RawBody(bytes) = RawBody::from_request(request, state).await?;
         parse_json(&bytes).map(Body)
     }
 }
@@ -104,96 +160,99 @@ pub fn too_large() -> ApiError {
     )
 }
 
-/// Parses a JSON body; an empty body reads as `{}`.
+/// Parses a JSON body. No body at all reads as `{}` where every field is optional, and is
+/// malformed JSON where one is required.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| {
-            let path = e.path().to_string();
-            (path, e.into_inner())
-        })
-        .and_then(|value: T| de.end().map(|()| value).map_err(|e| (".".to_owned(), e)));
-    // A field error may come before a syntax error further on: the body is then malformed JSON
-    // first. Only failed bodies pay for this second pass.
-    let value = parsed.map_err(|(path, error)| {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return strict::from_slice(b"{}").map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body is empty; this endpoint takes a JSON object",
+            )
+        });
+    }
+    strict::from_slice(bytes).map_err(|(path, error)| {
+        // A field error may come before a syntax error further on: the body is then malformed
+        // JSON first. Only failed bodies pay for this second pass.
         match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Err(syntax) => json_error(".", &syntax),
-            Ok(_) => json_error(&path, &error),
+            Err(syntax) => malformed(&syntax),
+            Ok(_) => body_error(&path, error),
         }
-    })?;
-    Ok(value)
+    })
 }
 
-fn json_error(path: &str, error: &serde_json::Error) -> ApiError {
-    use serde_json::error::Category;
-    let text = error.to_string();
-    if matches!(
-        error.classify(),
-        Category::Syntax | Category::Eof | Category::Io
-    ) {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("malformed JSON: {text}"),
-        );
-    }
-    // serde reports the unknown or missing field by name in its message; the path points at the
-    // object that holds it.
-    let quoted = text.split('`').nth(1).unwrap_or_default();
-    // For an unknown field the path already ends at the field; for a missing one it stops at the
-    // object that lacks it.
-    let join = |field: &str| {
-        if path == "." || path.is_empty() || path == field || path.ends_with(&format!(".{field}")) {
-            if path == "." || path.is_empty() {
-                field.to_owned()
-            } else {
-                path.to_owned()
-            }
-        } else {
-            format!("{path}.{field}")
-        }
-    };
-    if text.starts_with("unknown field") {
-        let param = join(quoted);
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_parameter",
-            format!("unknown parameter '{param}'"),
-        )
-        .param(param);
-    }
-    if text.starts_with("missing field") {
-        let param = join(quoted);
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "parameter_missing",
-            format!("missing required parameter '{param}'"),
-        )
-        .param(param);
-    }
-    let param = if path == "." {
-        String::new()
-    } else {
-        path.to_owned()
-    };
-    let message = text.split(" at line ").next().unwrap_or(&text).to_owned();
-    let error = ApiError::new(
+fn malformed(error: &serde_json::Error) -> ApiError {
+    ApiError::new(
         StatusCode::BAD_REQUEST,
-        "parameter_invalid",
-        if param.is_empty() {
-            message
-        } else {
-            format!("{param}: {message}")
-        },
-    );
-    if param.is_empty() {
-        error
-    } else {
-        error.param(param)
+        "invalid_json",
+        format!("malformed JSON: {error}"),
+    )
+}
+
+/// `param` for a path from serde_path_to_error: `.` is the body itself.
+fn param_at(path: &str) -> Option<&str> {
+    (!path.is_empty() && path != ".").then_some(path)
+}
+
+fn body_error(path: &str, error: BodyError) -> ApiError {
+    use serde_json::error::Category;
+    match error {
+        BodyError::Json(e)
+            if matches!(
+                e.classify(),
+                Category::Syntax | Category::Eof | Category::Io
+            ) =>
+        {
+            malformed(&e)
+        }
+        // The path of an unknown field ends at the field itself.
+        BodyError::UnknownField(field) => {
+            let param = param_at(path).map_or(field, str::to_owned);
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_parameter",
+                format!("unknown parameter '{param}'"),
+            )
+            .param(param)
+        }
+        // The path of a missing field stops at the object that lacks it.
+        BodyError::MissingField(field) => {
+            let param = param_at(path).map_or_else(|| field.to_owned(), |p| format!("{p}.{field}"));
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "parameter_missing",
+                format!("missing required parameter '{param}'"),
+            )
+            .param(param)
+        }
+        BodyError::Json(e) => invalid_value(path, &without_position(&e)),
+        BodyError::Invalid(message) => invalid_value(path, &message),
+    }
+}
+
+/// serde_json's message without its " at line 1 column 7", which means nothing to a caller who
+/// is told the field.
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+fn invalid_value(path: &str, message: &str) -> ApiError {
+    match param_at(path) {
+        Some(param) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            format!("{param}: {message}"),
+        )
+        .param(param),
+        None => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            format!("the body must be a JSON object: {message}"),
+        ),
     }
 }

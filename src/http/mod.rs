@@ -7,6 +7,8 @@ pub mod extract;
 pub mod idempotency;
 pub mod ops;
 pub mod reservations;
+pub mod serve;
+pub mod strict;
 pub mod stripe;
 pub mod users;
 pub mod views;
@@ -162,7 +164,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, engine: Engine, metrics: PrometheusHandle) -> AppState {
+    /// Fails only if the dashboard's session files in the data directory cannot be read or made.
+    pub fn new(
+        config: &Config,
+        engine: Engine,
+        metrics: PrometheusHandle,
+    ) -> std::io::Result<AppState> {
         let webhook_secrets = config
             .apps
             .iter()
@@ -174,7 +181,7 @@ impl AppState {
                 (a.id.clone(), secrets)
             })
             .collect();
-        AppState(Arc::new(Shared {
+        Ok(AppState(Arc::new(Shared {
             engine,
             keys: Keys::from_config(config),
             sandbox_limit: SandboxLimit::new(config.server.sandbox_requests_per_second),
@@ -183,8 +190,8 @@ impl AppState {
             metrics,
             in_flight: DashMap::new(),
             last_snapshot_s: Arc::new(AtomicI64::new(0)),
-            dashboard: crate::dashboard::Settings::from_config(config),
-        }))
+            dashboard: crate::dashboard::Settings::from_config(config)?,
+        })))
     }
 
     pub fn snapshot_age_s(&self) -> Option<f64> {
@@ -231,21 +238,32 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(
             "/v1/plans",
-            get(catalog::list_plans).post(catalog::create_plan),
+            get(catalog::list_plans)
+                .options(preflight)
+                .layer(catalog_cors())
+                .post(catalog::create_plan),
         )
         .route(
             "/v1/plans/{id}",
             get(catalog::get_plan)
+                .options(preflight)
+                .layer(catalog_cors())
                 .put(catalog::put_plan)
                 .delete(catalog::delete_plan),
         )
         .route(
             "/v1/credit-packs",
-            get(catalog::list_packs).post(catalog::create_pack),
+            get(catalog::list_packs)
+                .options(preflight)
+                .layer(catalog_cors())
+                .post(catalog::create_pack),
         )
         .route(
             "/v1/credit-packs/{id}",
-            get(catalog::get_pack).put(catalog::put_pack),
+            get(catalog::get_pack)
+                .options(preflight)
+                .layer(catalog_cors())
+                .put(catalog::put_pack),
         )
         .route("/v1/credit-packs/{id}/archive", post(catalog::archive_pack))
         .route(
@@ -297,7 +315,6 @@ pub fn router(state: AppState) -> Router {
         )
         .into_response()
     }))
-    .layer(catalog_cors())
     .layer(
         tower::ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), UlidRequestId))
@@ -308,7 +325,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A browser page on any origin may read the catalog with a publishable key (GET only); writes and
-/// secret keys stay server-side, which the SDK also enforces.
+/// secret keys stay server-side, which the SDK also enforces. Layered on the catalog's GET routes
+/// only (each layered before its other methods are added), so no other route answers a browser
+/// on another origin, the dashboard included.
 fn catalog_cors() -> tower_http::cors::CorsLayer {
     use axum::http::{Method, header};
     tower_http::cors::CorsLayer::new()
@@ -316,6 +335,12 @@ fn catalog_cors() -> tower_http::cors::CorsLayer {
         .allow_methods([Method::GET])
         .allow_headers([header::AUTHORIZATION])
         .expose_headers([axum::http::HeaderName::from_static("request-id")])
+}
+
+/// `OPTIONS` on a catalog read: the CORS layer answers a browser's preflight before this runs;
+/// any other `OPTIONS` gets an empty 204.
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 /// Request ids are `req_` + a ULID: unique and sortable by time, like every other id here.

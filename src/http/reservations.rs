@@ -1,7 +1,7 @@
 //! Reservations and their one-step forms: `/v1/reservations`, `/v1/check`, `/v1/consume`.
 
 use super::error::ApiError;
-use super::extract::{Body, Secret};
+use super::extract::{Body, Path, Secret};
 use super::users::{owner, unexpected, user_key};
 use super::{AppState, views};
 use crate::actors::user_actor::{Request, View};
@@ -9,7 +9,7 @@ use crate::engine::ids::{ModelKey, parse_amount};
 use crate::engine::time::MS_PER_SECOND;
 use crate::engine::{Command, UserKey};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;

@@ -1,8 +1,9 @@
 //! The Stripe webhook: paid checkouts become grants, full refunds become revokes.
 
 use super::AppState;
-use super::credits::grant;
+use super::credits::{EXTERNAL_REF_BYTES_MAX, external_ref_fits, grant};
 use super::error::ApiError;
+use super::extract::{Path, RawBody};
 use crate::actors::clock::real_now;
 use crate::actors::user_actor::Request;
 use crate::engine::event::GrantSource;
@@ -10,8 +11,7 @@ use crate::engine::ids::UserId;
 use crate::engine::{Command, Mode, UserKey};
 use crate::stripe::{EventKind, parse_event, peek_livemode, verify};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
@@ -28,6 +28,21 @@ fn unprocessable(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
+/// An id from Stripe that will be stored (as an `externalRef`, a payment to remember, a reason)
+/// is held to the API's bound; a longer one is not Stripe's and is refused without being echoed.
+fn bounded_id(what: &str, value: &str) -> Result<(), ApiError> {
+    if external_ref_fits(value) {
+        return Ok(());
+    }
+    Err(unprocessable(
+        "parameter_invalid",
+        format!(
+            "the event's {what} is {} bytes; ids must be 1 to {EXTERNAL_REF_BYTES_MAX}",
+            value.len()
+        ),
+    ))
+}
+
 fn ignored(why: &str) -> Json<Value> {
     tracing::info!(why, "stripe event ignored");
     Json(json!({"received": true, "ignored": true}))
@@ -37,7 +52,7 @@ pub async fn webhook(
     State(s): State<AppState>,
     Path(app): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let secrets = s
         .webhook_secrets
@@ -72,6 +87,10 @@ pub async fn webhook(
             pack_id,
             payment_intent,
         } => {
+            bounded_id("checkout session id", &session_id)?;
+            if let Some(intent) = &payment_intent {
+                bounded_id("payment_intent", intent)?;
+            }
             let user = user_id.ok_or_else(|| {
                 unprocessable("user_missing", format!(
                     "checkout session {session_id} has neither metadata.userId nor client_reference_id"
@@ -89,6 +108,7 @@ pub async fn webhook(
                     format!("checkout session {session_id} has no metadata.packId"),
                 )
             })?;
+            bounded_id("metadata.packId", &pack_id)?;
             let key = UserKey { app, mode, user };
             let command = Command::Grant {
                 pack_id,
@@ -123,6 +143,10 @@ pub async fn webhook(
             payment_intent,
             fully_refunded,
         } => {
+            bounded_id("charge id", &charge_id)?;
+            if let Some(intent) = &payment_intent {
+                bounded_id("payment_intent", intent)?;
+            }
             if !fully_refunded {
                 tracing::info!(charge = %charge_id, "partial refund: credits left as they are");
                 return Ok(ignored("partial refund"));

@@ -1,13 +1,13 @@
 //! Subscriptions, usage and the ledger: `/v1/users/{userId}/…`.
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, Secret};
+use super::extract::{Body, Caller, Path, Secret};
 use super::{AppState, views};
 use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{Pattern, UserId};
 use crate::engine::{Command, UserKey};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,8 +59,32 @@ impl Default for Options {
     }
 }
 
+/// Config lines a test may change, also between restarts (they apply at the next start).
+#[derive(Clone, Debug)]
+pub struct Tweaks {
+    /// Extra lines for the `[server]` table.
+    pub server_lines: String,
+    /// Extra lines for the app's `[[apps]]` table.
+    pub app_lines: String,
+    pub dashboard_password: String,
+    /// `None` leaves the key out of the config, so the server's default applies.
+    pub seed_demo_catalog: Option<bool>,
+}
+
+impl Default for Tweaks {
+    fn default() -> Self {
+        Tweaks {
+            server_lines: String::new(),
+            app_lines: String::new(),
+            dashboard_password: "it-dashboard-password".into(),
+            seed_demo_catalog: Some(true),
+        }
+    }
+}
+
 pub struct TestApp {
     pub base: String,
+    pub tweaks: Tweaks,
     dir: TempDir,
     child: Option<Child>,
     client: reqwest::Client,
@@ -81,6 +104,15 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 /// Like `spawn_app_with`, with `extra_storage` appended to the config's `[storage]` table, e.g.
 /// `"snapshot_every_records = 200\nsnapshot_every_seconds = 1\n"`.
 pub async fn spawn_app_with_storage(options: Options, extra_storage: &str) -> TestApp {
+    spawn_app_full(options, extra_storage, Tweaks::default()).await
+}
+
+/// A server whose config carries `tweaks`.
+pub async fn spawn_app_tweaked(tweaks: Tweaks) -> TestApp {
+    spawn_app_full(Options::default(), "", tweaks).await
+}
+
+async fn spawn_app_full(options: Options, extra_storage: &str, tweaks: Tweaks) -> TestApp {
     let dir = tempfile::Builder::new()
         .prefix("vevee-it-")
         .tempdir()
@@ -92,6 +124,7 @@ pub async fn spawn_app_with_storage(options: Options, extra_storage: &str) -> Te
         .expect("http client");
     let mut app = TestApp {
         base: String::new(),
+        tweaks,
         dir,
         child: None,
         client,
@@ -100,11 +133,6 @@ pub async fn spawn_app_with_storage(options: Options, extra_storage: &str) -> Te
     };
     app.start().await;
     app
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
 }
 
 impl TestApp {
@@ -128,24 +156,59 @@ impl TestApp {
         child.wait().expect("wait for the server")
     }
 
+    /// SIGTERM, then waits at most `limit` for the server to exit; `None` (and a SIGKILL) if it
+    /// did not.
+    pub fn stop_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("the server is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    /// The `host:port` the server listens on.
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    fn write_config(&self, port: u16) -> PathBuf {
+    fn write_config(&self) -> PathBuf {
         let d = self.dir.path();
         let mut cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\ndata_dir = \"{}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\naddress_file = \"{}\"\n{}\n[storage]\ndata_dir = \"{}\"\n\
              snapshot_dir = \"{}\"\n{}\n[[apps]]\nid = \"{APP_ID}\"\n\
              secret_key_test = \"{SK_TEST}\"\npublishable_key_test = \"{PK_TEST}\"\n\
              stripe_webhook_secret_test = \"{WHSEC_TEST}\"\n\
              stripe_webhook_secret_live = \"{WHSEC_LIVE}\"\n\
-             dashboard_password = \"it-dashboard-password\"\n",
+             dashboard_password = \"{}\"\n{}{}\n",
+            self.address_path().display(),
+            self.tweaks.server_lines,
             d.join("data").display(),
             d.join("snapshots").display(),
             self.extra_storage,
+            self.tweaks.dashboard_password,
+            self.tweaks
+                .seed_demo_catalog
+                .map_or(String::new(), |seed| format!(
+                    "seed_demo_catalog = {seed}\n"
+                )),
+            self.tweaks.app_lines,
         );
         if let Some((open, balances)) = self.options.user_bounds {
             cfg = cfg.replace(
@@ -178,51 +241,58 @@ impl TestApp {
         path
     }
 
+    fn address_path(&self) -> PathBuf {
+        self.dir.path().join("address")
+    }
+
+    /// Starts the server on a port the system picks (`listen = "127.0.0.1:0"`) and reads the
+    /// address back from `address_file`: no window in which another process can take the port.
     async fn start(&mut self) {
-        let mut last_err = String::new();
-        for _attempt in 0..3 {
-            let port = free_port();
-            let config = self.write_config(port);
-            let mut log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.log_path())
-                .expect("open log");
-            writeln!(log, "----- start on port {port} -----").ok();
-            let log_err: File = log.try_clone().expect("clone log");
-            let child = Command::new(env!("CARGO_BIN_EXE_vevee"))
-                .arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .current_dir(self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log_err))
-                .spawn()
-                .expect("spawn vevee");
-            self.child = Some(child);
-            self.base = format!("http://127.0.0.1:{port}");
-            match self.wait_ready().await {
-                Ok(()) => return,
-                Err(e) => {
-                    last_err = e;
-                    self.kill();
-                }
-            }
+        let config = self.write_config();
+        let _ = std::fs::remove_file(self.address_path());
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open log");
+        writeln!(log, "----- start -----").ok();
+        let log_err: File = log.try_clone().expect("clone log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vevee"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .expect("spawn vevee");
+        self.child = Some(child);
+        if let Err(e) = self.wait_ready().await {
+            self.kill();
+            panic!(
+                "vevee did not become ready: {e}\n--- server log ---\n{}",
+                self.log_tail(60)
+            );
         }
-        panic!(
-            "vevee did not become ready: {last_err}\n--- server log ---\n{}",
-            self.log_tail(60)
-        );
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let url = format!("{}/readyz", self.base);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!("server exited early with {status}"));
             }
+            // The file is written whole (renamed into place) once the server listens.
+            let Ok(address) = std::fs::read_to_string(self.address_path()) else {
+                if Instant::now() > deadline {
+                    return Err("no address file within 20 s".into());
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                continue;
+            };
+            self.base = format!("http://{}", address.trim());
+            let url = format!("{}/readyz", self.base);
             let r = self
                 .client
                 .get(&url)

@@ -317,3 +317,79 @@ async fn a_full_refund_revokes_the_checkout_balances_and_a_partial_one_is_ignore
     assert_eq!(amounts, vec![5, 6], "what was left of each balance, once");
     app.assert_ledger_agrees(SK_TEST, u).await;
 }
+
+#[tokio::test]
+async fn a_signed_webhook_is_held_to_the_limits_of_the_api_and_grants_nothing_beyond_them() {
+    let app = spawn_app().await;
+    let long_session = format!("cs_test_{}", "x".repeat(100_000));
+    let cases = [
+        (
+            checkout(
+                &long_session,
+                false,
+                "paid",
+                json!({"packId": "cpk_gemini_topup", "userId": "u_long"}),
+                Value::Null,
+            ),
+            "u_long",
+        ),
+        (
+            checkout(
+                "cs_test_bad_user",
+                false,
+                "paid",
+                json!({"packId": "cpk_gemini_topup", "userId": "not a user id!"}),
+                Value::Null,
+            ),
+            "u_none",
+        ),
+    ];
+    for (event, user) in cases {
+        let r = deliver(&app, &event).await;
+        let shown = r.1.to_string().chars().take(300).collect::<String>();
+        assert_eq!(r.0.as_u16(), 422, "{shown}");
+        assert_eq!(r.1["error"]["type"], "unprocessable", "{shown}");
+        assert!(
+            r.1["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.len() < 1000),
+            "the message does not echo 100 KB: {shown}"
+        );
+        assert_eq!(app.usage(SK_TEST, user).await["credits"], json!([]));
+    }
+    // A refund's charge id is held to the same bound, before anything is revoked.
+    let paid = checkout(
+        "cs_test_ok",
+        false,
+        "paid",
+        json!({"packId": "cpk_gemini_topup", "userId": "u_ok"}),
+        Value::Null,
+    );
+    ok(&deliver(&app, &paid).await, 200);
+    let mut long_refund = refund("pi_cs_test_ok", 400, 400);
+    long_refund["data"]["object"]["id"] = json!(format!("ch_{}", "y".repeat(100_000)));
+    let r = deliver(&app, &long_refund).await;
+    assert_error(
+        &r,
+        422,
+        "unprocessable",
+        Some("parameter_invalid"),
+        Param::Any,
+    );
+    let credits = &app.usage(SK_TEST, "u_ok").await["credits"];
+    assert_eq!(credits[0]["status"], "active", "{credits}");
+}
+
+#[tokio::test]
+async fn a_webhook_body_over_one_mebibyte_is_refused_in_the_api_shape() {
+    let app = spawn_app().await;
+    let body = format!("{{\"pad\": \"{}\"}}", "z".repeat(1024 * 1024));
+    let r = deliver_with(&app, &body, "t=1,v1=00").await;
+    assert_error(
+        &r,
+        413,
+        "payload_too_large",
+        Some("body_too_large"),
+        Param::Any,
+    );
+}

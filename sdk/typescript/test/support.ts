@@ -72,6 +72,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         `publishable_key_test = "${PUBLISHABLE_KEY}"`,
         `secret_key_live = "${LIVE_KEY}"`,
         'stripe_webhook_secret_test = "whsec_sdk_suite"',
+        "seed_demo_catalog = true",
         "",
       ].join("\n"),
     );

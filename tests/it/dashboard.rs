@@ -1,0 +1,394 @@
+//! The dashboard over HTTP, as a browser without JavaScript would use it: sign-in throttling,
+//! revocable sessions and the security headers of its pages.
+
+use crate::support::*;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+const PASSWORD: &str = "it-dashboard-password";
+
+/// A browser from one address: no redirects followed, cookies passed by hand.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    /// The value of the hidden `csrf` field of the page's forms.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("a csrf field")
+            + 19;
+        self.body[at..].split('"').next().unwrap().to_owned()
+    }
+
+    /// `name=value` of the cookie the page sets under `name`, if it sets one.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .map(|v| v.split(';').next().unwrap().to_owned())
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp, from: &str) -> Browser {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(from.parse::<IpAddr>().unwrap())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Browser {
+            client,
+            base: app.base.clone(),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> Page {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        Page {
+            status: r.status(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> Page {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        Page {
+            status: r.status(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    /// Signs in and returns the answer; on success it carries the session cookie.
+    async fn sign_in(&self, password: &str) -> Page {
+        let form = self.get("/dashboard/sign-in", "").await;
+        let cookie = form
+            .cookie("vevee_dashboard_signin")
+            .expect("a sign-in cookie");
+        let csrf = form.csrf();
+        self.post(
+            "/dashboard/sign-in",
+            &cookie,
+            &[("csrf", &csrf), ("app", APP_ID), ("password", password)],
+        )
+        .await
+    }
+
+    /// A session cookie, or a panic with the page that refused it.
+    async fn session(&self, password: &str) -> String {
+        let page = self.sign_in(password).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        page.cookie("vevee_dashboard").expect("a session cookie")
+    }
+}
+
+/// Whether `cookie` is a live session: its plans page is shown rather than the sign-in page.
+async fn signed_in(b: &Browser, cookie: &str) -> bool {
+    let page = b.get("/dashboard/test/plans", cookie).await;
+    match page.status {
+        StatusCode::OK => true,
+        StatusCode::SEE_OTHER => false,
+        other => panic!("plans page answered {other}: {}", page.body),
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_from_one_address_never_hold_up_a_right_one() {
+    let app = spawn_app().await;
+    let attacker = std::sync::Arc::new(Browser::new(&app, "127.0.0.2"));
+    let operator = Browser::new(&app, "127.0.0.1");
+    let mut wrong = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let attacker = attacker.clone();
+        wrong.spawn(async move { attacker.sign_in(&format!("guess-{i}")).await.status });
+    }
+    // Let the guesses reach the server first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let page = operator.sign_in(PASSWORD).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let mut statuses = Vec::new();
+    while let Some(status) = wrong.try_join_next() {
+        statuses.push(status.unwrap());
+    }
+    assert!(
+        statuses.len() < 20,
+        "all 20 wrong sign-ins were answered before the right one"
+    );
+    while let Some(status) = wrong.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    // None got in, and past the per-address budget they were turned away without a check.
+    assert!(
+        statuses.iter().all(|s| *s != StatusCode::SEE_OTHER),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "20 guesses at once were all checked: {statuses:?}"
+    );
+    // The throttled address cannot even try the right password for now; the operator's can.
+    let page = attacker.sign_in(PASSWORD).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+    assert!(
+        page.header("retry-after")
+            .parse::<u64>()
+            .is_ok_and(|s| s > 0)
+    );
+    operator.session(PASSWORD).await;
+}
+
+#[tokio::test]
+async fn a_right_password_is_not_queued_behind_wrong_ones_from_the_same_address() {
+    let app = spawn_app().await;
+    let browser = std::sync::Arc::new(Browser::new(&app, "127.0.0.3"));
+    let mut wrong = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let browser = browser.clone();
+        wrong.spawn(async move { browser.sign_in(&format!("typo-{i}")).await.status });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let page = browser.sign_in(PASSWORD).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let mut finished_first = 0;
+    while let Some(status) = wrong.try_join_next() {
+        assert_eq!(status.unwrap(), StatusCode::UNAUTHORIZED);
+        finished_first += 1;
+    }
+    assert!(
+        finished_first < 4,
+        "the right password waited for the wrong ones"
+    );
+    while let Some(status) = wrong.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_on_the_server_also_across_a_restart() {
+    let mut app = spawn_app().await;
+    let b = Browser::new(&app, "127.0.0.1");
+    let kept = b.session(PASSWORD).await;
+    let cookie = b.session(PASSWORD).await;
+    assert!(signed_in(&b, &cookie).await);
+    let page = b.get("/dashboard/test/plans", &cookie).await;
+    let csrf = page.csrf();
+    let out = b
+        .post("/dashboard/sign-out", &cookie, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+
+    // A copy of the old cookie reads nothing and changes nothing.
+    assert!(!signed_in(&b, &cookie).await);
+    let grant = b
+        .post(
+            "/dashboard/test/users/u_dash/grant",
+            &cookie,
+            &[("csrf", &csrf), ("pack_id", "cpk_gemini_topup")],
+        )
+        .await;
+    assert_eq!(grant.status, StatusCode::UNAUTHORIZED, "{}", grant.body);
+    assert!(signed_in(&b, &kept).await, "another session was ended too");
+
+    // A restart with the same password keeps sessions, and keeps the signed-out one ended.
+    app.restart().await;
+    let b = Browser::new(&app, "127.0.0.1");
+    assert!(signed_in(&b, &kept).await, "a restart ended a live session");
+    assert!(
+        !signed_in(&b, &cookie).await,
+        "a restart revived a signed-out session"
+    );
+}
+
+#[tokio::test]
+async fn a_new_dashboard_password_ends_every_session_of_the_app() {
+    let mut app = spawn_app().await;
+    let b = Browser::new(&app, "127.0.0.1");
+    let old = b.session(PASSWORD).await;
+    app.tweaks.dashboard_password = "a-brand-new-password".into();
+    app.stop();
+    app.start_again().await;
+    let b = Browser::new(&app, "127.0.0.1");
+    assert!(
+        !signed_in(&b, &old).await,
+        "a session of the old password lives on"
+    );
+    assert_eq!(b.sign_in(PASSWORD).await.status, StatusCode::UNAUTHORIZED);
+    let new = b.session("a-brand-new-password").await;
+    assert!(signed_in(&b, &new).await);
+}
+
+#[tokio::test]
+async fn dashboard_pages_refuse_framing_and_signed_in_pages_are_not_cached() {
+    let app = spawn_app().await;
+    let b = Browser::new(&app, "127.0.0.1");
+    let cookie = b.session(PASSWORD).await;
+    let sign_in = b.get("/dashboard/sign-in", "").await;
+    let plans = b.get("/dashboard/test/plans", &cookie).await;
+    let user = b.get("/dashboard/test/users?user=u_h", &cookie).await;
+    let refused = b.get("/dashboard/test/plans", "").await;
+    for page in [&sign_in, &plans, &user, &refused] {
+        assert_eq!(page.header("x-frame-options"), "DENY");
+        assert!(
+            page.header("content-security-policy")
+                .contains("frame-ancestors 'none'"),
+            "{:?}",
+            page.headers
+        );
+    }
+    for page in [&plans, &user] {
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.header("cache-control"), "no-store");
+    }
+}
+
+#[tokio::test]
+async fn only_the_catalog_reads_answer_a_page_on_another_origin() {
+    let app = spawn_app().await;
+    let origin = [("origin", "https://shop.example")];
+    let allowed = |r: &Resp| r.2.get("access-control-allow-origin").is_some();
+    for path in [
+        "/v1/plans",
+        "/v1/plans/free",
+        "/v1/credit-packs",
+        "/v1/credit-packs/cpk_gemini_topup",
+    ] {
+        let r = app
+            .send(reqwest::Method::GET, path, Some(PK_TEST), None, &origin)
+            .await;
+        assert!(allowed(&r), "GET {path}: {:?}", r.2);
+        let preflight = app
+            .send(
+                reqwest::Method::OPTIONS,
+                path,
+                None,
+                None,
+                &[
+                    ("origin", "https://shop.example"),
+                    ("access-control-request-method", "GET"),
+                ],
+            )
+            .await;
+        assert!(allowed(&preflight), "OPTIONS {path}: {:?}", preflight.2);
+    }
+    let plan = serde_json::json!({"id": "p_cors", "name": "P",
+        "price": {"amount": 0, "currency": "usd", "interval": null}, "limits": []});
+    let others = [
+        (
+            reqwest::Method::POST,
+            "/v1/plans",
+            Some(plan.to_string().into_bytes()),
+        ),
+        (reqwest::Method::GET, "/v1/users/u_cors/usage", None),
+        (reqwest::Method::POST, "/v1/consume", Some(b"{}".to_vec())),
+        (reqwest::Method::GET, "/dashboard/sign-in", None),
+        (reqwest::Method::GET, "/healthz", None),
+    ];
+    for (method, path, body) in others {
+        let r = app
+            .send(method.clone(), path, Some(SK_TEST), body, &origin)
+            .await;
+        assert!(!allowed(&r), "{method} {path}: {:?}", r.2);
+    }
+    let preflight = app
+        .send(
+            reqwest::Method::OPTIONS,
+            "/v1/consume",
+            None,
+            None,
+            &[
+                ("origin", "https://shop.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        )
+        .await;
+    assert!(!allowed(&preflight), "{:?}", preflight.2);
+}
+
+#[tokio::test]
+async fn the_sign_in_page_names_no_app_unless_the_config_says_so() {
+    let app = spawn_app().await;
+    let page = Browser::new(&app, "127.0.0.1")
+        .get("/dashboard/sign-in", "")
+        .await;
+    assert!(!page.body.contains(APP_ID), "{}", page.body);
+    // Typing the id signs in as before.
+    Browser::new(&app, "127.0.0.1").session(PASSWORD).await;
+
+    let listed = spawn_app_tweaked(Tweaks {
+        server_lines: "dashboard_sign_in_lists_apps = true\n".into(),
+        ..Tweaks::default()
+    })
+    .await;
+    let page = Browser::new(&listed, "127.0.0.1")
+        .get("/dashboard/sign-in", "")
+        .await;
+    assert!(
+        page.body.contains(&format!("<option value=\"{APP_ID}\"")),
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
+async fn many_pending_reservations_are_shown_a_page_at_a_time() {
+    let app = spawn_app().await;
+    create_pack(&app, "cpk_many", "image.*", 1_000, None).await;
+    app.grant_one(SK_TEST, "u_many", "cpk_many", "cs_many")
+        .await;
+    for _ in 0..120 {
+        app.reserve_ok(SK_TEST, "u_many", DALLE, 1).await;
+    }
+    let b = Browser::new(&app, "127.0.0.1");
+    let cookie = b.session(PASSWORD).await;
+    let rows = |page: &Page| page.body.matches("<td><code class=\"small\">res_").count();
+    let first = b.get("/dashboard/test/users?user=u_many", &cookie).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(rows(&first), 50, "{}", first.body.len());
+    assert!(
+        first.body.contains("1–50 of 120"),
+        "the page says how many there are"
+    );
+    let last = b
+        .get("/dashboard/test/users?user=u_many&pending=100", &cookie)
+        .await;
+    assert_eq!(rows(&last), 20);
+    assert!(last.body.contains("101–120 of 120"));
+    assert!(!last.body.contains("Older reservations"));
+    assert!(first.body.contains("pending=50"), "a link to the next page");
+}
