@@ -5,6 +5,10 @@
 //! once and queues its events; the caller waits for the journal writer to make them durable while
 //! the actor goes on with its next message (DESIGN.md rule 3).
 
+/// 9000-01-01T00:00:00Z in ms: the test clock stops short of jiff's year 9999 by enough for a
+/// pack's 100-year expiry.
+const TEST_CLOCK_MAX_MS: i64 = 221_845_392_000_000;
+
 pub mod clock;
 pub mod journal_writer;
 pub mod snapshotter;
@@ -291,6 +295,11 @@ impl Engine {
         let offset = step_ms
             .and_then(|ms| shared.clock.test_offset_ms().checked_add(ms))
             .ok_or(EngineError::Rejected(Rejection::ClockOverflow))?;
+        // Every timestamp the clock leads to (TTLs, pack expiry up to 100 years on) must still be
+        // a calendar date that RFC 3339 can write: found by schemathesis.
+        if crate::actors::clock::real_now().plus_ms(offset).0 > TEST_CLOCK_MAX_MS {
+            return Err(EngineError::Rejected(Rejection::ClockOverflow));
+        }
         let seq = self.shared.journal.push([Record::TestClock {
             app: app.to_owned(),
             offset_ms: offset,
