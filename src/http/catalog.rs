@@ -372,6 +372,7 @@ async fn change_plan(
     responses(
         (status = 201, description = "Created", body = doc::Plan,
             links(("GetPlan" = (operation_id = "getPlan", parameters(("id" = "$response.body#/id")))),
+                  ("DeletePlan" = (operation_id = "deletePlan", parameters(("id" = "$response.body#/id")))),
                   ("SubscribeToPlan" = (operation_id = "putSubscription",
                       request_body = json!({"planId": "$response.body#/id"}))))),
         (status = 409, description = "The id is taken (`plan_exists`), or an `Idempotency-Key` conflict", body = Error)))]

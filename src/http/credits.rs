@@ -94,7 +94,10 @@ pub async fn grant(
     responses(
         (status = 201, description = "Granted", body = doc::Grant,
             links(("GetBalance" = (operation_id = "getBalance", parameters(("id" = "$response.body#/balances/0/id")))),
-                  ("RevokeBalance" = (operation_id = "revokeBalance", parameters(("id" = "$response.body#/balances/0/id")))))),
+                  ("RevokeBalance" = (operation_id = "revokeBalance", parameters(("id" = "$response.body#/balances/0/id")))),
+                  ("ReserveFromBalance" = (operation_id = "reserve",
+                      request_body = json!({"userId": "$response.body#/userId",
+                          "model": "$response.body#/balances/0/match", "amount": 1}))))),
         (status = 200, description = "Granted before: nothing granted now", body = doc::Grant),
         (status = 400, description = "Invalid body; `expiresAt` not in the future (`expires_at_in_past`)", body = Error),
         (status = 404, description = "No such pack (`pack_not_found`)", body = Error)))]

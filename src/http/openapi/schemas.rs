@@ -5,7 +5,8 @@
 //! them and are never constructed. They are closed (`additionalProperties: false`) and every field
 //! is required (API.md: a field with no value is present as `null`), so an answer that gains,
 //! loses or retypes a field without this file fails schemathesis's response-conformance check in
-//! `scripts/test.d/25-schemathesis.sh`, and `tests/it/openapi.rs` checks the walkthrough's answers.
+//! `scripts/test.d/25-schemathesis.sh`; the TypeScript SDK's types are checked against them in
+//! `sdk/typescript/test/openapi-types.test.ts`.
 
 #![allow(dead_code)]
 
