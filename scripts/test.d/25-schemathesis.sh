@@ -67,7 +67,8 @@ if [ "$seed" != "random" ]; then seed_args=(--seed "$seed"); fi
 run() {
   local key="$1"
   echo "== schemathesis with ${key%%_fuzz*} key"
-  "$venv/bin/schemathesis" \
+  # From the temp dir: schemathesis keeps its example database in ./.schemathesis.
+  (cd "$work" && "$venv/bin/schemathesis" \
     --config-file "$root/scripts/schemathesis.toml" \
     run "$base/openapi.json" \
     --header "Authorization: Bearer $key" \
@@ -75,7 +76,7 @@ run() {
     --max-examples "$examples" \
     --workers 1 \
     --no-color \
-    "${seed_args[@]}"
+    "${seed_args[@]}")
 }
 
 status=0

@@ -39,7 +39,6 @@ pub const PUBLISHABLE_KEY: &str = "publishableKey";
             `{\"error\": {\"type\", \"code\", \"message\", \"param\"}}`.",
         license(name = "MIT", identifier = "MIT"),
     ),
-    servers((url = "http://127.0.0.1:8080", description = "the default `config.toml`")),
     components(schemas(schemas::Error)),
     tags(
         (name = "Catalog", description = "Plans and credit packs: one catalog per app, shared by test and live mode."),
