@@ -38,6 +38,9 @@ enum Cmd {
         #[arg(long, default_value = "config.toml", env = "VEVEE_CONFIG")]
         config: PathBuf,
     },
+    /// Prints the OpenAPI 3.1 document of the HTTP API (what `GET /openapi.json` serves), so a
+    /// client generator can run without a server.
+    Openapi,
 }
 
 fn init_logs(json: bool) {
@@ -99,6 +102,10 @@ fn main() -> anyhow::Result<()> {
             init_logs(false);
             let seq = vevee::admin::snapshot(&config)?;
             println!("snapshot written at sequence {seq}");
+            Ok(())
+        }
+        Cmd::Openapi => {
+            println!("{}", vevee::http::openapi::json());
             Ok(())
         }
     }

@@ -11,67 +11,117 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use utoipa::ToSchema;
 
-#[derive(Debug, Deserialize)]
+use super::number::{optional_whole_u32, whole};
+use super::openapi::schemas::{self as doc, Error};
+
+/// A price in the currency's smallest unit; `interval` is for plans only (`null`: free).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PriceBody {
+    #[serde(deserialize_with = "whole")]
+    #[schema(value_type = doc::Amount)]
     pub amount: u64,
+    /// A three-letter ISO currency code.
+    #[schema(pattern = "^[A-Za-z]{3}$", example = "usd")]
     pub currency: String,
     #[serde(default)]
+    #[schema(value_type = Option<doc::Interval>)]
     pub interval: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LimitBody {
+    /// Unique within the plan.
+    #[schema(value_type = doc::Slug)]
     pub id: String,
+    /// 1 to 200 characters; the id when omitted.
     #[serde(default)]
+    #[schema(value_type = Option<doc::Name>)]
     pub name: Option<String>,
+    /// The models the limit charges: at least one pattern.
     #[serde(rename = "match")]
+    #[schema(value_type = Vec<doc::Pattern>, min_items = 1)]
     pub patterns: Vec<String>,
+    #[serde(deserialize_with = "whole")]
+    #[schema(value_type = doc::Amount)]
     pub limit: u64,
+    #[schema(value_type = doc::Slug, example = "count")]
     pub unit: String,
+    #[schema(value_type = doc::Period)]
     pub period: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"id": "pro", "name": "Pro",
+    "price": {"amount": 900, "currency": "usd", "interval": "month"},
+    "limits": [{"id": "images", "name": "Images", "match": ["image.*"], "limit": 40,
+                "unit": "count", "period": "month"}]}))]
 pub struct PlanBody {
+    /// Required with POST; with PUT, omitted, `null` or equal to the id in the path.
     #[serde(default)]
+    #[schema(value_type = Option<doc::Slug>)]
     pub id: Option<String>,
+    #[schema(value_type = doc::Name)]
     pub name: String,
+    /// Free (0 usd, no interval) when omitted.
     #[serde(default)]
     pub price: Option<PriceBody>,
+    /// 0 to 100 limits, ids unique within the plan.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub limits: Vec<LimitBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ItemBody {
+    /// Unique within the pack; `item_N` (its position from 1) when omitted.
     #[serde(default)]
+    #[schema(value_type = Option<doc::Slug>)]
     pub id: Option<String>,
     #[serde(rename = "match")]
+    #[schema(value_type = doc::Pattern)]
     pub pattern: String,
+    #[serde(deserialize_with = "whole")]
+    #[schema(value_type = doc::Quantity)]
     pub amount: u64,
+    #[schema(value_type = doc::Slug, example = "count")]
     pub unit: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"id": "cpk_creator_bundle", "name": "Creator Bundle",
+    "price": {"amount": 1500, "currency": "usd"}, "expiresInDays": 90,
+    "stripePriceId": "price_123",
+    "items": [{"id": "dalle", "match": "image.dall-e-3", "amount": 10, "unit": "count"},
+              {"id": "veo", "match": "video.veo-3", "amount": 5, "unit": "seconds"}]}))]
 pub struct PackBody {
+    /// Required with POST; with PUT, omitted, `null` or equal to the id in the path.
     #[serde(default)]
+    #[schema(value_type = Option<doc::Slug>)]
     pub id: Option<String>,
+    #[schema(value_type = doc::Name)]
     pub name: String,
+    /// 0 usd when omitted; no `interval` on a pack.
     #[serde(default)]
     pub price: Option<PriceBody>,
-    #[serde(default)]
+    /// Days from the grant until the credits expire; `null`: never.
+    #[serde(default, deserialize_with = "optional_whole_u32")]
+    #[schema(minimum = 1, maximum = 36500)]
     pub expires_in_days: Option<u32>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     pub stripe_price_id: Option<String>,
     #[serde(default)]
     pub archived: Option<bool>,
+    /// 1 to 100 items, ids unique within the pack.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemBody>,
 }
 
@@ -271,6 +321,9 @@ pub fn pack_from(path_id: Option<String>, body: PackBody) -> Result<Pack, ApiErr
     })
 }
 
+#[utoipa::path(get, path = "/v1/plans", operation_id = "listPlans", tag = "Catalog",
+    summary = "List the plans", security(("secretKey" = []), ("publishableKey" = [])),
+    responses((status = 200, description = "Every plan of the app", body = doc::PlanList)))]
 pub async fn list_plans(
     State(s): State<AppState>,
     caller: Caller,
@@ -281,6 +334,12 @@ pub async fn list_plans(
     )))
 }
 
+#[utoipa::path(get, path = "/v1/plans/{id}", operation_id = "getPlan", tag = "Catalog",
+    summary = "Get a plan", security(("secretKey" = []), ("publishableKey" = [])),
+    params(("id" = String, Path, description = "The plan's id", example = "pro")),
+    responses(
+        (status = 200, description = "The plan", body = doc::Plan),
+        (status = 404, description = "No such plan (`plan_not_found`)", body = Error)))]
 pub async fn get_plan(
     State(s): State<AppState>,
     caller: Caller,
@@ -308,6 +367,15 @@ async fn change_plan(
         .unwrap_or(Value::Null))
 }
 
+#[utoipa::path(post, path = "/v1/plans", operation_id = "createPlan", tag = "Catalog",
+    summary = "Create a plan", security(("secretKey" = [])), request_body = PlanBody,
+    responses(
+        (status = 201, description = "Created", body = doc::Plan,
+            links(("GetPlan" = (operation_id = "getPlan", parameters(("id" = "$response.body#/id")))),
+                  ("DeletePlan" = (operation_id = "deletePlan", parameters(("id" = "$response.body#/id")))),
+                  ("SubscribeToPlan" = (operation_id = "putSubscription",
+                      request_body = json!({"planId": "$response.body#/id"}))))),
+        (status = 409, description = "The id is taken (`plan_exists`), or an `Idempotency-Key` conflict", body = Error)))]
 pub async fn create_plan(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -319,6 +387,14 @@ pub async fn create_plan(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(put, path = "/v1/plans/{id}", operation_id = "putPlan", tag = "Catalog",
+    summary = "Create or replace a plan",
+    description = "A changed limit applies to subscribers from their next operation; `used` carries over by limit id.",
+    security(("secretKey" = [])), request_body = PlanBody,
+    params(("id" = doc::Slug, Path, description = "The plan's id")),
+    responses(
+        (status = 200, description = "The plan as stored", body = doc::Plan),
+        (status = 400, description = "Invalid id or body (`parameter_invalid`), or a body id that is not the path's", body = Error)))]
 pub async fn put_plan(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -331,6 +407,13 @@ pub async fn put_plan(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/plans/{id}", operation_id = "deletePlan", tag = "Catalog",
+    summary = "Delete a plan", security(("secretKey" = [])),
+    params(("id" = String, Path, description = "The plan's id")),
+    responses(
+        (status = 200, description = "Deleted", body = doc::Deleted),
+        (status = 404, description = "No such plan (`plan_not_found`)", body = Error),
+        (status = 409, description = "An active subscription in either mode uses it (`plan_in_use`)", body = Error)))]
 pub async fn delete_plan(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -342,19 +425,20 @@ pub async fn delete_plan(
     Ok(Json(serde_json::json!({"id": id, "deleted": true})))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PackQuery {
-    #[serde(default)]
-    include_archived: Option<String>,
-}
-
+#[utoipa::path(get, path = "/v1/credit-packs", operation_id = "listCreditPacks", tag = "Catalog",
+    summary = "List the credit packs", security(("secretKey" = []), ("publishableKey" = [])),
+    params(("includeArchived" = Option<bool>, Query, description = "Also list archived packs")),
+    responses(
+        (status = 200, description = "The packs, archived ones only with `includeArchived=true`", body = doc::PackList),
+        (status = 400, description = "`includeArchived` is not `true` or `false`", body = Error)))]
 pub async fn list_packs(
     State(s): State<AppState>,
     caller: Caller,
-    Query(query): Query<PackQuery>,
+    // A map, not a struct: a repeated parameter then reads as its last value instead of being a
+    // plain-text rejection from axum (found by schemathesis).
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let archived = match query.include_archived.as_deref() {
+    let archived = match query.get("includeArchived").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => {
@@ -373,6 +457,12 @@ pub async fn list_packs(
     Ok(Json(views::list(packs.collect())))
 }
 
+#[utoipa::path(get, path = "/v1/credit-packs/{id}", operation_id = "getCreditPack", tag = "Catalog",
+    summary = "Get a credit pack", security(("secretKey" = []), ("publishableKey" = [])),
+    params(("id" = String, Path, description = "The pack's id", example = "cpk_creator_bundle")),
+    responses(
+        (status = 200, description = "The pack", body = doc::Pack),
+        (status = 404, description = "No such pack (`pack_not_found`)", body = Error)))]
 pub async fn get_pack(
     State(s): State<AppState>,
     caller: Caller,
@@ -399,6 +489,15 @@ async fn change_pack(
         .unwrap_or(Value::Null))
 }
 
+#[utoipa::path(post, path = "/v1/credit-packs", operation_id = "createCreditPack", tag = "Catalog",
+    summary = "Create a credit pack", security(("secretKey" = [])), request_body = PackBody,
+    responses(
+        (status = 201, description = "Created", body = doc::Pack,
+            links(("GetCreditPack" = (operation_id = "getCreditPack", parameters(("id" = "$response.body#/id")))),
+                  ("GrantCreditPack" = (operation_id = "createGrant",
+                      request_body = json!({"userId": "ana", "packId": "$response.body#/id",
+                          "externalRef": "cs_test_1", "source": "purchase"}))))),
+        (status = 409, description = "The id is taken (`pack_exists`), or an `Idempotency-Key` conflict", body = Error)))]
 pub async fn create_pack(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -410,6 +509,13 @@ pub async fn create_pack(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(put, path = "/v1/credit-packs/{id}", operation_id = "putCreditPack", tag = "Catalog",
+    summary = "Create or replace a credit pack", description = "An edit changes future grants only.",
+    security(("secretKey" = [])), request_body = PackBody,
+    params(("id" = doc::Slug, Path, description = "The pack's id")),
+    responses(
+        (status = 200, description = "The pack as stored", body = doc::Pack),
+        (status = 400, description = "Invalid id or body (`parameter_invalid`), or a body id that is not the path's", body = Error)))]
 pub async fn put_pack(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -423,10 +529,18 @@ pub async fn put_pack(
 }
 
 /// The archive call takes no parameters; an empty object is the only body it accepts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoParameters {}
 
+#[utoipa::path(post, path = "/v1/credit-packs/{id}/archive", operation_id = "archiveCreditPack", tag = "Catalog",
+    summary = "Archive a credit pack",
+    description = "It leaves the default list; it can still be granted (a purchase may complete after archiving).",
+    security(("secretKey" = [])), request_body(content = Option<NoParameters>, description = "Empty, or `{}`"),
+    params(("id" = String, Path, description = "The pack's id")),
+    responses(
+        (status = 200, description = "The archived pack", body = doc::Pack),
+        (status = 404, description = "No such pack (`pack_not_found`)", body = Error)))]
 pub async fn archive_pack(
     State(s): State<AppState>,
     Secret(caller): Secret,

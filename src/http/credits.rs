@@ -13,16 +13,27 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-#[derive(Debug, Deserialize)]
+use super::openapi::schemas::{self as doc, Error};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"userId": "ana", "packId": "cpk_gemini_topup",
+    "externalRef": "cs_test_1", "source": "purchase"}))]
 pub struct GrantBody {
+    #[schema(value_type = doc::UserId)]
     user_id: String,
     pack_id: String,
+    /// The app's reference of the purchase, e.g. a Checkout Session id.
+    #[schema(min_length = 1, max_length = 255)]
     external_ref: String,
+    #[schema(value_type = doc::GrantSource)]
     source: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     notes: Option<String>,
+    /// Overrides the pack's default; must be in the future.
     #[serde(default)]
+    #[schema(value_type = Option<doc::Timestamp>)]
     expires_at: Option<String>,
 }
 
@@ -82,6 +93,20 @@ pub async fn grant(
     }
 }
 
+#[utoipa::path(post, path = "/v1/credits/grants", operation_id = "createGrant", tag = "Credits",
+    summary = "Grant a credit pack to a user",
+    description = "One balance per pack item, in item order. (app, mode, user, pack, externalRef) is granted once: a repeat answers 200 with `created: false` and the first grant's balances.",
+    security(("secretKey" = [])), request_body = GrantBody,
+    responses(
+        (status = 201, description = "Granted", body = doc::Grant,
+            links(("GetBalance" = (operation_id = "getBalance", parameters(("id" = "$response.body#/balances/0/id")))),
+                  ("RevokeBalance" = (operation_id = "revokeBalance", parameters(("id" = "$response.body#/balances/0/id")))),
+                  ("ReserveFromBalance" = (operation_id = "reserve",
+                      request_body = json!({"userId": "$response.body#/userId",
+                          "model": "$response.body#/balances/0/match", "amount": 1}))))),
+        (status = 200, description = "Granted before: nothing granted now", body = doc::Grant),
+        (status = 400, description = "Invalid body; `expiresAt` not in the future (`expires_at_in_past`)", body = Error),
+        (status = 404, description = "No such pack (`pack_not_found`)", body = Error)))]
 pub async fn create_grant(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -127,6 +152,12 @@ async fn balance_call(
     }
 }
 
+#[utoipa::path(get, path = "/v1/credits/balances/{id}", operation_id = "getBalance", tag = "Credits",
+    summary = "Get a balance", security(("secretKey" = [])),
+    params(("id" = String, Path, description = "A balance id, `bal_…`")),
+    responses(
+        (status = 200, description = "The balance", body = doc::Balance),
+        (status = 404, description = "No such balance (`balance_not_found`)", body = Error)))]
 pub async fn get_balance(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -136,12 +167,23 @@ pub async fn get_balance(
     balance_call(&s, key, Request::Balance(id)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"reason": "refund"}))]
 pub struct RevokeBody {
+    /// Why; not blank, at most 1000 bytes.
+    #[schema(pattern = "\\S", max_length = 1000)]
     reason: String,
 }
 
+#[utoipa::path(post, path = "/v1/credits/balances/{id}/revoke", operation_id = "revokeBalance", tag = "Credits",
+    summary = "Revoke a balance",
+    description = "`remaining` becomes 0, with a `credits.revoked` ledger entry. A second revoke changes nothing.",
+    security(("secretKey" = [])), request_body = RevokeBody,
+    params(("id" = String, Path, description = "A balance id, `bal_…`")),
+    responses(
+        (status = 200, description = "The revoked balance", body = doc::Balance),
+        (status = 404, description = "No such balance (`balance_not_found`)", body = Error)))]
 pub async fn revoke(
     State(s): State<AppState>,
     Secret(caller): Secret,

@@ -2,9 +2,12 @@
 
 pub mod catalog;
 pub mod credits;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod number;
+pub mod openapi;
 pub mod ops;
 pub mod reservations;
 pub mod serve;
@@ -21,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use dashmap::DashMap;
 use error::ApiError;
 use extract::{Caller, KeyKind};
@@ -36,6 +39,8 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The configured API keys, kept as SHA-256 digests and compared in constant time.
 pub struct Keys {
@@ -232,63 +237,53 @@ async fn measure(request: Request, next: Next) -> Response {
     response
 }
 
+/// The table of documented routes: each handler carries `#[utoipa::path]` with its method and
+/// path, and `routes!` registers it under those, so the router and `/openapi.json` cannot
+/// disagree. A route added with `.route` instead is missing from the document, which
+/// `tests/it/openapi.rs` reports.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(catalog::list_plans, catalog::create_plan))
+        .routes(routes!(
+            catalog::get_plan,
+            catalog::put_plan,
+            catalog::delete_plan
+        ))
+        .routes(routes!(catalog::list_packs, catalog::create_pack))
+        .routes(routes!(catalog::get_pack, catalog::put_pack))
+        .routes(routes!(catalog::archive_pack))
+        .routes(routes!(
+            users::put_subscription,
+            users::get_subscription,
+            users::cancel_subscription
+        ))
+        .routes(routes!(users::usage))
+        .routes(routes!(users::ledger))
+        .routes(routes!(credits::create_grant))
+        .routes(routes!(credits::get_balance))
+        .routes(routes!(credits::revoke))
+        .routes(routes!(reservations::reserve))
+        .routes(routes!(reservations::get))
+        .routes(routes!(reservations::commit))
+        .routes(routes!(reservations::release))
+        .routes(routes!(reservations::check))
+        .routes(routes!(reservations::consume))
+        .routes(routes!(stripe::webhook))
+        .routes(routes!(ops::clock))
+        .routes(routes!(ops::advance))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(docs::page))
+}
+
 /// Every route of API.md.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::put;
-    let api = Router::new()
-        .route(
-            "/v1/plans",
-            get(catalog::list_plans)
-                .options(preflight)
-                .layer(catalog_cors())
-                .post(catalog::create_plan),
-        )
-        .route(
-            "/v1/plans/{id}",
-            get(catalog::get_plan)
-                .options(preflight)
-                .layer(catalog_cors())
-                .put(catalog::put_plan)
-                .delete(catalog::delete_plan),
-        )
-        .route(
-            "/v1/credit-packs",
-            get(catalog::list_packs)
-                .options(preflight)
-                .layer(catalog_cors())
-                .post(catalog::create_pack),
-        )
-        .route(
-            "/v1/credit-packs/{id}",
-            get(catalog::get_pack)
-                .options(preflight)
-                .layer(catalog_cors())
-                .put(catalog::put_pack),
-        )
-        .route("/v1/credit-packs/{id}/archive", post(catalog::archive_pack))
-        .route(
-            "/v1/users/{user}/subscription",
-            put(users::put_subscription)
-                .get(users::get_subscription)
-                .delete(users::cancel_subscription),
-        )
-        .route("/v1/users/{user}/usage", get(users::usage))
-        .route("/v1/users/{user}/ledger", get(users::ledger))
-        .route("/v1/credits/grants", post(credits::create_grant))
-        .route("/v1/credits/balances/{id}", get(credits::get_balance))
-        .route("/v1/credits/balances/{id}/revoke", post(credits::revoke))
-        .route("/v1/reservations", post(reservations::reserve))
-        .route("/v1/reservations/{id}", get(reservations::get))
-        .route("/v1/reservations/{id}/commit", post(reservations::commit))
-        .route("/v1/reservations/{id}/release", post(reservations::release))
-        .route("/v1/check", post(reservations::check))
-        .route("/v1/consume", post(reservations::consume))
-        .route("/v1/webhooks/stripe/{app}", post(stripe::webhook))
-        .route("/v1/test/clock", get(ops::clock))
-        .route("/v1/test/clock/advance", post(ops::advance))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+    let (documented, _) = api_routes().split_for_parts();
+    let api = documented
+        // Swagger UI's own files, for `/docs`: not API operations.
+        .route("/docs/{file}", get(docs::asset))
         .merge(crate::dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
@@ -305,6 +300,7 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         idempotency::idempotency,
     ))
+    .layer(middleware::from_fn(cors_on_catalog_reads))
     .layer(middleware::from_fn(measure))
     .layer(DefaultBodyLimit::max(idempotency::BODY_BYTES_MAX))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -337,10 +333,34 @@ fn catalog_cors() -> tower_http::cors::CorsLayer {
         .expose_headers([axum::http::HeaderName::from_static("request-id")])
 }
 
-/// `OPTIONS` on a catalog read: the CORS layer answers a browser's preflight before this runs;
-/// any other `OPTIONS` gets an empty 204.
-async fn preflight() -> StatusCode {
-    StatusCode::NO_CONTENT
+/// The catalog's read paths: the only ones a browser on another origin may call.
+fn is_catalog_read(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    ["/v1/plans", "/v1/credit-packs"].iter().any(|base| {
+        path == *base
+            || path
+                .strip_prefix(base)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+    })
+}
+
+/// Runs catalog reads (and their preflights) through [`catalog_cors`]; every other request
+/// passes untouched, so no other route answers a browser on another origin.
+async fn cors_on_catalog_reads(request: Request, next: Next) -> Response {
+    use axum::http::Method;
+    let read = matches!(*request.method(), Method::GET | Method::OPTIONS);
+    if !(read && is_catalog_read(request.uri().path())) {
+        return next.run(request).await;
+    }
+    let inner = tower::service_fn(move |request: Request| {
+        let next = next.clone();
+        async move { Ok::<_, std::convert::Infallible>(next.run(request).await) }
+    });
+    match tower::ServiceExt::oneshot(tower::Layer::layer(&catalog_cors(), inner), request).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(never) => match never {},
+    }
 }
 
 /// Request ids are `req_` + a ULID: unique and sortable by time, like every other id here.

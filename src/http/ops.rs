@@ -12,15 +12,24 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::openapi::schemas::{self as doc, Error};
+
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "Operations",
+    summary = "Serving", responses((status = 200, description = "The server answers", body = doc::Status)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "serving"}))
 }
 
 /// The router is built after recovery, so answering at all means recovery is done.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "Operations",
+    summary = "Recovery done", responses((status = 200, description = "Ready", body = doc::Status)))]
 pub async fn readyz() -> Json<Value> {
     Json(json!({"status": "ready"}))
 }
 
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "Operations",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("vevee_users_in_memory").set(s.engine.users_in_memory() as f64);
     metrics::gauge!("vevee_users_asleep").set(s.engine.users_asleep() as f64);
@@ -48,6 +57,11 @@ fn test_only(mode: Mode) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/test/clock", operation_id = "getTestClock", tag = "Test clock",
+    summary = "The test-mode clock", security(("secretKey" = [])),
+    responses(
+        (status = 200, description = "Now, in test mode", body = doc::Clock),
+        (status = 403, description = "A publishable key (`secret_key_required`) or a live key (`test_mode_only`)", body = Error)))]
 pub async fn clock(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -57,12 +71,22 @@ pub async fn clock(
     Ok(Json(json!({"now": now.rfc3339()})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"seconds": 2678400}))]
 pub struct AdvanceBody {
+    #[serde(deserialize_with = "super::number::whole")]
+    #[schema(value_type = doc::Quantity)]
     seconds: u64,
 }
 
+#[utoipa::path(post, path = "/v1/test/clock/advance", operation_id = "advanceTestClock", tag = "Test clock",
+    summary = "Move the test-mode clock forward",
+    description = "Expiry, period resets and reservation TTLs in test mode follow it.",
+    security(("secretKey" = [])), request_body = AdvanceBody,
+    responses(
+        (status = 200, description = "Now, after the move", body = doc::Clock),
+        (status = 403, description = "A publishable key (`secret_key_required`) or a live key (`test_mode_only`)", body = Error)))]
 pub async fn advance(
     State(s): State<AppState>,
     Secret(caller): Secret,

@@ -14,44 +14,67 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::number::{optional_whole, whole};
+use super::openapi::schemas::{self as doc, Error};
+
 const TTL_DEFAULT_S: u64 = 600;
 const TTL_MAX_S: u64 = 86_400;
 /// Metadata, a commit's response: small JSON documents, not payloads.
 const JSON_BYTES_MAX: usize = 16 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"userId": "ana", "model": "image.gemini-3-1-flash-image-preview", "amount": 1}))]
 pub struct ReserveBody {
+    #[schema(value_type = doc::UserId)]
     user_id: String,
+    #[schema(value_type = doc::ModelKey)]
     model: String,
+    #[serde(deserialize_with = "whole")]
+    #[schema(value_type = doc::Quantity)]
     amount: u64,
-    #[serde(default)]
+    /// How long the hold lasts, 600 s by default.
+    #[serde(default, deserialize_with = "optional_whole")]
+    #[schema(minimum = 1, maximum = 86400)]
     ttl_seconds: Option<u64>,
+    /// Any JSON, at most 16 KiB, kept with the reservation.
     #[serde(default)]
     metadata: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"userId": "ana", "model": "image.dall-e-3", "amount": 1}))]
 pub struct CheckBody {
+    #[schema(value_type = doc::UserId)]
     user_id: String,
+    #[schema(value_type = doc::ModelKey)]
     model: String,
+    #[serde(deserialize_with = "whole")]
+    #[schema(value_type = doc::Quantity)]
     amount: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"amount": 2}))]
 pub struct CommitBody {
-    #[serde(default)]
+    /// At most the reserved amount; the whole amount when omitted.
+    #[serde(default, deserialize_with = "optional_whole")]
+    #[schema(value_type = Option<doc::Quantity>)]
     amount: Option<u64>,
+    /// Any JSON, at most 16 KiB, kept with the reservation.
     #[serde(default)]
     response: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"errorCode": "provider_timeout"}))]
 pub struct ReleaseBody {
+    /// Why the generation failed, at most 255 bytes.
     #[serde(default)]
+    #[schema(max_length = 255)]
     error_code: Option<String>,
 }
 
@@ -123,6 +146,16 @@ fn reserve_command(
     })
 }
 
+#[utoipa::path(post, path = "/v1/reservations", operation_id = "reserve", tag = "Reservations",
+    summary = "Reserve before a generation",
+    description = "The plan gives what it can, the credits the rest. If together they fall short, nothing is held and the answer is a denial (`allowed: false`).",
+    security(("secretKey" = [])), request_body = ReserveBody,
+    responses(
+        (status = 200, description = "A pending reservation, or a denial", body = doc::Decision,
+            links(("CommitReservation" = (operation_id = "commitReservation", parameters(("id" = "$response.body#/reservationId")))),
+                  ("ReleaseReservation" = (operation_id = "releaseReservation", parameters(("id" = "$response.body#/reservationId")))),
+                  ("GetReservation" = (operation_id = "getReservation", parameters(("id" = "$response.body#/reservationId")))))),
+        (status = 400, description = "Invalid body (`parameter_invalid`: user id, model, amount, ttlSeconds, metadata)", body = Error)))]
 pub async fn reserve(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -134,16 +167,27 @@ pub async fn reserve(
     reserve_call(&s, key, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"userId": "ana", "model": "image.gemini-3-1-flash-image-preview", "amount": 1}))]
 pub struct ConsumeBody {
+    #[schema(value_type = doc::UserId)]
     user_id: String,
+    #[schema(value_type = doc::ModelKey)]
     model: String,
+    #[serde(deserialize_with = "whole")]
+    #[schema(value_type = doc::Quantity)]
     amount: u64,
+    /// Any JSON, at most 16 KiB, kept with the reservation.
     #[serde(default)]
     metadata: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/v1/consume", operation_id = "consume", tag = "Reservations",
+    summary = "Reserve and commit in one step", security(("secretKey" = [])), request_body = ConsumeBody,
+    responses(
+        (status = 200, description = "The committed reservation, or a denial", body = doc::Decision),
+        (status = 400, description = "Invalid body", body = Error)))]
 pub async fn consume(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -162,6 +206,11 @@ pub async fn consume(
     reserve_call(&s, key, command).await
 }
 
+#[utoipa::path(post, path = "/v1/check", operation_id = "check", tag = "Reservations",
+    summary = "Whether a reservation would be allowed (holds nothing)", security(("secretKey" = [])), request_body = CheckBody,
+    responses(
+        (status = 200, description = "The decision", body = doc::Check),
+        (status = 400, description = "Invalid body", body = Error)))]
 pub async fn check(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -190,6 +239,11 @@ async fn reservation_call(
     }
 }
 
+#[utoipa::path(get, path = "/v1/reservations/{id}", operation_id = "getReservation", tag = "Reservations",
+    summary = "Get a reservation", security(("secretKey" = [])), params(("id" = String, Path, description = "A reservation id, `res_…`")),
+    responses(
+        (status = 200, description = "The reservation", body = doc::Reservation),
+        (status = 404, description = "No such reservation (`reservation_not_found`)", body = Error)))]
 pub async fn get(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -199,6 +253,16 @@ pub async fn get(
     reservation_call(&s, key, Request::Reservation(id)).await
 }
 
+#[utoipa::path(post, path = "/v1/reservations/{id}/commit", operation_id = "commitReservation", tag = "Reservations",
+    summary = "Commit a reservation",
+    description = "An `amount` below the reserved one returns the rest to its sources. A repeat with the same amount answers the same.",
+    security(("secretKey" = [])), request_body(content = Option<CommitBody>, description = "Empty or `{}` commits the whole amount"),
+    params(("id" = String, Path, description = "A reservation id, `res_…`")),
+    responses(
+        (status = 200, description = "The committed reservation", body = doc::Reservation),
+        (status = 400, description = "Invalid body, or `amount` above the reserved one (`invalid_amount`)", body = Error),
+        (status = 404, description = "No such reservation (`reservation_not_found`)", body = Error),
+        (status = 409, description = "Released, expired, or committed with another amount (`reservation_not_pending`); or an `Idempotency-Key` conflict", body = Error)))]
 pub async fn commit(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -214,6 +278,15 @@ pub async fn commit(
     reservation_call(&s, key, Request::Command(command)).await
 }
 
+#[utoipa::path(post, path = "/v1/reservations/{id}/release", operation_id = "releaseReservation", tag = "Reservations",
+    summary = "Release a reservation",
+    description = "Every unit goes back to the counter or balance it came from. A repeat answers the same.",
+    security(("secretKey" = [])), request_body(content = Option<ReleaseBody>, description = "Empty, `{}`, or an error code"),
+    params(("id" = String, Path, description = "A reservation id, `res_…`")),
+    responses(
+        (status = 200, description = "The released reservation", body = doc::Reservation),
+        (status = 404, description = "No such reservation (`reservation_not_found`)", body = Error),
+        (status = 409, description = "Committed or expired (`reservation_not_pending`); or an `Idempotency-Key` conflict", body = Error)))]
 pub async fn release(
     State(s): State<AppState>,
     Secret(caller): Secret,

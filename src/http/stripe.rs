@@ -15,6 +15,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::openapi::schemas::{self as doc, Error};
+
 fn bad_signature(message: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
@@ -48,6 +50,18 @@ fn ignored(why: &str) -> Json<Value> {
     Json(json!({"received": true, "ignored": true}))
 }
 
+#[utoipa::path(post, path = "/v1/webhooks/stripe/{appId}", operation_id = "stripeWebhook", tag = "Stripe",
+    summary = "Stripe's webhook (no API key: the `Stripe-Signature` header is checked)",
+    description = "`checkout.session.completed` (paid) and `checkout.session.async_payment_succeeded` grant `metadata.packId` to `metadata.userId` (else `client_reference_id`); `charge.refunded` with the whole amount revokes what that payment granted. Other events are ignored. Redelivery never grants twice.",
+    params(("appId" = String, Path, description = "The app's id in the config", example = "pixelforge"),
+        ("Stripe-Signature" = String, Header, description = "Stripe's signature: `t=…,v1=…`")),
+    request_body(content = Object, description = "A Stripe event, as Stripe sends it"),
+    responses(
+        (status = 200, description = "Handled, also on redelivery", body = doc::StripeReceived),
+        (status = 400, description = "A bad or stale signature (`invalid_signature`) or not a Stripe event (`invalid_event`)", body = Error),
+        (status = 404, description = "No such app (`app_not_found`)", body = Error),
+        (status = 413, description = "The body is over 1 MiB", body = Error),
+        (status = 422, description = "Unknown pack (`pack_not_found`) or no user (`user_missing`): Stripe retries", body = Error)))]
 pub async fn webhook(
     State(s): State<AppState>,
     Path(app): Path<String>,

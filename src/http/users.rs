@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 
+use super::openapi::schemas::{self as doc, Error};
+
 pub fn user_key(caller: &Caller, user: &str, param: &str) -> Result<UserKey, ApiError> {
     let user = UserId::parse(user).map_err(|e| ApiError::invalid(param, e))?;
     Ok(UserKey {
@@ -47,8 +49,9 @@ pub fn unexpected(view: &View) -> ApiError {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"planId": "pro"}))]
 pub struct SubscriptionBody {
     plan_id: String,
 }
@@ -65,6 +68,14 @@ async fn subscription_call(
     }
 }
 
+#[utoipa::path(put, path = "/v1/users/{userId}/subscription", operation_id = "putSubscription",
+    tag = "Subscriptions", summary = "Subscribe a user to a plan",
+    description = "The same plan again changes nothing; another plan starts a new period now.",
+    security(("secretKey" = [])), request_body = SubscriptionBody, params(("userId" = doc::UserId, Path, description = "The app's own user id")),
+    responses(
+        (status = 200, description = "The subscription", body = doc::Subscription),
+        (status = 400, description = "Invalid user id or body", body = Error),
+        (status = 404, description = "No such plan (`plan_not_found`)", body = Error)))]
 pub async fn put_subscription(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -78,6 +89,12 @@ pub async fn put_subscription(
     subscription_call(&s, key, Request::Command(command)).await
 }
 
+#[utoipa::path(get, path = "/v1/users/{userId}/subscription", operation_id = "getSubscription",
+    tag = "Subscriptions", summary = "Get a user's subscription", security(("secretKey" = [])), params(("userId" = doc::UserId, Path, description = "The app's own user id")),
+    responses(
+        (status = 200, description = "The subscription, also a canceled one", body = doc::Subscription),
+        (status = 400, description = "Invalid user id (`parameter_invalid`)", body = Error),
+        (status = 404, description = "The user never had one (`no_subscription`)", body = Error)))]
 pub async fn get_subscription(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -91,6 +108,14 @@ pub async fn get_subscription(
     .await
 }
 
+#[utoipa::path(delete, path = "/v1/users/{userId}/subscription", operation_id = "cancelSubscription",
+    tag = "Subscriptions", summary = "Cancel a user's subscription",
+    description = "A second cancel answers the same. The user's credits stay spendable.",
+    security(("secretKey" = [])), params(("userId" = doc::UserId, Path, description = "The app's own user id")),
+    responses(
+        (status = 200, description = "The canceled subscription", body = doc::Subscription),
+        (status = 400, description = "Invalid user id (`parameter_invalid`)", body = Error),
+        (status = 404, description = "The user never had one (`no_subscription`)", body = Error)))]
 pub async fn cancel_subscription(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -100,6 +125,13 @@ pub async fn cancel_subscription(
     subscription_call(&s, key, Request::Command(Command::Cancel)).await
 }
 
+#[utoipa::path(get, path = "/v1/users/{userId}/usage", operation_id = "getUsage",
+    tag = "Usage", summary = "A user's counters and active balances", security(("secretKey" = [])),
+    params(("userId" = doc::UserId, Path, description = "The app's own user id"),
+        ("match" = Option<doc::Pattern>, Query, description = "Only counters and balances whose patterns overlap it")),
+    responses(
+        (status = 200, description = "Usage", body = doc::Usage),
+        (status = 400, description = "Invalid user id or `match`", body = Error)))]
 pub async fn usage(
     State(s): State<AppState>,
     Secret(caller): Secret,
@@ -121,6 +153,14 @@ pub async fn usage(
 const LEDGER_PAGE_MAX: usize = 500;
 const LEDGER_PAGE_DEFAULT: usize = 50;
 
+#[utoipa::path(get, path = "/v1/users/{userId}/ledger", operation_id = "getLedger",
+    tag = "Usage", summary = "A user's ledger, newest first", security(("secretKey" = [])),
+    params(("userId" = doc::UserId, Path, description = "The app's own user id"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 50 by default"),
+        ("startingAfter" = Option<String>, Query, description = "The id of the last entry of the previous page")),
+    responses(
+        (status = 200, description = "A page of entries", body = doc::LedgerPage),
+        (status = 400, description = "Invalid user id or `limit`, or an unknown `startingAfter` (`unknown_cursor`)", body = Error)))]
 pub async fn ledger(
     State(s): State<AppState>,
     Secret(caller): Secret,

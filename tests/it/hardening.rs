@@ -165,7 +165,7 @@ async fn body_and_path_errors_answer_in_the_api_shape() {
         400,
         "invalid_request",
         Some("parameter_invalid"),
-        Param::Is("user"),
+        Param::Is("userId"),
     );
     let r = app.get("/v1/reservations/res_%C3%28", SK_TEST).await;
     assert_error(
