@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use supervisor::Supervisor;
-use user_actor::{Envelope, Request, UserActor, View};
+use user_actor::{BatchEnvelope, Envelope, Request, UserActor, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -233,6 +233,43 @@ impl Engine {
             .map_err(|_| EngineError::Unavailable)?;
         self.durable(reply.seq).await?;
         Ok(reply.result?)
+    }
+
+    /// Runs a batch: one message per user carrying that user's requests in order, every user's
+    /// message in flight at once, then one wait until the last change of all of them is durable.
+    /// Each group gets its answers in order, or the error that kept its message from running; the
+    /// outer error means nothing can be said to be durable.
+    pub async fn batch(
+        &self,
+        groups: Vec<(UserKey, Vec<Request>)>,
+    ) -> Result<Vec<Result<Vec<Result<View, Rejection>>, EngineError>>, EngineError> {
+        let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
+        // `send` queues the message at once; the loop below only collects the answers.
+        let sent: Vec<_> = groups
+            .into_iter()
+            .map(|(key, requests)| {
+                self.app(&key.app)?;
+                Ok(self.actor(&key).send(BatchEnvelope(requests)))
+            })
+            .collect();
+        let mut seq = 0;
+        let mut answers = Vec::with_capacity(sent.len());
+        for request in sent {
+            let answer = match request {
+                Err(error) => Err(error),
+                Ok(request) => match tokio::time::timeout_at(deadline, request).await {
+                    Err(_) => Err(EngineError::Overloaded),
+                    Ok(Err(_)) => Err(EngineError::Unavailable),
+                    Ok(Ok(reply)) => {
+                        seq = seq.max(reply.seq);
+                        Ok(reply.results)
+                    }
+                },
+            };
+            answers.push(answer);
+        }
+        self.durable(seq).await?;
+        Ok(answers)
     }
 
     async fn durable(&self, seq: u64) -> Result<(), EngineError> {

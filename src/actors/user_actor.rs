@@ -279,3 +279,37 @@ impl Handler<Envelope> for UserActor {
         })
     }
 }
+
+/// All of one user's operations of a `/v1/batch`: one message, run in their order.
+pub struct BatchEnvelope(pub Vec<Request>);
+
+/// Every operation's answer, in order, valid once the journal is durable up to `seq`.
+pub struct BatchReply {
+    pub seq: u64,
+    pub results: Vec<Result<View, Rejection>>,
+}
+
+impl Message for BatchEnvelope {
+    type Result = BatchReply;
+}
+
+impl Handler<BatchEnvelope> for UserActor {
+    type Result = actix::MessageResult<BatchEnvelope>;
+
+    fn handle(
+        &mut self,
+        BatchEnvelope(requests): BatchEnvelope,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let results = requests
+            .into_iter()
+            .map(|request| self.handle_request(request))
+            .collect();
+        // One timer check for the whole group: deadlines only move once it is done.
+        self.schedule(ctx);
+        actix::MessageResult(BatchReply {
+            seq: self.last_seq,
+            results,
+        })
+    }
+}

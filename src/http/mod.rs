@@ -1,5 +1,6 @@
 //! The HTTP layer: authenticate, parse, validate, call the [`Engine`], render. Nothing else.
 
+pub mod batch;
 pub mod catalog;
 pub mod credits;
 pub mod error;
@@ -265,6 +266,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reservations/{id}/release", post(reservations::release))
         .route("/v1/check", post(reservations::check))
         .route("/v1/consume", post(reservations::consume))
+        .route("/v1/batch", post(batch::batch))
         .route("/v1/webhooks/stripe/{app}", post(stripe::webhook))
         .route("/v1/test/clock", get(ops::clock))
         .route("/v1/test/clock/advance", post(ops::advance))
