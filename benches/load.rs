@@ -65,6 +65,8 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
     },
+    /// Batches of consumes over HTTP against Redis pipelining the same Lua consume (issue 17).
+    Batch(batch::BatchArgs),
     /// Serves the do-nothing endpoint (used by `suite` as a child process).
     NoopServe {
         #[arg(long)]
@@ -145,12 +147,19 @@ struct SuiteArgs {
     perf_out: Option<PathBuf>,
 }
 
+#[path = "load/batch.rs"]
+mod batch;
+
 fn main() -> Result<()> {
     // `cargo bench` appends `--bench` to the arguments of a harness = false binary.
     let args = std::env::args().filter(|a| a != "--bench");
     let cli = Cli::parse_from(args);
     match cli.command {
         Cmd::NoopServe { listen } => noop_serve(listen),
+        Cmd::Batch(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(batch::run(args)),
         Cmd::Calibrate { dir, secs } => {
             for overwrite in [false, true] {
                 println!("{}", fsync_calibration(&dir, secs, overwrite)?.line());
@@ -501,6 +510,27 @@ impl HttpConn {
             .header("authorization", &self.auth)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// A request with a body already encoded (the batch bench cycles a few).
+    async fn call_bytes(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        self.sender.ready().await?;
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .header("authorization", &self.auth)
+            .header("content-type", "application/json")
+            .body(Full::new(body))?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
@@ -1376,13 +1406,13 @@ async fn wait_ready(addr: SocketAddr, child: &mut ChildGuard) -> Result<()> {
 }
 
 /// Starts vevee with a fresh data directory; the guard kills it.
-async fn start_vevee(args: &SuiteArgs, dir: &Path) -> Result<(ChildGuard, SocketAddr)> {
+async fn start_vevee(vevee_bin: &Path, dir: &Path) -> Result<(ChildGuard, SocketAddr)> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let config = dir.join("config.toml");
     std::fs::write(&config, vevee_config(dir, port))?;
     let log = std::fs::File::create(dir.join("vevee.log"))?;
-    let child = Command::new(&args.vevee_bin)
+    let child = Command::new(vevee_bin)
         .arg("serve")
         .arg("--config")
         .arg(&config)
@@ -1390,7 +1420,7 @@ async fn start_vevee(args: &SuiteArgs, dir: &Path) -> Result<(ChildGuard, Socket
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
-        .with_context(|| format!("starting {}", args.vevee_bin.display()))?;
+        .with_context(|| format!("starting {}", vevee_bin.display()))?;
     let mut guard = ChildGuard(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     wait_ready(addr, &mut guard).await?;
@@ -1629,7 +1659,7 @@ async fn run_target(
     let t = Instant::now();
     match kind {
         Kind::Vevee => {
-            let (guard, addr) = start_vevee(args, &work.join("vevee")).await?;
+            let (guard, addr) = start_vevee(&args.vevee_bin, &work.join("vevee")).await?;
             watch = Some(ProcWatch {
                 pid: guard.0.id(),
                 group: false,
@@ -1766,7 +1796,7 @@ async fn memory_probe(args: &SuiteArgs, work: &Path) -> Result<String> {
         "== memory: {} users, each a subscription and two balances",
         args.mem_users
     );
-    let (guard, addr) = start_vevee(args, &work.join("vevee-mem")).await?;
+    let (guard, addr) = start_vevee(&args.vevee_bin, &work.join("vevee-mem")).await?;
     let watch = ProcWatch {
         pid: guard.0.id(),
         group: false,

@@ -4,6 +4,9 @@
 --   reserve: KEYS[1] = b:{user}        ARGV = 'reserve', user, amount -> reservation id, or -1 if short
 --   commit:  KEYS[1] = res:{id}        ARGV = 'commit', id            -> 1, -2 unknown, -3 not pending
 --   grant:   KEYS[1] = b:{user}        ARGV = 'grant', user, ref, amount -> 1 granted, 0 repeat
+--   consume: KEYS[1] = b:{user}        ARGV = 'consume', amount -> reservation id, or -1 if short
+--            (hold and commit in one step, two ledger rows as in vevee; the user is read from the
+--            key so that redis-benchmark's __rand_int__ can choose it)
 local op = ARGV[1]
 if op == 'reserve' then
   local user, n = ARGV[2], tonumber(ARGV[3])
@@ -24,6 +27,17 @@ elseif op == 'commit' then
   redis.call('HSET', KEYS[1], 'status', 'committed')
   redis.call('XADD', 'ledger', '*', 'type', 'usage.committed', 'user', r[1], 'amount', r[2], 'res', id)
   return 1
+elseif op == 'consume' then
+  local user, n = string.sub(KEYS[1], 3), tonumber(ARGV[2])
+  local rem = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0')
+  if rem < n then return -1 end
+  redis.call('HINCRBY', KEYS[1], 'remaining', -n)
+  redis.call('HINCRBY', KEYS[1], 'committed', n)
+  local id = redis.call('INCR', 'seq:res')
+  redis.call('HSET', 'res:' .. id, 'user', user, 'amount', n, 'status', 'committed')
+  redis.call('XADD', 'ledger', '*', 'type', 'usage.reserved', 'user', user, 'amount', n, 'res', id)
+  redis.call('XADD', 'ledger', '*', 'type', 'usage.committed', 'user', user, 'amount', n, 'res', id)
+  return id
 elseif op == 'grant' then
   local user, ref, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
   if redis.call('SADD', 'grants:' .. user, ref) == 0 then return 0 end

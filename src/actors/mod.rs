@@ -148,6 +148,9 @@ const DEADLINE_TICK: Duration = Duration::from_secs(1);
 /// Sends to an actor that went to sleep meanwhile are tried again this many times.
 const MOVED_RETRIES_MAX: usize = 64;
 
+/// The answers to one user's share of a batch, in order, or why its message did not run.
+pub type GroupAnswer = Result<Vec<Result<View, Rejection>>, EngineError>;
+
 /// The handle to the running engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -345,16 +348,28 @@ impl Engine {
                 request,
             )?);
         }
+        let (seq, mut results) = self.send(&key, vec![request]).await?;
+        self.durable(seq).await?;
+        Ok(results.pop().expect("one answer per request")?)
+    }
+
+    /// Hands `requests` to the user's actor, run in order, and returns their answers with the
+    /// sequence that makes them durable. Refused at the door (nothing applied) when the journal
+    /// backlog or the user's mailbox is full.
+    async fn send(
+        &self,
+        key: &UserKey,
+        requests: Vec<Request>,
+    ) -> Result<(u64, Vec<Result<View, Rejection>>), EngineError> {
+        let writes = requests.iter().any(|r| matches!(r, Request::Command(_)));
         for _ in 0..MOVED_RETRIES_MAX {
-            if self.shared.journal.backlog() >= self.shared.journal_backlog_max
-                && matches!(request, Request::Command(_))
-            {
+            if writes && self.shared.journal.backlog() >= self.shared.journal_backlog_max {
                 return Err(EngineError::Overloaded);
             }
-            let addr = self.actor(&key);
+            let addr = self.actor(key);
             let (reply, replied) = tokio::sync::oneshot::channel();
             let envelope = Envelope {
-                request: request.clone(),
+                requests: requests.clone(),
                 reply,
             };
             match addr.try_send(envelope) {
@@ -367,17 +382,14 @@ impl Engine {
                 }
             }
             match replied.await {
-                Ok(Reply::Done { seq, result }) => {
-                    self.durable(seq).await?;
-                    return Ok(result?);
-                }
+                Ok(Reply::Done { seq, results }) => return Ok((seq, results)),
                 // The user went to sleep before reading the message, which applied nothing:
                 // send it again, to the actor that starts from the packed user.
                 Ok(Reply::Moved) => tokio::task::yield_now().await,
                 // The actor stopped with the message unread. If it went to sleep (it is no longer
                 // the user's actor), nothing was applied; otherwise it died, and nobody can say.
                 Err(_) => {
-                    if self.shared.users.get(&key).is_some_and(|a| *a == addr) {
+                    if self.shared.users.get(key).is_some_and(|a| *a == addr) {
                         tracing::error!(user = %key.user.as_str(), "a user's actor stopped");
                         return Err(EngineError::Unavailable);
                     }
@@ -387,6 +399,42 @@ impl Engine {
         }
         tracing::error!(user = %key.user.as_str(), "a user's actor kept moving; giving up");
         Err(EngineError::Unavailable)
+    }
+
+    /// Runs a batch: one message per user carrying that user's requests in order, every user's
+    /// message in flight at once, then one wait until the last change of all of them is durable.
+    /// Each group gets its answers in order, or the error that kept its message from running; the
+    /// outer error means nothing can be said to be durable.
+    pub async fn batch(
+        &self,
+        groups: Vec<(UserKey, Vec<Request>)>,
+    ) -> Result<Vec<GroupAnswer>, EngineError> {
+        let count = groups.len();
+        let mut running = tokio::task::JoinSet::new();
+        for (i, (key, requests)) in groups.into_iter().enumerate() {
+            let engine = self.clone();
+            running.spawn(async move {
+                let sent = match engine.app(&key.app) {
+                    Ok(_) => engine.send(&key, requests).await,
+                    Err(error) => Err(error),
+                };
+                (i, sent)
+            });
+        }
+        let mut answers: Vec<Option<GroupAnswer>> = (0..count).map(|_| None).collect();
+        let mut seq = 0;
+        while let Some(joined) = running.join_next().await {
+            let (i, sent) = joined.map_err(|_| EngineError::Unavailable)?;
+            answers[i] = Some(sent.map(|(s, results)| {
+                seq = seq.max(s);
+                results
+            }));
+        }
+        self.durable(seq).await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every group answered"))
+            .collect())
     }
 
     async fn durable(&self, seq: u64) -> Result<(), EngineError> {

@@ -60,10 +60,10 @@ pub enum View {
 // `Moved` is rare and small; boxing `Done` would cost an allocation on every message.
 #[allow(clippy::large_enum_variant)]
 pub enum Reply {
-    /// A view, valid once the journal is durable up to `seq`.
+    /// A view per request, valid once the journal is durable up to `seq`.
     Done {
         seq: u64,
-        result: Result<View, Rejection>,
+        results: Vec<Result<View, Rejection>>,
     },
     /// The user went to sleep before this message was read, and nothing was applied: send it
     /// again.
@@ -74,7 +74,8 @@ pub enum Reply {
 /// actix's message result, so that the sender can use `try_send` and refuse at the door when the
 /// mailbox is full, before anything is applied.
 pub struct Envelope {
-    pub request: Request,
+    /// Run in order, one after the other: one request, or one user's share of a batch.
+    pub requests: Vec<Request>,
     pub reply: tokio::sync::oneshot::Sender<Reply>,
 }
 
@@ -444,12 +445,17 @@ impl Handler<Envelope> for UserActor {
             return;
         }
         self.last_message = Instant::now();
-        let result = self.handle_request(envelope.request);
+        let results = envelope
+            .requests
+            .into_iter()
+            .map(|request| self.handle_request(request))
+            .collect();
+        // One timer check for the whole group: deadlines only move once it is done.
         self.schedule(ctx);
         // A caller that gave up no longer listens; what was applied stays applied.
         let _ = envelope.reply.send(Reply::Done {
             seq: self.last_seq,
-            result,
+            results,
         });
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP layer: authenticate, parse, validate, call the [`Engine`], render. Nothing else.
 
+pub mod batch;
 pub mod catalog;
 pub mod credits;
 pub mod docs;
@@ -268,6 +269,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reservations::release))
         .routes(routes!(reservations::check))
         .routes(routes!(reservations::consume))
+        .routes(routes!(batch::batch))
         .routes(routes!(stripe::webhook))
         .routes(routes!(ops::clock))
         .routes(routes!(ops::advance))

@@ -1,11 +1,15 @@
 //! Reservations and their one-step forms: `/v1/reservations`, `/v1/check`, `/v1/consume`.
+//!
+//! Each call is three steps, shared with `/v1/batch` so that a batch slot answers exactly as the
+//! single call would: a `*_call` function turns a parsed body into a [`Call`] (the user and the
+//! actor [`Request`]), the engine runs it, and [`answer`] renders the [`View`] to JSON.
 
 use super::error::ApiError;
-use super::extract::{Body, Path, Secret};
+use super::extract::{Body, Caller, Path, Secret};
 use super::users::{owner, unexpected, user_key};
 use super::{AppState, views};
 use crate::actors::user_actor::{Request, View};
-use crate::engine::ids::{ModelKey, parse_amount};
+use crate::engine::ids::{ModelKey, UserId, parse_amount};
 use crate::engine::time::MS_PER_SECOND;
 use crate::engine::{Command, UserKey};
 use axum::Json;
@@ -27,19 +31,19 @@ const JSON_BYTES_MAX: usize = 16 * 1024;
 #[schema(example = json!({"userId": "ana", "model": "image.gemini-3-1-flash-image-preview", "amount": 1}))]
 pub struct ReserveBody {
     #[schema(value_type = doc::UserId)]
-    user_id: String,
+    pub user_id: String,
     #[schema(value_type = doc::ModelKey)]
-    model: String,
+    pub model: String,
     #[serde(deserialize_with = "whole")]
     #[schema(value_type = doc::Quantity)]
-    amount: u64,
+    pub amount: u64,
     /// How long the hold lasts, 600 s by default.
     #[serde(default, deserialize_with = "optional_whole")]
     #[schema(minimum = 1, maximum = 86400)]
-    ttl_seconds: Option<u64>,
+    pub ttl_seconds: Option<u64>,
     /// Any JSON, at most 16 KiB, kept with the reservation.
     #[serde(default)]
-    metadata: Option<Value>,
+    pub metadata: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -47,12 +51,12 @@ pub struct ReserveBody {
 #[schema(example = json!({"userId": "ana", "model": "image.dall-e-3", "amount": 1}))]
 pub struct CheckBody {
     #[schema(value_type = doc::UserId)]
-    user_id: String,
+    pub user_id: String,
     #[schema(value_type = doc::ModelKey)]
-    model: String,
+    pub model: String,
     #[serde(deserialize_with = "whole")]
     #[schema(value_type = doc::Quantity)]
-    amount: u64,
+    pub amount: u64,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -62,10 +66,10 @@ pub struct CommitBody {
     /// At most the reserved amount; the whole amount when omitted.
     #[serde(default, deserialize_with = "optional_whole")]
     #[schema(value_type = Option<doc::Quantity>)]
-    amount: Option<u64>,
+    pub amount: Option<u64>,
     /// Any JSON, at most 16 KiB, kept with the reservation.
     #[serde(default)]
-    response: Option<Value>,
+    pub response: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -75,7 +79,7 @@ pub struct ReleaseBody {
     /// Why the generation failed, at most 255 bytes.
     #[serde(default)]
     #[schema(max_length = 255)]
-    error_code: Option<String>,
+    pub error_code: Option<String>,
 }
 
 fn model(text: &str) -> Result<ModelKey, ApiError> {
@@ -100,6 +104,8 @@ fn json_text(param: &str, value: Option<Value>) -> Result<Option<String>, ApiErr
     }
 }
 
+/// The `Idempotency-Key` of a single call: a reserve keeps it, so that a retry after a crash that
+/// lost the stored answer finds the reservation it already made.
 fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     headers
         .get("idempotency-key")
@@ -107,42 +113,82 @@ fn idempotency_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn reserve_call(
-    s: &AppState,
-    key: UserKey,
-    command: Command,
-) -> Result<Json<Value>, ApiError> {
-    let user = key.user.clone();
-    let view = s.engine.user(key, Request::Command(command)).await?;
-    let outcome = match &view {
-        View::Reservation(_) => "allowed",
-        View::Denied(_) => "denied",
-        _ => "other",
-    };
-    metrics::counter!("vevee_reservations_total", "outcome" => outcome).increment(1);
-    match view {
-        View::Reservation(r) => Ok(Json(views::reservation(&user, &r))),
-        View::Denied(m) => Ok(Json(views::denial(&m))),
-        other => Err(unexpected(&other)),
+/// How a call's view is rendered: each route answers one shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A reservation or a denial (reserve, consume), counted by outcome.
+    Hold,
+    /// The answer of `/v1/check`.
+    Check,
+    /// A reservation (get, commit, release).
+    Reservation,
+}
+
+/// A validated call, ready for the user's actor.
+#[derive(Debug)]
+pub struct Call {
+    pub key: UserKey,
+    pub request: Request,
+    pub shape: Shape,
+}
+
+/// The JSON answer of a call whose engine answer was `view`.
+pub fn answer(shape: Shape, user: &UserId, view: &View) -> Result<Value, ApiError> {
+    match (shape, view) {
+        (Shape::Hold, View::Reservation(r)) => {
+            count_outcome("allowed");
+            Ok(views::reservation(user, r))
+        }
+        (Shape::Hold, View::Denied(m)) => {
+            count_outcome("denied");
+            Ok(views::denial(m))
+        }
+        (Shape::Check, View::Check(m)) => Ok(views::check(m)),
+        (Shape::Reservation, View::Reservation(r)) => Ok(views::reservation(user, r)),
+        (Shape::Hold, other) => {
+            count_outcome("other");
+            Err(unexpected(other))
+        }
+        (_, other) => Err(unexpected(other)),
     }
 }
 
-fn reserve_command(
-    headers: &HeaderMap,
+fn count_outcome(outcome: &'static str) {
+    metrics::counter!("vevee_reservations_total", "outcome" => outcome).increment(1);
+}
+
+/// Runs one call and renders its answer: the single routes' whole body.
+async fn run(s: &AppState, call: Call) -> Result<Json<Value>, ApiError> {
+    let user = call.key.user.clone();
+    let view = s.engine.user(call.key, call.request).await?;
+    answer(call.shape, &user, &view).map(Json)
+}
+
+/// A reserve (`commit: false`) or a consume (`commit: true`). `request_key` lets a retried
+/// request find the reservation it made before.
+pub fn reserve_call(
+    caller: &Caller,
     body: ReserveBody,
+    request_key: Option<String>,
     commit: bool,
-) -> Result<Command, ApiError> {
+) -> Result<Call, ApiError> {
+    let key = user_key(caller, &body.user_id, "userId")?;
     let ttl_s = body.ttl_seconds.unwrap_or(TTL_DEFAULT_S);
     if !(1..=TTL_MAX_S).contains(&ttl_s) {
         return Err(ApiError::invalid("ttlSeconds", "must be from 1 to 86400"));
     }
-    Ok(Command::Reserve {
+    let command = Command::Reserve {
         model: model(&body.model)?,
         amount: amount("amount", body.amount)?,
         ttl_ms: ttl_s as i64 * MS_PER_SECOND,
         metadata: json_text("metadata", body.metadata)?,
-        request_key: idempotency_key(headers),
+        request_key,
         commit,
+    };
+    Ok(Call {
+        key,
+        request: Request::Command(command),
+        shape: Shape::Hold,
     })
 }
 
@@ -162,9 +208,11 @@ pub async fn reserve(
     headers: HeaderMap,
     Body(body): Body<ReserveBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = user_key(&caller, &body.user_id, "userId")?;
-    let command = reserve_command(&headers, body, false)?;
-    reserve_call(&s, key, command).await
+    run(
+        &s,
+        reserve_call(&caller, body, idempotency_key(&headers), false)?,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -172,15 +220,27 @@ pub async fn reserve(
 #[schema(example = json!({"userId": "ana", "model": "image.gemini-3-1-flash-image-preview", "amount": 1}))]
 pub struct ConsumeBody {
     #[schema(value_type = doc::UserId)]
-    user_id: String,
+    pub user_id: String,
     #[schema(value_type = doc::ModelKey)]
-    model: String,
+    pub model: String,
     #[serde(deserialize_with = "whole")]
     #[schema(value_type = doc::Quantity)]
-    amount: u64,
+    pub amount: u64,
     /// Any JSON, at most 16 KiB, kept with the reservation.
     #[serde(default)]
-    metadata: Option<Value>,
+    pub metadata: Option<Value>,
+}
+
+impl From<ConsumeBody> for ReserveBody {
+    fn from(body: ConsumeBody) -> ReserveBody {
+        ReserveBody {
+            user_id: body.user_id,
+            model: body.model,
+            amount: body.amount,
+            ttl_seconds: None,
+            metadata: body.metadata,
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/v1/consume", operation_id = "consume", tag = "Reservations",
@@ -194,16 +254,21 @@ pub async fn consume(
     headers: HeaderMap,
     Body(body): Body<ConsumeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = user_key(&caller, &body.user_id, "userId")?;
-    let body = ReserveBody {
-        user_id: body.user_id,
-        model: body.model,
-        amount: body.amount,
-        ttl_seconds: None,
-        metadata: body.metadata,
+    let request_key = idempotency_key(&headers);
+    run(&s, reserve_call(&caller, body.into(), request_key, true)?).await
+}
+
+pub fn check_call(caller: &Caller, body: CheckBody) -> Result<Call, ApiError> {
+    let key = user_key(caller, &body.user_id, "userId")?;
+    let request = Request::Check {
+        model: model(&body.model)?,
+        amount: amount("amount", body.amount)?,
     };
-    let command = reserve_command(&headers, body, true)?;
-    reserve_call(&s, key, command).await
+    Ok(Call {
+        key,
+        request,
+        shape: Shape::Check,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/check", operation_id = "check", tag = "Reservations",
@@ -216,27 +281,11 @@ pub async fn check(
     Secret(caller): Secret,
     Body(body): Body<CheckBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = user_key(&caller, &body.user_id, "userId")?;
-    let request = Request::Check {
-        model: model(&body.model)?,
-        amount: amount("amount", body.amount)?,
-    };
-    match s.engine.user(key, request).await? {
-        View::Check(m) => Ok(Json(views::check(&m))),
-        other => Err(unexpected(&other)),
-    }
+    run(&s, check_call(&caller, body)?).await
 }
 
-async fn reservation_call(
-    s: &AppState,
-    key: UserKey,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let user = key.user.clone();
-    match s.engine.user(key, request).await? {
-        View::Reservation(r) => Ok(Json(views::reservation(&user, &r))),
-        other => Err(unexpected(&other)),
-    }
+fn reservation_owner(s: &AppState, caller: &Caller, id: &str) -> Result<UserKey, ApiError> {
+    owner(s, caller, id, "reservation_not_found")
 }
 
 #[utoipa::path(get, path = "/v1/reservations/{id}", operation_id = "getReservation", tag = "Reservations",
@@ -249,8 +298,34 @@ pub async fn get(
     Secret(caller): Secret,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = owner(&s, &caller, &id, "reservation_not_found")?;
-    reservation_call(&s, key, Request::Reservation(id)).await
+    let key = reservation_owner(&s, &caller, &id)?;
+    let call = Call {
+        key,
+        request: Request::Reservation(id),
+        shape: Shape::Reservation,
+    };
+    run(&s, call).await
+}
+
+/// The owner is looked up before the body's values are checked, as the routes always did: an
+/// unknown reservation is a 404 whatever the body says.
+pub fn commit_call(
+    s: &AppState,
+    caller: &Caller,
+    id: String,
+    body: CommitBody,
+) -> Result<Call, ApiError> {
+    let key = reservation_owner(s, caller, &id)?;
+    let command = Command::Commit {
+        reservation_id: id,
+        amount: body.amount.map(|a| amount("amount", a)).transpose()?,
+        response: json_text("response", body.response)?,
+    };
+    Ok(Call {
+        key,
+        request: Request::Command(command),
+        shape: Shape::Reservation,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/reservations/{id}/commit", operation_id = "commitReservation", tag = "Reservations",
@@ -269,13 +344,26 @@ pub async fn commit(
     Path(id): Path<String>,
     Body(body): Body<CommitBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = owner(&s, &caller, &id, "reservation_not_found")?;
-    let command = Command::Commit {
+    run(&s, commit_call(&s, &caller, id, body)?).await
+}
+
+pub fn release_call(
+    s: &AppState,
+    caller: &Caller,
+    id: String,
+    body: ReleaseBody,
+) -> Result<Call, ApiError> {
+    let key = reservation_owner(s, caller, &id)?;
+    let error_code = super::credits::text("errorCode", body.error_code, 255)?;
+    let command = Command::Release {
         reservation_id: id,
-        amount: body.amount.map(|a| amount("amount", a)).transpose()?,
-        response: json_text("response", body.response)?,
+        error_code,
     };
-    reservation_call(&s, key, Request::Command(command)).await
+    Ok(Call {
+        key,
+        request: Request::Command(command),
+        shape: Shape::Reservation,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/reservations/{id}/release", operation_id = "releaseReservation", tag = "Reservations",
@@ -293,11 +381,5 @@ pub async fn release(
     Path(id): Path<String>,
     Body(body): Body<ReleaseBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = owner(&s, &caller, &id, "reservation_not_found")?;
-    let error_code = super::credits::text("errorCode", body.error_code, 255)?;
-    let command = Command::Release {
-        reservation_id: id,
-        error_code,
-    };
-    reservation_call(&s, key, Request::Command(command)).await
+    run(&s, release_call(&s, &caller, id, body)?).await
 }

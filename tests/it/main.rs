@@ -1,5 +1,6 @@
 //! Integration tests of `vevee serve`, over HTTP only, against the contract in API.md.
 
+mod batch;
 mod catalog;
 mod concurrency;
 mod crash;

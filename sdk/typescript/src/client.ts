@@ -1,5 +1,6 @@
 // `createClient`: every call of vevee's HTTP API v1 as a method.
 
+import { BATCH_OPERATIONS_MAX, Batcher, type BatchOptions } from "./batcher.js";
 import { VeveeConfigurationError, VeveeDeniedError } from "./errors.js";
 import {
   Transport,
@@ -10,6 +11,8 @@ import {
 } from "./transport.js";
 import type {
   Balance,
+  BatchOperation,
+  BatchResponse,
   CheckParams,
   CheckResult,
   CommitParams,
@@ -56,6 +59,13 @@ export interface ClientOptions {
   maxRetryAfterMs?: number;
   /** Default: the platform's `fetch`. */
   fetch?: FetchLike;
+  /**
+   * Automatic batching, off by default: `reserve`, `consume`, `check`/`canUse`, `commit` and
+   * `release` calls made within `maxDelayMs` of each other go as one `POST /v1/batch` of up to
+   * `maxOperations`; each call still settles on its own. A call with per-call options
+   * (`idempotencyKey`, `signal`, `timeoutMs`, `maxRetries`) goes alone. `true` takes the defaults.
+   */
+  batch?: boolean | BatchOptions;
 }
 
 /** A result with what came back with it. `lastResponse` is not enumerable (not in JSON, not in deepEqual). */
@@ -160,6 +170,13 @@ export interface VeveeClient {
     advance(seconds: number | { seconds: number }, options?: RequestOptions): Promise<WithResponse<TestClock>>;
   };
 
+  /**
+   * Up to 1000 reservation operations in one request (`POST /v1/batch`): one result per operation,
+   * in order, each the status and body the single call would have answered. An operation that
+   * failed is a result, not an exception; only a failure of the whole request throws.
+   */
+  batch(operations: BatchOperation[], options?: RequestOptions): Promise<WithResponse<BatchResponse>>;
+
   /** Any other call of the API, with the same auth, retries and idempotency keys. */
   request<T>(req: HttpRequest, options?: RequestOptions): Promise<WithResponse<T>>;
 }
@@ -230,16 +247,33 @@ export function createClient(options: ClientOptions): VeveeClient {
 
   const post = <T>(path: string, body: unknown, options?: RequestOptions) =>
     call<T>({ method: "POST", path, body }, options);
+
+  const batcher = batchOptions(options.batch, transport);
+
+  /** A reservation call: through the batcher when it is on and the call has no options of its own. */
+  async function hold<T>(path: string, op: BatchOperation, options?: RequestOptions): Promise<WithResponse<T>> {
+    if (batcher === null || !isEmpty(options)) {
+      const { op: _op, ...rest } = op as BatchOperation & { reservationId?: string };
+      const body: Record<string, unknown> = rest;
+      delete body.reservationId;
+      return post<T>(path, body, options);
+    }
+    const { data, info } = await batcher.submit<T>(op);
+    if (typeof data === "object" && data !== null) {
+      Object.defineProperty(data, "lastResponse", { value: info, enumerable: false });
+    }
+    return data as WithResponse<T>;
+  }
   const get = <T>(path: string, query?: HttpRequest["query"], options?: RequestOptions) =>
     call<T>({ method: "GET", path, query }, options);
 
   function checkCall(a: string | CheckParams, b?: string | RequestOptions, c?: number, d?: RequestOptions) {
     if (typeof a === "string") {
-      return post<CheckResult>("/v1/check", { userId: a, model: b as string, amount: c }, d);
+      return hold<CheckResult>("/v1/check", { op: "check", userId: a, model: b as string, amount: c as number }, d);
     }
-    return post<CheckResult>(
+    return hold<CheckResult>(
       "/v1/check",
-      { userId: a.userId, model: a.model, amount: a.amount },
+      { op: "check", userId: a.userId, model: a.model, amount: a.amount },
       b as RequestOptions | undefined,
     );
   }
@@ -275,15 +309,25 @@ export function createClient(options: ClientOptions): VeveeClient {
     ): Promise<WithResponse<ReserveResult>> {
       if (typeof a === "string") {
         const { ttlSeconds, metadata, ...request } = d ?? {};
-        return post("/v1/reservations", { userId: a, model: b as string, amount: c, ttlSeconds, metadata }, request);
+        const op = { op: "reserve" as const, userId: a, model: b as string, amount: c as number, ttlSeconds, metadata };
+        return hold("/v1/reservations", op, request);
       }
       const { userId, model, amount, ttlSeconds, metadata } = a;
-      return post("/v1/reservations", { userId, model, amount, ttlSeconds, metadata }, b as RequestOptions | undefined);
+      const op = { op: "reserve" as const, userId, model, amount, ttlSeconds, metadata };
+      return hold("/v1/reservations", op, b as RequestOptions | undefined);
     },
     commit: async (reservationId, params = {}, options) =>
-      post(`/v1/reservations/${seg(reservationId)}/commit`, { amount: params.amount, response: params.response }, options),
+      hold(
+        `/v1/reservations/${seg(reservationId)}/commit`,
+        { op: "commit", reservationId, amount: params.amount, response: params.response },
+        options,
+      ),
     release: async (reservationId, params = {}, options) =>
-      post(`/v1/reservations/${seg(reservationId)}/release`, { errorCode: params.errorCode }, options),
+      hold(
+        `/v1/reservations/${seg(reservationId)}/release`,
+        { op: "release", reservationId, errorCode: params.errorCode },
+        options,
+      ),
     getReservation: async (reservationId, options) =>
       get(`/v1/reservations/${seg(reservationId)}`, undefined, options),
     check: checkCall as VeveeClient["check"],
@@ -296,10 +340,10 @@ export function createClient(options: ClientOptions): VeveeClient {
     ): Promise<WithResponse<ReserveResult>> {
       if (typeof a === "string") {
         const { metadata, ...request } = d ?? {};
-        return post("/v1/consume", { userId: a, model: b as string, amount: c, metadata }, request);
+        return hold("/v1/consume", { op: "consume", userId: a, model: b as string, amount: c as number, metadata }, request);
       }
       const { userId, model, amount, metadata } = a;
-      return post("/v1/consume", { userId, model, amount, metadata }, b as RequestOptions | undefined);
+      return hold("/v1/consume", { op: "consume", userId, model, amount, metadata }, b as RequestOptions | undefined);
     },
     usage: async (userId, match, options) =>
       get(`/v1/users/${seg(userId)}/usage`, { match }, options),
@@ -370,6 +414,8 @@ export function createClient(options: ClientOptions): VeveeClient {
       advance: async (seconds, options) =>
         post("/v1/test/clock/advance", { seconds: typeof seconds === "number" ? seconds : seconds.seconds }, options),
     },
+
+    batch: async (operations, options) => post("/v1/batch", { operations }, options),
 
     request: call,
 
@@ -448,6 +494,25 @@ function errorCodeOf(error: unknown): string {
     if (typeof name === "string" && name !== "") return name;
   }
   return "error";
+}
+
+function batchOptions(option: boolean | BatchOptions | undefined, transport: Transport): Batcher | null {
+  if (option === undefined || option === false) return null;
+  const o = option === true ? {} : option;
+  const maxOperations = o.maxOperations ?? 100;
+  if (!Number.isInteger(maxOperations) || maxOperations < 1 || maxOperations > BATCH_OPERATIONS_MAX) {
+    throw new VeveeConfigurationError({
+      message: `batch.maxOperations must be an integer from 1 to ${BATCH_OPERATIONS_MAX}`,
+      type: "configuration",
+      code: "invalid_option",
+    });
+  }
+  return new Batcher(transport, maxOperations, nonNegative(o.maxDelayMs, 2, "batch.maxDelayMs"));
+}
+
+/** No per-call option set: the call may share a batch. */
+function isEmpty(options: RequestOptions | undefined): boolean {
+  return options === undefined || Object.values(options).every((v) => v === undefined);
 }
 
 // The writable fields only, so that a plan or pack read from the API can be edited and written back

@@ -23,5 +23,6 @@ export {
   type RequestOptions,
   type ResponseInfo,
 } from "./transport.js";
+export { BATCH_OPERATIONS_MAX, type BatchOptions } from "./batcher.js";
 export * from "./errors.js";
 export type * from "./types.js";

@@ -295,6 +295,33 @@ export interface ReservationHold {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Batch
+
+/** One operation of `POST /v1/batch`: a single call's body plus `op` (and the reservation's id). */
+export type BatchOperation =
+  | ({ op: "reserve" } & ReserveParams)
+  | ({ op: "consume" } & ConsumeParams)
+  | ({ op: "check" } & CheckParams)
+  | ({ op: "commit"; reservationId: string } & CommitParams)
+  | ({ op: "release"; reservationId: string } & ReleaseParams);
+
+/** The body of an error answer. */
+export interface ErrorBody {
+  error: { type: string; code: string; message: string; param: string | null };
+}
+
+/** One slot: what the single call would have answered, status and body. */
+export interface BatchResult {
+  status: number;
+  body: ReserveResult | CheckResult | ErrorBody;
+}
+
+/** `POST /v1/batch` answers one result per operation, in order. */
+export interface BatchResponse {
+  results: BatchResult[];
+}
+
+// ---------------------------------------------------------------------------------------------
 // Usage and ledger
 
 export interface Counter {

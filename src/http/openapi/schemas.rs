@@ -629,3 +629,34 @@ pub struct Status {
     #[schema(example = "serving")]
     pub status: String,
 }
+
+// ---- batch -------------------------------------------------------------------------------------
+
+/// `POST /v1/batch`: 1 to 1,000 operations, each shaped as its single call's body plus `op`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"operations": [
+    {"op": "reserve", "userId": "ana", "model": "image.dall-e-3", "amount": 1},
+    {"op": "consume", "userId": "ana", "model": "image.dall-e-3", "amount": 1},
+    {"op": "check", "userId": "ana", "model": "image.dall-e-3", "amount": 1}]}))]
+pub struct BatchBody {
+    /// `{"op": "reserve" | "consume" | "check" | "commit" | "release", ...}`: the fields of the
+    /// single call (`reservationId` for commit and release).
+    #[schema(min_items = 1, max_items = 1000)]
+    pub operations: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One operation's answer: what the single call would have answered.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchResult {
+    pub status: u16,
+    /// The single call's body: a reservation, a decision, or `{"error": {...}}`.
+    pub body: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub results: Vec<BatchResult>,
+}

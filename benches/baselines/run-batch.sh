@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 17: durable consumes in batches of N over HTTP against Redis pipelining the same Lua consume
+# N deep (`redis-benchmark -P N`, `appendfsync always`). Installs Redis from Debian's packages if
+# missing, starts it on 127.0.0.1 with a temp directory, runs `load batch`, stops it.
+#
+#   benches/baselines/run-batch.sh [RESULTS_DIR] [-- extra arguments for `load batch`]
+#
+# Environment: SECS (5) seconds per cell, DEPTHS (1,10,100,1000), CONNS (64), USERS (1000).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+OUT=${1:-$REPO/target/bench-results}
+shift || true
+[ "${1:-}" = "--" ] && shift
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+benches/baselines/install-redis.sh
+
+echo "== building vevee and the load harness" >&2
+cargo build --release --bin vevee
+cargo build --release --bench load
+LOAD=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
+
+TMP=$(mktemp -d /tmp/vevee-batch.XXXXXX)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cleanup() {
+  set +e
+  [ -f "$TMP/redis.pid" ] && kill "$(cat "$TMP/redis.pid")" 2>/dev/null
+  sleep 1
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+echo "== starting Redis on 127.0.0.1:$PORT (appendfsync always)" >&2
+redis-server --bind 127.0.0.1 --port "$PORT" --dir "$TMP" --daemonize yes \
+  --pidfile "$TMP/redis.pid" --logfile "$TMP/redis.log" --save "" \
+  --appendonly yes --appendfsync always --protected-mode yes
+for _ in $(seq 50); do [ -f "$TMP/redis.pid" ] && break; sleep 0.1; done
+
+timeout 1800 "$LOAD" batch --vevee-bin target/release/vevee --work-dir "$TMP" \
+  --secs "${SECS:-5}" --depths "${DEPTHS:-1,10,100,1000}" --conns "${CONNS:-64}" \
+  --users "${USERS:-1000}" --redis-always "127.0.0.1:$PORT" --redis-always-pid-file "$TMP/redis.pid" \
+  --out-md "$OUT/batch.md" "$@" | tee "$OUT/batch.txt"
+echo "== done: $OUT/batch.md" >&2
