@@ -641,9 +641,10 @@ pub struct Status {
     {"op": "check", "userId": "ana", "model": "image.dall-e-3", "amount": 1}]}))]
 pub struct BatchBody {
     /// `{"op": "reserve" | "consume" | "check" | "commit" | "release", ...}`: the fields of the
-    /// single call (`reservationId` for commit and release).
+    /// single call (`reservationId` for commit and release). Any value is accepted here: a
+    /// malformed operation is a 400 in its own result slot, not for the whole batch (API.md).
     #[schema(min_items = 1, max_items = 1000)]
-    pub operations: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub operations: Vec<serde_json::Value>,
 }
 
 /// One operation's answer: what the single call would have answered.
