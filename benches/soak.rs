@@ -267,6 +267,9 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
         .copied()
         .ok_or_else(|| anyhow!("no RSS sample"))?;
     let growth = end.rss as i64 - warm.rss as i64;
+    // Two samples are noisy (snapshots and the allocator move RSS by tens of MB): the slope of
+    // all samples from the warm-up on says more about a steady growth.
+    let slope = rss_slope(&load.samples);
     let ops_after_warm = end.done.saturating_sub(warm.done).max(1);
     let data_before_stop = dir_bytes(&dir.join("data"));
     println!("  stopping with SIGTERM (final snapshot)");
@@ -307,6 +310,7 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
         "rss_peak_bytes": hwm,
         "growth_bytes": growth,
         "growth_bytes_per_op": growth as f64 / ops_after_warm as f64,
+        "rss_slope_bytes_per_op": slope,
         "stop_secs": stop.as_secs_f64(),
         "snapshot_bytes": snapshot.as_ref().map(|s| s.1),
         "snapshot_bytes_per_user": snapshot.as_ref().map(|s| s.1 as f64 / a.users as f64),
@@ -328,6 +332,7 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
         "peak",
         "growth",
         "bytes/op",
+        "slope bytes/op",
         "snapshot (bytes/user)",
         "data dir (after stop)",
         "RSS after restart",
@@ -351,6 +356,7 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
         mib(hwm),
         format!("{:+.1} MB", growth as f64 / 1e6),
         format!("{:.0}", growth as f64 / ops_after_warm as f64),
+        slope.map_or_else(|| "–".into(), |v| format!("{v:.0}")),
         match &snapshot {
             Some((_, size)) => format!(
                 "{} ({:.0})",
@@ -1319,6 +1325,23 @@ async fn worker(
     out
 }
 
+/// Least-squares slope of RSS against operations done, bytes per operation.
+fn rss_slope(samples: &[Sample]) -> Option<f64> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let mx = samples.iter().map(|s| s.done as f64).sum::<f64>() / n;
+    let my = samples.iter().map(|s| s.rss as f64).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for s in samples {
+        let dx = s.done as f64 - mx;
+        sxy += dx * (s.rss as f64 - my);
+        sxx += dx * dx;
+    }
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
 fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
 }
@@ -1372,8 +1395,16 @@ impl Server {
         };
         match server.spawn_and_wait().await {
             Ok(_) => Ok(server),
-            Err(e) if server.opts.idle_seconds.is_some() && server.log_mentions("idle_seconds") => {
-                println!("  this build's config refuses idle_seconds: starting without it ({e:#})");
+            Err(_) if server.opts.idle_seconds.is_some() && server.log_mentions("idle_seconds") => {
+                let said = server.log_since_start();
+                let line = said
+                    .lines()
+                    .find(|l| l.contains("idle_seconds"))
+                    .unwrap_or_default();
+                println!(
+                    "  this build's config refuses idle_seconds, starting without it: {}",
+                    line.chars().take(200).collect::<String>()
+                );
                 server.opts.idle_seconds = None;
                 server.idle_key_accepted = false;
                 server.spawn_and_wait().await?;
