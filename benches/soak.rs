@@ -506,8 +506,8 @@ async fn idle_users(a: IdleArgs, dir: PathBuf) -> Result<()> {
     emit(c, &headers, &[cells], &[row])
 }
 
-/// Creates the plan and pack of the idle users and then the users `i0..users`, each a subscription
-/// to `pro` and a grant of `duo` (two balances).
+/// Creates the plan and pack of the idle users, then users `i0`, `i1`, … (`users` of them), each a
+/// subscription to `pro` and a grant of `duo` (two balances).
 async fn create_idle_users(
     server: &Server,
     users: u64,
