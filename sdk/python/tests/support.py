@@ -87,6 +87,8 @@ def start_server(server_config: Sequence[str] = ()) -> RunningServer:
                     f'publishable_key_test = "{PUBLISHABLE_KEY}"',
                     f'secret_key_live = "{LIVE_KEY}"',
                     'stripe_webhook_secret_test = "whsec_py_suite"',
+                    # The walkthrough's plans and packs; off by default since issue 13.
+                    "seed_demo_catalog = true",
                     "",
                 ]
             )
