@@ -79,7 +79,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
                 key: key.clone(),
                 answer: answer.clone(),
             }),
-            Record::User { key, .. } => {
+            Record::User { key, .. } | Record::FlushLedger { key } => {
                 let key = key.clone();
                 match state.apply_owned(record) {
                     Ok(applied) => HistoryWrite::from_applied(&key, applied, &mut writes),

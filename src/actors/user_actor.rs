@@ -262,6 +262,20 @@ impl UserActor {
         if self.last_seq > durable {
             return;
         }
+        // The lines still in memory go to disk first, through the journal so that replay does
+        // the same; the user sleeps at a later check, once that is durable.
+        if !self.state.ledger_tail.is_empty() {
+            let applied = self.state.flush_ledger();
+            let mut writes = Vec::new();
+            HistoryWrite::from_applied(&self.key, applied.clone(), &mut writes);
+            let record = Record::FlushLedger {
+                key: self.key.clone(),
+            };
+            self.last_seq = self.shared.journal.push_with_history([record], writes);
+            // Until it is durable, a decision finds the page here (a message may still come).
+            self.recent.push_back((self.last_seq, applied));
+            return;
+        }
         self.shared
             .put_to_sleep(&self.key, &self.state, &ctx.address());
         self.asleep = true;

@@ -66,6 +66,10 @@ pub enum Record {
         key: String,
         answer: StoredAnswer,
     },
+    /// A user going to sleep moves the ledger lines it still holds to disk as one (short) page.
+    FlushLedger {
+        key: UserKey,
+    },
 }
 
 /// The live state of the whole engine. History (ledger pages, ended reservations, stored answers)
@@ -103,6 +107,11 @@ impl EngineState {
             }
             // Stored answers live in the history store only.
             Record::Answer { .. } => {}
+            Record::FlushLedger { key } => {
+                if let Some(user) = self.users.get_mut(key) {
+                    return user.flush_ledger();
+                }
+            }
         }
         Applied::default()
     }

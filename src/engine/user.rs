@@ -253,6 +253,14 @@ impl UserState {
         applied
     }
 
+    /// Moves the ledger lines still in memory out as one page, however short.
+    pub fn flush_ledger(&mut self) -> Applied {
+        Applied {
+            page: (!self.ledger_tail.is_empty()).then(|| std::mem::take(&mut self.ledger_tail)),
+            ..Applied::default()
+        }
+    }
+
     /// The reservation `id` while it is pending, or as it ended if its line is still in memory.
     pub fn reservation(&self, id: &str) -> Option<&Reservation> {
         self.reservations.get(id).or_else(|| {

@@ -130,6 +130,20 @@ impl Replay<'_> {
             }
             // Stored answers live in the history store only.
             Record::Answer { .. } => Ok(Applied::default()),
+            Record::FlushLedger { key } => {
+                if let Some(user) = self.open.get_mut(&key) {
+                    return Ok(user.flush_ledger());
+                }
+                match self.image.users.remove(&key) {
+                    Some(packed) => {
+                        let mut user = packed.unpack()?;
+                        let applied = user.flush_ledger();
+                        self.open.insert(key, user);
+                        Ok(applied)
+                    }
+                    None => Ok(Applied::default()),
+                }
+            }
         }
     }
 

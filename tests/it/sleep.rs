@@ -47,7 +47,7 @@ async fn everything(app: &TestApp, u: &str, ids: &[String]) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_user_put_to_sleep_wakes_with_the_same_state_and_its_deadlines_fire_on_time() {
-    let app = spawn_app_with(Options {
+    let mut app = spawn_app_with(Options {
         idle_seconds: Some(1),
         ..Options::default()
     })
@@ -80,6 +80,16 @@ async fn a_user_put_to_sleep_wakes_with_the_same_state_and_its_deadlines_fire_on
         everything(&app, u, &ids).await,
         awake,
         "woken, the user reads exactly as before"
+    );
+    // Asleep, then killed: the ledger lines it moved to disk on the way to sleep come back by
+    // replay too.
+    until_all_asleep(&app).await;
+    app.crash();
+    app.start_again().await;
+    assert_eq!(
+        everything(&app, u, &ids).await,
+        awake,
+        "and after a kill -9"
     );
 
     // Asleep again, the pending reservation expires on its TTL and the bundle on its 90 days,
