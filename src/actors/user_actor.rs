@@ -185,27 +185,20 @@ impl UserPast<'_> {
 
 impl Past for UserPast<'_> {
     fn ended(&self, id: &str) -> Option<Reservation> {
-        let in_flight = self.recent.iter().rev().find_map(|(_, applied)| {
-            applied
-                .page
-                .as_ref()
-                .and_then(|lines| lines.iter().find_map(|l| l.ended(id)))
-        });
-        match in_flight {
+        match self.recent.iter().rev().find_map(|(_, a)| a.ended(id)) {
             Some(r) => Some(r.clone()),
             None => self.read("ended reservation", |h| h.ended(self.key, id)),
         }
     }
 
     fn by_request_key(&self, key: &str, since: Ts) -> Option<String> {
-        let in_flight = self.recent.iter().rev().find_map(|(_, applied)| {
-            applied
-                .request_key
-                .as_ref()
-                .filter(|k| k.key == key && k.created_at > since)
-        });
-        match in_flight {
-            Some(k) => Some(k.reservation_id.clone()),
+        match self
+            .recent
+            .iter()
+            .rev()
+            .find_map(|(_, a)| a.reserved_with_key(key, since))
+        {
+            Some(id) => Some(id.to_owned()),
             None => self.read("request key", |h| h.by_request_key(self.key, key, since)),
         }
     }

@@ -29,22 +29,20 @@ struct WithChanges<'a, P: Past> {
 
 impl<P: Past> Past for WithChanges<'_, P> {
     fn ended(&self, id: &str) -> Option<Reservation> {
-        let here = self.applied.iter().rev().find_map(|a| {
-            a.page
-                .as_ref()
-                .and_then(|lines| lines.iter().find_map(|l| l.ended(id)))
-        });
-        here.cloned().or_else(|| self.past.ended(id))
+        match self.applied.iter().rev().find_map(|a| a.ended(id)) {
+            Some(r) => Some(r.clone()),
+            None => self.past.ended(id),
+        }
     }
 
     fn by_request_key(&self, key: &str, since: Ts) -> Option<String> {
-        let here = self.applied.iter().rev().find_map(|a| {
-            a.request_key
-                .as_ref()
-                .filter(|k| k.key == key && k.created_at > since)
-        });
-        match here {
-            Some(k) => Some(k.reservation_id.clone()),
+        match self
+            .applied
+            .iter()
+            .rev()
+            .find_map(|a| a.reserved_with_key(key, since))
+        {
+            Some(id) => Some(id.to_owned()),
             None => self.past.by_request_key(key, since),
         }
     }

@@ -161,6 +161,23 @@ pub struct UserState {
     pub ledger_tail: Vec<LedgerLine>,
 }
 
+impl Applied {
+    /// The reservation `id` as it ended, if this hands over the page that ended it.
+    pub fn ended(&self, id: &str) -> Option<&Reservation> {
+        self.page
+            .as_ref()
+            .and_then(|lines| lines.iter().find_map(|l| l.ended(id)))
+    }
+
+    /// The reservation made by an ended reserve with this `Idempotency-Key` after `since`.
+    pub fn reserved_with_key(&self, key: &str, since: Ts) -> Option<&str> {
+        self.request_key
+            .as_ref()
+            .filter(|k| k.key == key && k.created_at > since)
+            .map(|k| k.reservation_id.as_str())
+    }
+}
+
 /// The idempotency key of a reserve whose reservation ended, for the history to keep 24 hours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestKey {
