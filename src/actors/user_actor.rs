@@ -11,7 +11,7 @@ use crate::engine::read::{self, Usage};
 use crate::engine::user::{Applied, Balance, Reservation, Subscription};
 use crate::engine::{
     Changes, Command, Outcome, Past, Record, Rejection, Ts, UserKey, UserState, catch_up,
-    next_deadline, step,
+    next_deadline, step_admitted,
 };
 use crate::persistence::{History, HistoryWrite};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, SpawnHandle};
@@ -299,24 +299,21 @@ impl UserActor {
                 }
                 _ => 0,
             };
-            // Deadlines first, so that what expired does not count against a bound.
-            let plan_before = self.active_plan();
-            let caught_up = catch_up(&mut self.state, now, &mut self.ids);
-            self.record(caught_up, plan_before);
-            admit(&self.state, &command, new_balances, &self.shared.bounds)?;
             let past = UserPast {
                 key: &self.key,
                 recent: &self.recent,
                 history: self.shared.history.as_ref(),
             };
+            let bounds = &self.shared.bounds;
             let plan_before = self.active_plan();
-            let done = step(
+            let done = step_admitted(
                 &mut self.state,
                 &past,
                 &catalog,
                 command,
                 now,
                 &mut self.ids,
+                |state, command| admit(state, command, new_balances, bounds),
             );
             let changes = Changes {
                 events: done.events,

@@ -583,13 +583,29 @@ pub fn step(
     now: Ts,
     ids: &mut impl IdSource,
 ) -> Step {
+    step_admitted(state, past, catalog, command, now, ids, |_, _| Ok(()))
+}
+
+/// [`step`] with an admission check run once the deadlines are applied (so that what expired
+/// does not count against a bound) and before the command is decided.
+pub fn step_admitted(
+    state: &mut UserState,
+    past: &impl Past,
+    catalog: &Catalog,
+    command: Command,
+    now: Ts,
+    ids: &mut impl IdSource,
+    admit: impl FnOnce(&UserState, &Command) -> Result<(), Rejection>,
+) -> Step {
     let mut changes = Changes::default();
     catch_up_into(state, now, ids, &mut changes);
     let past = WithChanges {
         applied: &changes.applied,
         past,
     };
-    let result = decide(state, &past, catalog, command, now, ids).map(|decision| {
+    let result =
+        admit(state, &command).and_then(|()| decide(state, &past, catalog, command, now, ids));
+    let result = result.map(|decision| {
         for event in decision.events {
             changes.apply(state, event);
         }

@@ -23,7 +23,7 @@ mod tests;
 
 pub use decide::{
     Changes, Command, Decision, NoPast, Outcome, Past, Rejection, Step, catch_up, decide,
-    next_deadline, next_due, step,
+    next_deadline, next_due, step, step_admitted,
 };
 pub use state::{EngineState, Mode, Record, UserKey};
 pub use time::Ts;
