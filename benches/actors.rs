@@ -194,6 +194,7 @@ fn pack(id: &str, amount: u64) -> Pack {
             pattern: pattern("*"),
             amount,
             unit: "credit".into(),
+            low_balance_threshold: None,
         }],
         created_at: Ts(0),
         updated_at: Ts(0),
@@ -216,6 +217,7 @@ fn grant(pack_id: &str, i: usize) -> Command {
         notes: None,
         expires_at: None,
         payment_intent: None,
+        expiring_notice_days: 3,
     }
 }
 

@@ -59,6 +59,7 @@ fn pack(id: &str, expires_in_days: Option<u32>) -> Pack {
         pattern: pattern(p),
         amount: 1_000,
         unit: "credit".into(),
+        low_balance_threshold: None,
     };
     Pack {
         id: id.into(),
@@ -117,6 +118,7 @@ fn pro_user(catalog: &Catalog, plan_used: bool) -> (UserState, CountingIds) {
             notes: None,
             expires_at: None,
             payment_intent: None,
+            expiring_notice_days: 3,
         };
         run(&mut state, catalog, &mut ids, grant);
     }

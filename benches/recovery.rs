@@ -66,6 +66,7 @@ fn catalog() -> Catalog {
                 pattern: Pattern::parse(p).unwrap(),
                 amount: 1_000,
                 unit: "count".into(),
+                low_balance_threshold: None,
             })
             .collect(),
         created_at: Ts(0),
@@ -95,6 +96,7 @@ fn setup(state: &mut UserState, catalog: &Catalog, ids: &mut CountingIds, now: T
             notes: None,
             expires_at: None,
             payment_intent: None,
+            expiring_notice_days: 3,
         },
     ];
     commands

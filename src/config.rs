@@ -95,9 +95,21 @@ pub struct AppConfig {
     /// PixelForge's plans. The shipped `config.toml` turns it on for the demo app.
     #[serde(default)]
     pub seed_demo_catalog: bool,
+    /// Days before a balance's `expiresAt` when `credits.expiring` fires.
+    #[serde(default = "defaults::expiring_notice_days")]
+    pub expiring_notice_days: u32,
+    /// Waits between delivery attempts of an outgoing webhook, in seconds, then it is given up.
+    #[serde(default = "defaults::webhook_retry_seconds")]
+    pub webhook_retry_seconds: Vec<u64>,
 }
 
 mod defaults {
+    pub fn expiring_notice_days() -> u32 {
+        3
+    }
+    pub fn webhook_retry_seconds() -> Vec<u64> {
+        vec![5, 300, 1800, 7200, 18000, 36000, 36000]
+    }
     pub fn sandbox_requests_per_second() -> u32 {
         10_000
     }

@@ -93,7 +93,8 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
             }
         }
         if writes.len() >= RECOVERY_WRITES_MAX && write_error.is_none() {
-            write_error = history.write(&writes).err();
+            // Replayed records are durable: their events may go out at once.
+            write_error = history.write(&writes, 0).err();
             writes.clear();
         }
     })
@@ -103,7 +104,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     }
     state.finish().context("packing the replayed users")?;
     history
-        .write(&writes)
+        .write(&writes, 0)
         .context("writing the replayed history")?;
     journal.flush().context("flushing the replayed history")?;
     tracing::info!(

@@ -315,10 +315,7 @@ impl UserActor {
                 &mut self.ids,
                 |state, command| admit(state, command, new_balances, bounds),
             );
-            let changes = Changes {
-                events: done.events,
-                applied: done.applied,
-            };
+            let changes = Changes::new(done.events, done.applied);
             self.record(changes, plan_before);
             return done.result.map(|outcome| self.view(outcome));
         }

@@ -257,6 +257,7 @@ impl PackForm {
                 pattern: row.pattern.clone(),
                 amount,
                 unit: row.unit.clone(),
+                low_balance_threshold: None,
             });
         }
         if !errors.is_empty() {

@@ -514,7 +514,9 @@ fn entry_amount(line: &LedgerLine) -> Option<u64> {
         EventKind::UsageReleased { .. } | EventKind::UsageExpired { .. } => {
             line.reservation.as_ref().map(|r| r.amount)
         }
-        EventKind::SubscriptionUpdated { .. } | EventKind::SubscriptionCanceled { .. } => None,
+        EventKind::SubscriptionUpdated { .. }
+        | EventKind::SubscriptionCanceled { .. }
+        | EventKind::Noticed(_) => None,
     }
 }
 
@@ -556,6 +558,8 @@ fn entry_details(line: &LedgerLine, catalog: &Catalog) -> Markup {
             EventKind::SubscriptionCanceled { plan_id } => {
                 "plan " strong { (plan_name(catalog, plan_id)) }
             }
+            // Notices have no ledger line.
+            EventKind::Noticed(_) => {}
         }
     }
 }
@@ -662,7 +666,8 @@ impl Action {
         }
     }
 
-    fn command(&self) -> Command {
+    /// The API command; grants expire with the app's `expiring_notice_days`.
+    fn command(&self, expiring_notice_days: u32) -> Command {
         match self.clone() {
             Action::Subscribe { plan_id } => Command::Subscribe { plan_id },
             Action::Cancel => Command::Cancel,
@@ -678,6 +683,7 @@ impl Action {
                 notes,
                 expires_at: None,
                 payment_intent: None,
+                expiring_notice_days,
             },
             Action::Revoke { balance_id, reason } => Command::Revoke {
                 balance_id,
@@ -858,7 +864,12 @@ async fn act(
         .entries
         .first()
         .map(|l| l.event.id.clone());
-    let view = call(&s, &key, Request::Command(action.command())).await?;
+    let view = call(
+        &s,
+        &key,
+        Request::Command(action.command(s.expiring_notice_days(&key.app))),
+    )
+    .await?;
     let recent = ledger(&s, &key, 50, None).await?;
     let written: Vec<LedgerLine> = recent
         .entries
@@ -940,7 +951,7 @@ mod tests {
         ]);
         let action = Action::parse("grant", &f).unwrap();
         assert_eq!(
-            action.command(),
+            action.command(3),
             Command::Grant {
                 pack_id: "cpk_creator_bundle".into(),
                 external_ref: "support_42".into(),
@@ -948,6 +959,7 @@ mod tests {
                 notes: Some("sorry for the outage".into()),
                 expires_at: None,
                 payment_intent: None,
+                expiring_notice_days: 3,
             }
         );
         // The confirmation page carries the same fields on.
@@ -983,7 +995,7 @@ mod tests {
         let f = fields(&[("balance", "bal_1"), ("reason", "chargeback")]);
         let action = Action::parse("revoke", &f).unwrap();
         assert_eq!(
-            action.command(),
+            action.command(3),
             Command::Revoke {
                 balance_id: "bal_1".into(),
                 reason: Some("chargeback".into())

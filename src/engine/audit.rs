@@ -152,6 +152,7 @@ mod tests {
                 pattern: Pattern::parse("image.*").unwrap(),
                 amount: 10,
                 unit: "count".into(),
+                low_balance_threshold: None,
             }],
             created_at: Ts(0),
             updated_at: Ts(0),
@@ -164,6 +165,7 @@ mod tests {
             notes: None,
             expires_at: None,
             payment_intent: None,
+            expiring_notice_days: 3,
         };
         let mut ledger = Vec::new();
         let granted = step(&mut state, &NoPast, &catalog, grant, now, &mut ids);

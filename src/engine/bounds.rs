@@ -107,6 +107,7 @@ mod tests {
             notes: None,
             expires_at: None,
             payment_intent: None,
+            expiring_notice_days: 3,
         };
         assert_eq!(admit(&state, &grant, 1, &bounds), Ok(()));
         assert_eq!(

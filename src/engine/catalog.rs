@@ -62,6 +62,8 @@ pub struct PackItem {
     pub pattern: Pattern,
     pub amount: u64,
     pub unit: String,
+    /// `credits.low` fires when a balance of this item drops to this or below.
+    pub low_balance_threshold: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

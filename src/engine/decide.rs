@@ -5,6 +5,7 @@ use super::catalog::Catalog;
 use super::event::{CreditHold, Event, EventKind, GrantSource, Granted, Reserved};
 use super::ids::{IdSource, ModelKey};
 use super::matcher::{self, Available, Reason};
+use super::notice::{BalancesBefore, Notice, NoticeData, NoticeType, notices_for};
 use super::time::{MS_PER_DAY, Ts};
 use super::user::{
     Applied, BalanceStatus, Reservation, ReservationStatus, SubscriptionStatus, UserState,
@@ -91,6 +92,8 @@ pub enum Command {
         notes: Option<String>,
         expires_at: Option<Ts>,
         payment_intent: Option<String>,
+        /// The app's `expiring_notice_days`: `credits.expiring` fires this long before expiry.
+        expiring_notice_days: u32,
     },
     Revoke {
         balance_id: String,
@@ -167,6 +170,16 @@ impl<I: IdSource> Stamp<'_, I> {
             id,
             at: self.now,
             kind,
+        });
+    }
+
+    /// An outgoing event: its journal event's id is the event id of API.md (`evt_…`).
+    fn push_notice(&mut self, notice: Notice) {
+        let id = self.ids.next_id("evt");
+        self.events.push(Event {
+            id,
+            at: self.now,
+            kind: EventKind::Noticed(Box::new(notice)),
         });
     }
 }
@@ -300,6 +313,7 @@ pub fn decide(
             notes,
             expires_at,
             payment_intent,
+            expiring_notice_days,
         } => {
             if let Some(ids) = state.grants.get(&(pack_id.clone(), external_ref.clone())) {
                 let outcome = Outcome::Granted {
@@ -322,6 +336,8 @@ pub fn decide(
                 pack.expires_in_days
                     .map(|days| now.plus_ms(i64::from(days) * MS_PER_DAY))
             });
+            let expiring_notice_at =
+                expires_at.map(|e| e.plus_ms(-i64::from(expiring_notice_days) * MS_PER_DAY));
             let mut balance_ids = Vec::with_capacity(pack.items.len());
             for item in &pack.items {
                 let balance_id = out.ids.next_id("bal");
@@ -338,6 +354,8 @@ pub fn decide(
                     notes: notes.clone(),
                     expires_at,
                     payment_intent: payment_intent.clone(),
+                    low_balance_threshold: item.low_balance_threshold,
+                    expiring_notice_at,
                 }));
             }
             Outcome::Granted {
@@ -396,53 +414,84 @@ pub fn decide(
 }
 
 /// The next deadline that has passed at `now`, as the events that carry it out: a balance that
-/// expires, or a pending reservation that expires. The caller applies them and asks again until
-/// nothing is due, so that each step sees the effect of the one before.
+/// expires, a pending reservation that expires, or a balance whose `credits.expiring` is due. The
+/// caller applies them and asks again until nothing is due, so that each step sees the effect of
+/// the one before.
 pub fn next_due(state: &UserState, now: Ts, ids: &mut impl IdSource) -> Vec<Event> {
-    let balance = state
-        .balances
-        .iter()
-        .filter(|b| b.status == BalanceStatus::Active && b.expires_at.is_some_and(|e| e <= now))
-        .min_by_key(|b| b.expires_at);
-    let reservation = state
-        .pending
-        .first()
-        .filter(|(deadline, _)| *deadline <= now);
     let mut out = Stamp {
         now,
         ids,
         events: Vec::new(),
     };
-    match (balance, reservation) {
-        (Some(b), r) if r.is_none_or(|(deadline, _)| b.expires_at <= Some(*deadline)) => {
+    let Some((at, due)) = earliest_deadline(state).filter(|(at, _)| *at <= now) else {
+        return out.events;
+    };
+    match due {
+        Due::ExpiringNotice(index) => {
+            let mut balance = state.balances[index].clone();
+            balance.expiring_notice_at = None;
+            let notice = Notice {
+                kind: NoticeType::CreditsExpiring,
+                data: NoticeData::Balance(balance),
+            };
+            out.push_notice(notice);
+        }
+        Due::Expiry(index) => {
+            let b = &state.balances[index];
             out.push(EventKind::CreditsExpired {
                 balance_id: b.id.clone(),
                 amount: b.remaining,
                 reservation_id: None,
             });
         }
-        (_, Some((_, id))) => {
+        Due::Reservation(id) => {
             let res = &state.reservations[id];
             out.push(EventKind::UsageExpired {
                 reservation_id: id.clone(),
             });
             write_offs(state, res, &[], &mut out);
         }
-        _ => {}
     }
+    debug_assert!(at <= now);
     out.events
+}
+
+/// What a user's earliest deadline is about.
+enum Due<'a> {
+    /// A balance's `credits.expiring` notice (by index).
+    ExpiringNotice(usize),
+    /// A balance's expiry (by index).
+    Expiry(usize),
+    Reservation(&'a String),
+}
+
+/// The user's earliest deadline, passed or not. At equal times a notice comes before its expiry,
+/// and a balance before a reservation.
+fn earliest_deadline(state: &UserState) -> Option<(Ts, Due<'_>)> {
+    let active = state
+        .balances
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.status == BalanceStatus::Active);
+    let notices = active.clone().filter_map(|(i, b)| {
+        b.expiring_notice_at
+            .map(|at| (at, 0, Due::ExpiringNotice(i)))
+    });
+    let expiries = active.filter_map(|(i, b)| b.expires_at.map(|at| (at, 1, Due::Expiry(i))));
+    let reservation = state
+        .pending
+        .first()
+        .map(|(at, id)| (*at, 2, Due::Reservation(id)));
+    notices
+        .chain(expiries)
+        .chain(reservation)
+        .min_by_key(|(at, rank, _)| (*at, *rank))
+        .map(|(at, _, due)| (at, due))
 }
 
 /// The earliest deadline still ahead, for a timer.
 pub fn next_deadline(state: &UserState) -> Option<Ts> {
-    let balance = state
-        .balances
-        .iter()
-        .filter(|b| b.status == BalanceStatus::Active)
-        .filter_map(|b| b.expires_at)
-        .min();
-    let reservation = state.pending.first().map(|(deadline, _)| *deadline);
-    balance.into_iter().chain(reservation).min()
+    earliest_deadline(state).map(|(at, _)| at)
 }
 
 /// A reservation from memory (pending, or ended with its line still in memory) or from the past.
@@ -534,22 +583,62 @@ fn write_offs<I: IdSource>(
 pub struct Changes {
     pub events: Vec<Event>,
     pub applied: Vec<Applied>,
+    before: BalancesBefore,
 }
 
 impl Changes {
+    pub fn new(events: Vec<Event>, applied: Vec<Applied>) -> Changes {
+        Changes {
+            events,
+            applied,
+            before: BalancesBefore::default(),
+        }
+    }
+
     fn apply(&mut self, state: &mut UserState, event: Event) {
+        self.before.note(state, &event);
         let applied = state.apply(&event);
         if applied != Applied::default() {
             self.applied.push(applied);
         }
         self.events.push(event);
     }
+
+    /// Decides and applies the notices the events so far call for.
+    fn notify(
+        &mut self,
+        state: &mut UserState,
+        catalog: Option<&Catalog>,
+        now: Ts,
+        ids: &mut impl IdSource,
+    ) {
+        let notices = notices_for(
+            state,
+            &self.events,
+            &self.applied,
+            &self.before,
+            catalog,
+            now,
+        );
+        let mut out = Stamp {
+            now,
+            ids,
+            events: Vec::new(),
+        };
+        for notice in notices {
+            out.push_notice(notice);
+        }
+        for event in out.events {
+            self.apply(state, event);
+        }
+    }
 }
 
-/// Applies every deadline that has passed at `now`.
+/// Applies every deadline that has passed at `now`, with the notices they call for.
 pub fn catch_up(state: &mut UserState, now: Ts, ids: &mut impl IdSource) -> Changes {
     let mut changes = Changes::default();
     catch_up_into(state, now, ids, &mut changes);
+    changes.notify(state, None, now, ids);
     changes
 }
 
@@ -611,6 +700,7 @@ pub fn step_admitted(
         }
         decision.outcome
     });
+    changes.notify(state, Some(catalog), now, ids);
     Step {
         events: changes.events,
         applied: changes.applied,

@@ -4,6 +4,7 @@
 //! is now (a pack edited since a grant does not change the balances it gave).
 
 use super::ids::{ModelKey, Pattern};
+use super::notice::Notice;
 use super::time::Ts;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,10 @@ pub struct Granted {
     pub expires_at: Option<Ts>,
     /// Stripe's payment intent of the checkout that paid for it, so a refund can find it.
     pub payment_intent: Option<String>,
+    /// The pack item's `lowBalanceThreshold` at the time of the grant.
+    pub low_balance_threshold: Option<u64>,
+    /// When `credits.expiring` fires: the app's notice days before `expires_at`.
+    pub expiring_notice_at: Option<Ts>,
 }
 
 /// The units a reservation holds against every covering limit of the plan.
@@ -135,6 +140,8 @@ pub enum EventKind {
     SubscriptionCanceled {
         plan_id: String,
     },
+    /// An outgoing event for the app. Not a ledger entry: it has no line.
+    Noticed(Box<Notice>),
 }
 
 impl EventKind {
@@ -150,6 +157,7 @@ impl EventKind {
             EventKind::UsageExpired { .. } => "usage.expired",
             EventKind::SubscriptionUpdated { .. } => "subscription.updated",
             EventKind::SubscriptionCanceled { .. } => "subscription.canceled",
+            EventKind::Noticed(n) => n.kind.as_str(),
         }
     }
 
@@ -171,9 +179,9 @@ impl EventKind {
             EventKind::UsageCommitted { reservation_id, .. }
             | EventKind::UsageReleased { reservation_id, .. }
             | EventKind::UsageExpired { reservation_id } => (Some(reservation_id), None),
-            EventKind::SubscriptionUpdated { .. } | EventKind::SubscriptionCanceled { .. } => {
-                (None, None)
-            }
+            EventKind::SubscriptionUpdated { .. }
+            | EventKind::SubscriptionCanceled { .. }
+            | EventKind::Noticed(_) => (None, None),
         }
     }
 }

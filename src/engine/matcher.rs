@@ -66,8 +66,7 @@ pub fn counter_in(state: &UserState, plan_id: &str, limit: &Limit, window: Ts) -
         Some(c) if c.window == window => *c,
         _ => Counter {
             window,
-            used: 0,
-            reserved: 0,
+            ..Counter::default()
         },
     }
 }

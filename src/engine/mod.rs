@@ -13,6 +13,7 @@ pub mod event;
 pub mod ids;
 pub mod ledger;
 pub mod matcher;
+pub mod notice;
 pub mod read;
 pub mod state;
 pub mod time;

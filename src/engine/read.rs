@@ -6,7 +6,7 @@ use super::matcher::{counter_in, limit_window};
 use super::time::{Period, Ts};
 use super::user::{Balance, BalanceStatus, Subscription, UserState};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CounterView {
     pub plan_id: String,
     pub limit: Limit,

@@ -7,6 +7,7 @@
 use super::event::{CreditHold, Event, EventKind, GrantSource, PlanHold, Reserved};
 use super::ids::{ModelKey, Pattern};
 use super::ledger::{LEDGER_PAGE_LINES, LedgerLine};
+use super::notice::{Notice, NoticeData, NoticeType, SentNotice};
 use super::time::Ts;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,8 @@ pub struct Counter {
     pub window: Ts,
     pub used: u64,
     pub reserved: u64,
+    /// `plan.limit_reached` fired in this window (it fires once per window).
+    pub limit_reached_noticed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +82,9 @@ pub struct Balance {
     pub expires_at: Option<Ts>,
     pub created_at: Ts,
     pub payment_intent: Option<String>,
+    pub low_balance_threshold: Option<u64>,
+    /// When `credits.expiring` is due; `None` once it fired (or if it never will).
+    pub expiring_notice_at: Option<Ts>,
 }
 
 impl Balance {
@@ -198,6 +204,8 @@ pub struct Applied {
     pub request_key: Option<RequestKey>,
     /// `(payment intent, balance id)` of a grant paid through Stripe, so a refund finds it.
     pub payment: Option<(String, String)>,
+    /// An outgoing event, for the history to keep and deliver.
+    pub notice: Option<Box<SentNotice>>,
 }
 
 impl UserState {
@@ -233,6 +241,13 @@ impl UserState {
     /// [`UserState::apply`] for an event the caller no longer needs: it moves into the ledger
     /// line without a copy (recovery replays millions of them).
     pub fn apply_owned(&mut self, event: Event) -> Applied {
+        if let EventKind::Noticed(notice) = &event.kind {
+            self.noticed(notice);
+            return Applied {
+                notice: SentNotice::of(&event).map(Box::new),
+                ..Applied::default()
+            };
+        }
         let pack_id = match &event.kind {
             EventKind::CreditsGranted(g) => Some(g.pack_id.clone()),
             EventKind::CreditsRevoked { balance_id, .. }
@@ -311,6 +326,8 @@ impl UserState {
                     expires_at: g.expires_at,
                     created_at: event.at,
                     payment_intent: g.payment_intent.clone(),
+                    low_balance_threshold: g.low_balance_threshold,
+                    expiring_notice_at: g.expiring_notice_at,
                 };
                 self.balance_index
                     .insert(g.balance_id.clone(), self.balances.len());
@@ -402,8 +419,26 @@ impl UserState {
                     s.status = SubscriptionStatus::Canceled;
                 }
             }
+            EventKind::Noticed(notice) => self.noticed(notice),
         }
         None
+    }
+
+    /// Remembers the notices that fire once: `credits.expiring` per balance, `plan.limit_reached`
+    /// per counter window.
+    fn noticed(&mut self, notice: &Notice) {
+        match &notice.data {
+            NoticeData::Balance(b) if notice.kind == NoticeType::CreditsExpiring => {
+                self.balance_mut(&b.id).expiring_notice_at = None;
+            }
+            NoticeData::Counter(c) => {
+                let key = (c.plan_id.clone(), c.limit.id.clone());
+                if let Some(counter) = self.counters.get_mut(&key) {
+                    counter.limit_reached_noticed = true;
+                }
+            }
+            _ => {}
+        }
     }
 
     fn hold(&mut self, r: &Reserved, at: Ts) {
@@ -414,8 +449,7 @@ impl UserState {
                 if counter.window != limit.window {
                     *counter = Counter {
                         window: limit.window,
-                        used: 0,
-                        reserved: 0,
+                        ..Counter::default()
                     };
                 }
                 counter.reserved = add(counter.reserved, plan.amount);

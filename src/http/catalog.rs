@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use utoipa::ToSchema;
 
-use super::number::{optional_whole_u32, whole};
+use super::number::{optional_whole, optional_whole_u32, whole};
 use super::openapi::schemas::{self as doc, Error};
 
 /// A price in the currency's smallest unit; `interval` is for plans only (`null`: free).
@@ -92,6 +92,10 @@ pub struct ItemBody {
     pub amount: u64,
     #[schema(value_type = doc::Slug, example = "count")]
     pub unit: String,
+    /// `credits.low` fires when a balance of this item drops to this or below (1 to `amount`).
+    #[serde(default, deserialize_with = "optional_whole")]
+    #[schema(value_type = Option<doc::Quantity>)]
+    pub low_balance_threshold: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -301,11 +305,19 @@ pub fn pack_from(path_id: Option<String>, body: PackBody) -> Result<Pack, ApiErr
         if !seen.insert(id.clone()) {
             return Err(ApiError::invalid(&at("id"), "repeats another item's id"));
         }
+        let low_balance_threshold = item.low_balance_threshold;
+        if low_balance_threshold.is_some_and(|n| n == 0 || n > amount) {
+            return Err(ApiError::invalid(
+                &at("lowBalanceThreshold"),
+                "must be from 1 to the item's amount",
+            ));
+        }
         items.push(PackItem {
             id,
             pattern,
             amount,
             unit,
+            low_balance_threshold,
         });
     }
     Ok(Pack {

@@ -135,6 +135,7 @@ pub async fn create_grant(
         notes: text("notes", body.notes, TEXT_BYTES_MAX)?,
         expires_at,
         payment_intent: None,
+        expiring_notice_days: s.expiring_notice_days(&key.app),
     };
     let (status, view) = grant(&s, key, command).await?;
     Ok((status, Json(view)))

@@ -154,6 +154,8 @@ pub struct Shared {
     pub sandbox_limit: SandboxLimit,
     pub webhook_secrets: HashMap<String, WebhookSecrets>,
     pub webhook_tolerance_s: i64,
+    /// Each app's `expiring_notice_days`.
+    pub expiring_notice_days: HashMap<String, u32>,
     pub metrics: PrometheusHandle,
     pub in_flight: DashMap<(String, Mode, String), ()>,
     /// Unix seconds of the last snapshot written, 0 before the first.
@@ -193,11 +195,21 @@ impl AppState {
             sandbox_limit: SandboxLimit::new(config.server.sandbox_requests_per_second),
             webhook_secrets,
             webhook_tolerance_s: config.server.webhook_tolerance_seconds,
+            expiring_notice_days: config
+                .apps
+                .iter()
+                .map(|a| (a.id.clone(), a.expiring_notice_days))
+                .collect(),
             metrics,
             in_flight: DashMap::new(),
             last_snapshot_s: Arc::new(AtomicI64::new(0)),
             dashboard: crate::dashboard::Settings::from_config(config)?,
         })))
+    }
+
+    /// The app's `expiring_notice_days`, for the grants made on its behalf.
+    pub fn expiring_notice_days(&self, app: &str) -> u32 {
+        self.expiring_notice_days.get(app).copied().unwrap_or(3)
     }
 
     pub fn snapshot_age_s(&self) -> Option<f64> {

@@ -131,6 +131,7 @@ pub async fn webhook(
                 notes: Some(format!("Stripe checkout session {session_id}")),
                 expires_at: None,
                 payment_intent,
+                expiring_notice_days: s.expiring_notice_days(&key.app),
             };
             let (_, view) = grant(&s, key, command).await.map_err(|e| {
                 if e.code == "pack_not_found" {

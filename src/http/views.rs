@@ -224,6 +224,8 @@ pub fn ledger_entry(user: &UserId, line: &LedgerLine) -> Value {
         }),
         EventKind::SubscriptionUpdated { plan_id, .. }
         | EventKind::SubscriptionCanceled { plan_id } => json!({"planId": plan_id}),
+        // Notices have no ledger line.
+        EventKind::Noticed(_) => Value::Null,
     };
     if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, fields) {
         entry.extend(fields);
@@ -257,6 +259,7 @@ pub fn pack(p: &Pack) -> Value {
         "archived": p.archived,
         "items": p.items.iter().map(|i| json!({
             "id": i.id, "match": i.pattern.to_string(), "amount": i.amount, "unit": i.unit,
+            "lowBalanceThreshold": i.low_balance_threshold,
         })).collect::<Vec<_>>(),
         "createdAt": ts(p.created_at), "updatedAt": ts(p.updated_at),
     })

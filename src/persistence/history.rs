@@ -9,6 +9,8 @@
 //! | `request_keys` | user prefix + Idempotency-Key        | reservation id and its creation    |
 //! | `answers`      | app, mode and Idempotency-Key        | the stored answer                  |
 //! | `payments`     | app, mode, payment intent, balance   | the user the balance belongs to    |
+//! | `events`       | app, mode, sort part of the event id | the user and the outgoing event    |
+//! | `undelivered`  | the same key as in `events`          | the journal sequence it is durable at |
 //!
 //! The user prefix is the app, the mode and the user id, each followed by a zero byte (none of
 //! them can hold one), so one user's keys never run into another's. A page is keyed by the sort
@@ -17,12 +19,16 @@
 //!
 //! Everything here is written by the journal writer, before the journal batch it comes from, and
 //! made durable by the same flush; recovery writes again what it replays (every key is written
-//! with the same value again), so a crash between the two writes loses nothing.
+//! with the same value again), so a crash between the two writes loses nothing. The one exception:
+//! an event already in `events` is not put back in `undelivered`, so replay does not send again
+//! what was delivered.
 
 use super::codec::{CodecError, decode_value, encode_value};
 use super::journal::{JournalError, KvRange, KvTree, SledJournal};
+use crate::engine::ids::UserId;
 use crate::engine::ids::sort_part;
 use crate::engine::ledger::LedgerLine;
+use crate::engine::notice::SentNotice;
 use crate::engine::state::StoredAnswer;
 use crate::engine::user::{Applied, RequestKey, Reservation};
 use crate::engine::{Mode, Ts, UserKey};
@@ -63,6 +69,10 @@ pub enum HistoryWrite {
         key: String,
         answer: StoredAnswer,
     },
+    Notice {
+        user: UserKey,
+        notice: Box<SentNotice>,
+    },
 }
 
 impl HistoryWrite {
@@ -94,6 +104,12 @@ impl HistoryWrite {
                 balance_id,
             });
         }
+        if let Some(notice) = applied.notice {
+            out.push(HistoryWrite::Notice {
+                user: user.clone(),
+                notice,
+            });
+        }
     }
 }
 
@@ -103,6 +119,29 @@ struct StoredRequestKey {
     created_at: Ts,
 }
 
+/// An outgoing event as `events` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredNotice {
+    pub user: UserId,
+    pub notice: SentNotice,
+}
+
+/// Where an outgoing event is kept, for delivery to say which one it is done with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NoticeKey(Vec<u8>);
+
+/// An event that is durable and not yet handed to delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub key: NoticeKey,
+    pub app: String,
+    pub mode: Mode,
+    pub stored: StoredNotice,
+}
+
+/// Outgoing events are kept this long for `GET /v1/events` (API.md: the last 30 days).
+pub const EVENTS_KEEP_MS: i64 = 30 * crate::engine::time::MS_PER_DAY;
+
 #[derive(Clone)]
 pub struct History {
     ledger: KvTree,
@@ -110,6 +149,8 @@ pub struct History {
     request_keys: KvTree,
     answers: KvTree,
     payments: KvTree,
+    events: KvTree,
+    undelivered: KvTree,
 }
 
 fn user_prefix(user: &UserKey) -> Vec<u8> {
@@ -156,6 +197,15 @@ fn answer_key(app: &str, mode: Mode, key: &str) -> Vec<u8> {
     out
 }
 
+/// `events` and `undelivered` key: the scope, then the event id's sort part (events of every user
+/// of the scope sort by time) and the id itself (unique).
+fn notice_key(app: &str, mode: Mode, id: &str) -> Vec<u8> {
+    let mut key = answer_key(app, mode, sort_part(id));
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
 fn payment_prefix(app: &str, mode: Mode, intent: &str) -> Vec<u8> {
     let mut key = answer_key(app, mode, intent);
     key.push(0);
@@ -173,11 +223,16 @@ impl History {
             request_keys: journal.tree("request_keys")?,
             answers: journal.tree("answers")?,
             payments: journal.tree("payments")?,
+            events: journal.tree("events")?,
+            undelivered: journal.tree("undelivered")?,
         })
     }
 
-    /// Writes a group of changes: one sled batch per tree.
-    pub fn write(&self, writes: &[HistoryWrite]) -> Result<(), HistoryError> {
+    /// Writes a group of changes: one sled batch per tree. `durable_at` is the journal sequence
+    /// once every record these come from is durable: an event is delivered only after it.
+    pub fn write(&self, writes: &[HistoryWrite], durable_at: u64) -> Result<(), HistoryError> {
+        let mut events = Vec::new();
+        let mut undelivered = Vec::new();
         let mut ledger = Vec::new();
         let mut ended = Vec::new();
         let mut request_keys = Vec::new();
@@ -221,6 +276,19 @@ impl History {
                     key.extend_from_slice(balance_id.as_bytes());
                     payments.push((key, Some(user.user.as_str().as_bytes().to_vec())));
                 }
+                HistoryWrite::Notice { user, notice } => {
+                    let key = notice_key(&user.app, user.mode, &notice.id);
+                    // Replay writes it again: an event seen before was handed to delivery then.
+                    if self.events.get(&key)?.is_some() {
+                        continue;
+                    }
+                    let stored = StoredNotice {
+                        user: user.user.clone(),
+                        notice: (**notice).clone(),
+                    };
+                    events.push((key.clone(), Some(encode_value(&stored)?)));
+                    undelivered.push((key, Some(durable_at.to_be_bytes().to_vec())));
+                }
             }
         }
         for (tree, changes) in [
@@ -229,6 +297,8 @@ impl History {
             (&self.request_keys, request_keys),
             (&self.answers, answers),
             (&self.payments, payments),
+            (&self.events, events),
+            (&self.undelivered, undelivered),
         ] {
             if !changes.is_empty() {
                 tree.write(changes)?;
@@ -338,6 +408,71 @@ impl History {
 
     /// Drops stored answers and request keys older than [`KEEP_MS`] by `now` of their app and
     /// mode. Returns how many were dropped. Reads check the age themselves: this only frees disk.
+    /// The scope's events newest first, from just before `starting_after` if given (`None` if
+    /// that id is not one of the scope's events).
+    pub fn events_newest_first(
+        &self,
+        app: &str,
+        mode: Mode,
+        starting_after: Option<&str>,
+    ) -> Option<impl Iterator<Item = Result<StoredNotice, HistoryError>> + use<>> {
+        let prefix = answer_key(app, mode, "");
+        let end = match starting_after {
+            Some(id) => {
+                let key = notice_key(app, mode, id);
+                self.events.get(&key).ok()??;
+                key
+            }
+            None => prefix_end(&prefix),
+        };
+        Some(self.events.range(&prefix, &end).rev().map(|item| {
+            let (_, value) = item?;
+            Ok(decode_value::<StoredNotice>(&value)?)
+        }))
+    }
+
+    /// Up to `max` events, oldest first, whose changes are durable (below `durable` in the
+    /// journal) and that delivery has not taken yet.
+    pub fn undelivered(&self, durable: u64, max: usize) -> Result<Vec<Undelivered>, HistoryError> {
+        let mut out = Vec::new();
+        for item in self.undelivered.scan_prefix(&[]) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = item?;
+            let at = value
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if at > durable {
+                continue;
+            }
+            let Some(stored) = self.events.get(&key)? else {
+                continue;
+            };
+            let Some(scope) = scope_of(&key) else {
+                continue;
+            };
+            out.push(Undelivered {
+                key: NoticeKey(key.to_vec()),
+                app: scope.0,
+                mode: scope.1,
+                stored: decode_value(&stored)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Delivery has taken these events (made its own durable records of them).
+    pub fn taken(&self, keys: impl IntoIterator<Item = NoticeKey>) -> Result<(), HistoryError> {
+        let changes: Vec<_> = keys.into_iter().map(|k| (k.0, None)).collect();
+        if !changes.is_empty() {
+            self.undelivered.write(changes)?;
+        }
+        Ok(())
+    }
+
     pub fn sweep(&self, now: impl Fn(&str, Mode) -> Option<Ts>) -> Result<u64, HistoryError> {
         let mut dropped = 0;
         let mut old = Vec::new();
@@ -360,12 +495,25 @@ impl History {
         }
         dropped += old.len() as u64;
         self.request_keys.write(old)?;
+        let mut old = Vec::new();
+        for item in self.events.scan_prefix(&[]) {
+            let (key, value) = item?;
+            let stored: StoredNotice = decode_value(&value)?;
+            if scope_now(&key, &now)
+                .is_some_and(|now| stored.notice.at.plus_ms(EVENTS_KEEP_MS) <= now)
+                && self.undelivered.get(&key)?.is_none()
+            {
+                old.push((key.to_vec(), None));
+            }
+        }
+        dropped += old.len() as u64;
+        self.events.write(old)?;
         Ok(dropped)
     }
 }
 
-/// `now` for the app and mode a key starts with.
-fn scope_now(key: &[u8], now: &impl Fn(&str, Mode) -> Option<Ts>) -> Option<Ts> {
+/// The app and mode a key starts with.
+fn scope_of(key: &[u8]) -> Option<(String, Mode)> {
     let app_end = key.iter().position(|&b| b == 0)?;
     let app = std::str::from_utf8(&key[..app_end]).ok()?;
     let mode = match key.get(app_end + 1)? {
@@ -373,7 +521,13 @@ fn scope_now(key: &[u8], now: &impl Fn(&str, Mode) -> Option<Ts>) -> Option<Ts> 
         b't' => Mode::Test,
         _ => return None,
     };
-    now(app, mode)
+    Some((app.to_owned(), mode))
+}
+
+/// `now` for the app and mode a key starts with.
+fn scope_now(key: &[u8], now: &impl Fn(&str, Mode) -> Option<Ts>) -> Option<Ts> {
+    let (app, mode) = scope_of(key)?;
+    now(&app, mode)
 }
 
 /// A user's ledger lines on disk, newest first, read a page at a time. A read error ends the

@@ -4,6 +4,7 @@
 
 mod commands;
 mod matcher_table;
+mod notices;
 mod properties;
 
 use super::catalog::{Catalog, CatalogChange, Limit, Pack, PackItem, Plan, Price};
@@ -11,6 +12,7 @@ use super::decide::{Command, Outcome, Past, Rejection, Step, catch_up, step};
 use super::event::{Event, EventKind, GrantSource};
 use super::ids::{CountingIds, ModelKey, Pattern};
 use super::matcher::{Available, Reason, counter_in, limit_window};
+use super::notice::SentNotice;
 use super::time::{Period, Ts};
 use super::user::{
     Applied, Balance, BalanceStatus, Counter, Reservation, ReservationStatus, UserState,
@@ -123,6 +125,7 @@ pub fn pack(id: &str, items: &[(&str, &str, u64)], expires_in_days: Option<u32>)
                 pattern: pattern(p),
                 amount: *amount,
                 unit: "count".into(),
+                low_balance_threshold: None,
             })
             .collect(),
         created_at: Ts(0),
@@ -149,6 +152,7 @@ pub fn grant_cmd(pack_id: &str, external_ref: &str, expires_at: Option<Ts>) -> C
         notes: None,
         expires_at,
         payment_intent: None,
+        expiring_notice_days: 3,
     }
 }
 
@@ -163,8 +167,12 @@ pub struct World {
     pub ids: CountingIds,
     /// Set once a limit was lowered: I2 may then be broken by design.
     pub limits_lowered: bool,
-    /// Every event applied, oldest first: the user's whole ledger.
+    /// Every event applied that is a ledger entry, oldest first: the user's whole ledger.
     pub ledger: Vec<Event>,
+    /// Every outgoing event, oldest first.
+    pub notices: Vec<SentNotice>,
+    /// Every event applied, ledger entries and notices, oldest first: what the journal holds.
+    pub journal: Vec<Event>,
     pub past: MemPast,
 }
 
@@ -180,6 +188,8 @@ impl World {
             ids: CountingIds::default(),
             limits_lowered: false,
             ledger: Vec::new(),
+            notices: Vec::new(),
+            journal: Vec::new(),
             past: MemPast::default(),
         }
     }
@@ -210,19 +220,43 @@ impl World {
             self.now,
             &mut self.ids,
         );
+        let entries: Vec<&Event> = s
+            .events
+            .iter()
+            .filter(|e| SentNotice::of(e).is_none())
+            .collect();
         let tail = &self.state.ledger_tail;
-        let in_tail = s.events.len().min(tail.len());
+        let in_tail = entries.len().min(tail.len());
         assert!(
             tail[tail.len() - in_tail..]
                 .iter()
                 .map(|l| &l.event)
-                .eq(&s.events[s.events.len() - in_tail..]),
+                .eq(entries[entries.len() - in_tail..].iter().copied()),
             "step's events are the newest lines of the ledger"
         );
         self.past.keep(&s.applied);
-        self.ledger.extend(s.events.iter().cloned());
+        self.keep_events(s.events.iter().cloned());
         self.check();
         s
+    }
+
+    /// Splits applied events into the ledger and the outgoing events.
+    fn keep_events(&mut self, events: impl IntoIterator<Item = Event>) {
+        for event in events {
+            self.journal.push(event.clone());
+            match SentNotice::of(&event) {
+                Some(notice) => self.notices.push(notice),
+                None => self.ledger.push(event),
+            }
+        }
+    }
+
+    /// The types of the outgoing events from index `from` on.
+    pub fn notices_since(&self, from: usize) -> Vec<&'static str> {
+        self.notices[from..]
+            .iter()
+            .map(|n| n.notice.kind.as_str())
+            .collect()
     }
 
     pub fn check(&self) {
@@ -241,7 +275,7 @@ impl World {
         self.now = self.now.plus_ms(ms);
         let changes = catch_up(&mut self.state, self.now, &mut self.ids);
         self.past.keep(&changes.applied);
-        self.ledger.extend(changes.events);
+        self.keep_events(changes.events);
         self.check();
     }
 
@@ -384,6 +418,15 @@ impl World {
             .map(|e| e.kind.type_name())
             .collect()
     }
+}
+
+/// The ledger entry types a step wrote, without its notices.
+pub fn entry_types(step: &Step) -> Vec<&'static str> {
+    step.events
+        .iter()
+        .filter(|e| SentNotice::of(e).is_none())
+        .map(|e| e.kind.type_name())
+        .collect()
 }
 
 pub fn names(reasons: &[Reason]) -> Vec<&'static str> {
@@ -628,7 +671,9 @@ pub fn balances_from_ledger(ledger: &[Event]) -> BTreeMap<String, FromLedger> {
                 open.remove(reservation_id)
                     .expect("end of an open reservation");
             }
-            EventKind::SubscriptionUpdated { .. } | EventKind::SubscriptionCanceled { .. } => {}
+            EventKind::SubscriptionUpdated { .. }
+            | EventKind::SubscriptionCanceled { .. }
+            | EventKind::Noticed(_) => {}
         }
     }
     for holds in open.values() {

@@ -425,10 +425,10 @@ proptest! {
         let mut engine_snapshot = None;
         for (i, op) in ops.iter().enumerate() {
             if i == cut {
-                let at = w.ledger.len();
+                let at = w.journal.len();
                 user_snapshot = Some((encode(&w.state), at));
                 let mut engine = EngineState::default();
-                records(&w.catalog, &w.ledger).iter().for_each(|r| {
+                records(&w.catalog, &w.journal).iter().for_each(|r| {
                     engine.apply(r);
                 });
                 engine_snapshot = Some((encode(&engine), at));
@@ -439,11 +439,11 @@ proptest! {
 
         // From empty: the user's own ledger, and the journal's records. Replay also cuts the same
         // pages for the history as live operation did.
-        let (replayed, pages) = replay(&w.ledger);
+        let (replayed, pages) = replay(&w.journal);
         prop_assert_eq!(&replayed, live);
         prop_assert_eq!(&pages, &w.past.pages);
         let mut engine = EngineState::default();
-        records(&w.catalog, &w.ledger).iter().for_each(|r| {
+        records(&w.catalog, &w.journal).iter().for_each(|r| {
             engine.apply(r);
         });
         prop_assert_eq!(&engine.users.get(&key()).cloned().unwrap_or_default(), live);
@@ -453,14 +453,14 @@ proptest! {
         // From a snapshot taken part way, plus the tail.
         if let Some((bytes, at)) = user_snapshot {
             let mut state: UserState = decode(&bytes);
-            w.ledger[at..].iter().for_each(|e| {
+            w.journal[at..].iter().for_each(|e| {
                 state.apply(e);
             });
             prop_assert_eq!(&state, live);
         }
         if let Some((bytes, at)) = engine_snapshot {
             let mut from_snapshot: EngineState = decode(&bytes);
-            for event in &w.ledger[at..] {
+            for event in &w.journal[at..] {
                 from_snapshot.apply(&Record::User { key: key(), event: event.clone() });
             }
             // The catalog edits made since the snapshot, as the journal would hold them.
@@ -584,6 +584,8 @@ proptest! {
                 ids: CountingIds(start.ids.0),
                 limits_lowered: start.limits_lowered,
                 ledger: start.ledger.clone(),
+                journal: start.journal.clone(),
+                notices: start.notices.clone(),
                 past: start.past.clone(),
             };
             let (end, allowed) = run_batch(fork, order);

@@ -219,6 +219,10 @@ pub struct PackItem {
     pub amount: u64,
     #[schema(value_type = Slug)]
     pub unit: String,
+    /// `credits.low` fires when a balance of this item drops to this or below; `null`: never.
+    #[serde(rename = "lowBalanceThreshold")]
+    #[schema(value_type = Option<Quantity>)]
+    pub low_balance_threshold: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
