@@ -67,7 +67,8 @@ async fn the_seeded_catalog_holds_free_pro_and_the_two_packs_readable_with_a_pub
     );
     assert_eq!(
         topup["items"],
-        json!([{"id": "gemini", "match": GEMINI, "amount": 50, "unit": "count"}])
+        json!([{"id": "gemini", "match": GEMINI, "amount": 50, "unit": "count",
+                "lowBalanceThreshold": null}])
     );
     let bundle = ok(
         &app.get("/v1/credit-packs/cpk_creator_bundle", PK_TEST)
@@ -79,8 +80,10 @@ async fn the_seeded_catalog_holds_free_pro_and_the_two_packs_readable_with_a_pub
     assert_eq!(bundle["expiresInDays"], 90);
     assert_eq!(
         bundle["items"],
-        json!([{"id": "dalle", "match": DALLE, "amount": 10, "unit": "count"},
-               {"id": "veo", "match": VEO, "amount": 5, "unit": "seconds"}])
+        json!([{"id": "dalle", "match": DALLE, "amount": 10, "unit": "count",
+                "lowBalanceThreshold": null},
+               {"id": "veo", "match": VEO, "amount": 5, "unit": "seconds",
+                "lowBalanceThreshold": null}])
     );
     for p in packs["data"].as_array().unwrap() {
         assert_eq!(p["archived"], false);
@@ -157,8 +160,11 @@ async fn packs_can_be_archived_and_edited_and_edits_change_future_grants_only() 
     let body = json!({"id": "cpk_mix", "name": "Mix", "price": {"amount": 700, "currency": "eur"},
                       "expiresInDays": null, "stripePriceId": "price_mix",
                       "items": [{"match": "image.*", "amount": 3, "unit": "count"},
-                                {"match": "text.*", "amount": 1000, "unit": "count"}]});
+                                {"match": "text.*", "amount": 1000, "unit": "count",
+                                 "lowBalanceThreshold": 100}]});
     let p = ok(&app.post("/v1/credit-packs", SK_TEST, body).await, 201).clone();
+    assert_eq!(p["items"][0]["lowBalanceThreshold"], Value::Null);
+    assert_eq!(p["items"][1]["lowBalanceThreshold"], 100);
     let (a, b) = (&p["items"][0]["id"], &p["items"][1]["id"]);
     assert!(
         a.as_str().is_some_and(|x| !x.is_empty()),

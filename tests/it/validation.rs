@@ -740,6 +740,17 @@ async fn bad_plan_and_pack_definitions_are_rejected_and_change_nothing() {
             None,
         ));
     }
+    // The pack() item grants 5.
+    for x in [json!(0), json!(6), json!(-1), json!(2.5), json!("3")] {
+        let mut b = pack();
+        b["items"][0]["lowBalanceThreshold"] = x.clone();
+        cases.push((
+            format!("item lowBalanceThreshold {x}"),
+            b,
+            Param::Mentions("lowBalanceThreshold"),
+            None,
+        ));
+    }
     let mut neg = pack();
     neg["price"]["amount"] = json!(-400);
     cases.push((
