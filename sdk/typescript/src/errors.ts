@@ -19,7 +19,8 @@ export type VeveeErrorType =
   | "connection"
   | "timeout"
   | "configuration"
-  | "denied";
+  | "denied"
+  | "webhook_verification";
 
 export interface VeveeErrorInit {
   message: string;
@@ -129,6 +130,33 @@ export class VeveeDeniedError extends VeveeError {
     this.amount = init.amount;
     this.reasons = [...init.reasons];
     this.available = { ...init.available };
+  }
+}
+
+/** Why `verifyWebhook` refused a request. */
+export type WebhookVerificationReason =
+  /** `webhook-id`, `webhook-timestamp` or `webhook-signature` is missing or empty. */
+  | "missing_header"
+  /** `webhook-timestamp` is not a whole number of Unix seconds. */
+  | "bad_timestamp"
+  /** `webhook-timestamp` is further from now than the tolerance (stale, or from the future). */
+  | "timestamp_out_of_tolerance"
+  /** No `v1` signature in `webhook-signature` matches: tampered body, or another secret. */
+  | "no_matching_signature"
+  /** The secret is not `whsec_` + base64 (e.g. an API key was passed instead). */
+  | "bad_secret"
+  /** The payload is not the raw body (a string or bytes), or the signed body is not an event. */
+  | "invalid_payload";
+
+/**
+ * `verifyWebhook` refused the request: answer it with a 4xx and do not act on it. `reason` says
+ * why; `type` is `webhook_verification` and `code` is the reason too.
+ */
+export class WebhookVerificationError extends VeveeError {
+  readonly reason: WebhookVerificationReason;
+  constructor(reason: WebhookVerificationReason, message: string) {
+    super({ message, type: "webhook_verification", code: reason });
+    this.reason = reason;
   }
 }
 

@@ -25,4 +25,13 @@ export {
 } from "./transport.js";
 export { BATCH_OPERATIONS_MAX, type BatchOptions } from "./batcher.js";
 export * from "./errors.js";
+export {
+  verifyWebhook,
+  type PlanLimitReachedData,
+  type VerifyWebhookOptions,
+  type WebhookEvent,
+  type WebhookEventData,
+  type WebhookEventType,
+  type WebhookHeaders,
+} from "./webhooks.js";
 export type * from "./types.js";
