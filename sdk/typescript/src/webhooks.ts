@@ -130,7 +130,8 @@ export async function verifyWebhook(
   if (Math.abs(nowSeconds - sentAt) > toleranceSeconds) {
     throw new WebhookVerificationError(
       "timestamp_out_of_tolerance",
-      `webhook-timestamp ${sentAt} is ${nowSeconds - sentAt} s from now (tolerance ${toleranceSeconds} s): a replay, or a wrong clock`,
+      `webhook-timestamp ${sentAt} is ${nowSeconds - sentAt} s before now ` +
+        `(tolerance ${toleranceSeconds} s either way): a replay, or a wrong clock`,
     );
   }
 
@@ -278,10 +279,14 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** Strict standard base64 (with padding) to bytes; `null` if it is not that. */
+/** Strict, canonical standard base64 (with padding) to bytes; `null` if it is not that. */
 function decodeBase64(text: string): Uint8Array<ArrayBuffer> | null {
   if (!BASE64.test(text)) return null;
   const binary = atob(text);
+  // atob ignores the unused low bits of the last character: "…E=" and "…F=" give the same bytes.
+  // Only the canonical spelling is the signature that was sent (the official libraries compare the
+  // base64 text, so they refuse the other spellings too).
+  if (btoa(binary) !== text) return null;
   const out = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
   return out;
