@@ -43,6 +43,8 @@ from .errors import (
     VeveeTimeoutError,
     VeveeUnavailableError,
     VeveeUnprocessableError,
+    WebhookVerificationError,
+    WebhookVerificationReason,
 )
 from .types import (
     Allocation,
@@ -68,9 +70,11 @@ from .types import (
     TestClock,
     Usage,
 )
+from .webhooks import WEBHOOK_EVENT_TYPES, verify_webhook
 
 __all__ = [
     "VERSION",
+    "WEBHOOK_EVENT_TYPES",
     "Allocation",
     "AsyncReservationHandle",
     "AsyncVevee",
@@ -123,7 +127,10 @@ __all__ = [
     "VeveeTimeoutError",
     "VeveeUnavailableError",
     "VeveeUnprocessableError",
+    "WebhookVerificationError",
+    "WebhookVerificationReason",
     "backoff",
     "new_idempotency_key",
     "parse_retry_after",
+    "verify_webhook",
 ]

@@ -9,7 +9,7 @@ is None. A denied reservation is not an error for `reserve` (it returns a `Denia
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from .types import Available
@@ -138,6 +138,30 @@ class VeveeTimeoutError(VeveeConnectionError):
 
 class VeveeConfigurationError(VeveeError):
     """The client was set up or called in a way that cannot work (e.g. no API key, an empty id)."""
+
+
+#: Why `verify_webhook` refused a request.
+WebhookVerificationReason = Literal[
+    "missing_header",  # webhook-id, webhook-timestamp or webhook-signature missing or empty
+    "bad_timestamp",  # webhook-timestamp is not a whole number of Unix seconds
+    "timestamp_out_of_tolerance",  # further from now than the tolerance: stale, or from the future
+    "no_matching_signature",  # no v1 signature matches: a changed body, or another secret
+    "bad_secret",  # the secret is not whsec_ + base64 (e.g. an API key was passed)
+    "invalid_payload",  # not the raw body (str or bytes), or the signed body is not an event
+]
+
+
+class WebhookVerificationError(VeveeError):
+    """`verify_webhook` refused the request: answer it with a 4xx and do not act on it.
+
+    `reason` says why; `type` is `webhook_verification` and `code` is the reason too.
+    """
+
+    reason: WebhookVerificationReason
+
+    def __init__(self, reason: WebhookVerificationReason, message: str | None = None) -> None:
+        super().__init__(message or reason, type="webhook_verification", code=reason)
+        self.reason = reason
 
 
 class Denied(VeveeError):
