@@ -29,8 +29,9 @@ pub struct Recovered {
 /// How often stored answers and request keys past their 24 hours are removed from disk.
 const HISTORY_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
-/// History writes recovery collects before writing them as one group.
-const RECOVERY_WRITES_MAX: usize = 4096;
+/// History writes recovery collects before writing them as one group. Mostly ledger pages of 64
+/// lines: a few hundred keep the batch in the cache instead of churning fresh memory.
+const RECOVERY_WRITES_MAX: usize = 256;
 
 pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     let started = Instant::now();

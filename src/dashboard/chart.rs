@@ -110,7 +110,7 @@ mod tests {
                     response: None,
                 },
             },
-            reservation: Some(Reservation {
+            reservation: Some(Box::new(Reservation {
                 id: "res_1".into(),
                 model: ModelKey::parse(model).unwrap(),
                 amount,
@@ -124,7 +124,7 @@ mod tests {
                 committed_amount: Some(amount),
                 response: None,
                 error_code: None,
-            }),
+            })),
             pack_id: None,
         }
     }

@@ -21,7 +21,8 @@ pub struct LedgerLine {
     /// On the entry that ended a reservation (`usage.committed`, `usage.released`,
     /// `usage.expired`): the reservation as it ended. This is also where a finished reservation is
     /// found again once it has left memory.
-    pub reservation: Option<Reservation>,
+    /// Boxed: most lines have none, and a line is moved several times on its way to disk.
+    pub reservation: Option<Box<Reservation>>,
     /// The pack of the balance a `credits.*` entry is about.
     pub pack_id: Option<String>,
 }
@@ -29,7 +30,7 @@ pub struct LedgerLine {
 impl LedgerLine {
     /// The reservation this line ended, if it names `id`.
     pub fn ended(&self, id: &str) -> Option<&Reservation> {
-        self.reservation.as_ref().filter(|r| r.id == id)
+        self.reservation.as_deref().filter(|r| r.id == id)
     }
 
     /// Whether this is the `usage.reserved` entry of reservation `id`.

@@ -276,7 +276,7 @@ impl UserState {
         }
         self.ledger_tail.push(LedgerLine {
             event,
-            reservation: ended,
+            reservation: ended.map(Box::new),
             pack_id,
         });
         if self.ledger_tail.len() >= LEDGER_PAGE_LINES {

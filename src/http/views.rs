@@ -215,12 +215,12 @@ pub fn ledger_entry(user: &UserId, line: &LedgerLine) -> Value {
         } => json!({
             "amount": line.reservation.as_ref().map(|r| r.amount),
             "reservationId": reservation_id, "reason": error_code,
-            "allocations": line.reservation.as_ref().map(reservation_allocations),
+            "allocations": line.reservation.as_deref().map(reservation_allocations),
         }),
         EventKind::UsageExpired { reservation_id } => json!({
             "amount": line.reservation.as_ref().map(|r| r.amount),
             "reservationId": reservation_id,
-            "allocations": line.reservation.as_ref().map(reservation_allocations),
+            "allocations": line.reservation.as_deref().map(reservation_allocations),
         }),
         EventKind::SubscriptionUpdated { plan_id, .. }
         | EventKind::SubscriptionCanceled { plan_id } => json!({"planId": plan_id}),

@@ -35,7 +35,7 @@ impl MemPast {
             if let Some(page) = &a.page {
                 for line in page {
                     if let Some(r) = &line.reservation {
-                        self.ended.insert(r.id.clone(), r.clone());
+                        self.ended.insert(r.id.clone(), (**r).clone());
                     }
                 }
                 self.pages.push(page.clone());
