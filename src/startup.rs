@@ -79,6 +79,19 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
                 key: key.clone(),
                 answer: answer.clone(),
             }),
+            Record::RefundBeforeCheckout {
+                app,
+                mode,
+                intent,
+                charge_id,
+                at,
+            } => writes.push(HistoryWrite::RefundBeforeCheckout {
+                app: app.clone(),
+                mode: *mode,
+                intent: intent.clone(),
+                charge_id: charge_id.clone(),
+                at: *at,
+            }),
             Record::User { key, .. } | Record::FlushLedger { key } => {
                 let key = key.clone();
                 match state.apply_owned(record) {

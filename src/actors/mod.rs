@@ -539,6 +539,59 @@ impl Engine {
             .collect())
     }
 
+    /// Remembers, durably, that Stripe fully refunded `intent` before any checkout granted from
+    /// it, so that a later checkout of it is revoked at once. `false` when there is no history
+    /// store to remember it in (benchmarks without a disk).
+    pub async fn remember_refund_before_checkout(
+        &self,
+        app: &str,
+        mode: Mode,
+        intent: &str,
+        charge_id: &str,
+    ) -> Result<bool, EngineError> {
+        if self.shared.history.is_none() {
+            return Ok(false);
+        }
+        let at = crate::actors::clock::real_now();
+        let write = HistoryWrite::RefundBeforeCheckout {
+            app: app.to_owned(),
+            mode,
+            intent: intent.to_owned(),
+            charge_id: charge_id.to_owned(),
+            at,
+        };
+        // The record makes recovery write it again, as for stored answers.
+        let record = Record::RefundBeforeCheckout {
+            app: app.to_owned(),
+            mode,
+            intent: intent.to_owned(),
+            charge_id: charge_id.to_owned(),
+            at,
+        };
+        let seq = self.shared.journal.push_with_history([record], [write]);
+        self.durable(seq).await?;
+        Ok(true)
+    }
+
+    /// The charge that fully refunded `intent` before its checkout, if one is remembered.
+    pub fn refund_before_checkout(
+        &self,
+        app: &str,
+        mode: Mode,
+        intent: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(history) = &self.shared.history else {
+            return Ok(None);
+        };
+        let now = crate::actors::clock::real_now();
+        history
+            .refund_before_checkout(app, mode, intent, now)
+            .map_err(|error| {
+                tracing::error!(%error, "reading the early refunds failed");
+                EngineError::Unavailable
+            })
+    }
+
     /// The answer stored for an `Idempotency-Key`, if any (of any age: the caller checks it).
     pub fn stored_answer(
         &self,
@@ -632,7 +685,10 @@ impl Engine {
         };
         let engine = self.clone();
         let swept = tokio::task::spawn_blocking(move || {
-            history.sweep(|app, mode| engine.now(app, mode).ok())
+            history.sweep(
+                |app, mode| engine.now(app, mode).ok(),
+                crate::actors::clock::real_now(),
+            )
         })
         .await;
         match swept {
