@@ -287,6 +287,7 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
             idle: Duration::from_secs(300),
             journal_backlog_records_max: 1 << 20,
             bounds: Default::default(),
+            test_panic_user: None,
         },
     );
 

@@ -2,6 +2,7 @@
 //! HTTP until told to stop, then flush and take a final snapshot.
 
 use crate::actors::journal_writer::{self, JournalQueue};
+use crate::actors::user_actor::TEST_PANIC_USER_ENV;
 use crate::actors::{Engine, EngineOptions, snapshotter};
 use crate::config::Config;
 use crate::engine::Record;
@@ -79,6 +80,19 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
                 mode: *mode,
                 key: key.clone(),
                 answer: answer.clone(),
+            }),
+            Record::RefundBeforeCheckout {
+                app,
+                mode,
+                intent,
+                charge_id,
+                at,
+            } => writes.push(HistoryWrite::RefundBeforeCheckout {
+                app: app.clone(),
+                mode: *mode,
+                intent: intent.clone(),
+                charge_id: charge_id.clone(),
+                at: *at,
             }),
             Record::User { key, .. } | Record::FlushLedger { key } => {
                 let key = key.clone();
@@ -188,6 +202,28 @@ async fn seed_demo_catalog(engine: &Engine, app: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the testing hook [`TEST_PANIC_USER_ENV`] once, at startup. Release builds refuse to
+/// start with it set: it exists to test what a panicking actor does, never to run a server.
+fn test_panic_user() -> anyhow::Result<Option<String>> {
+    let Some(value) = std::env::var_os(TEST_PANIC_USER_ENV) else {
+        return Ok(None);
+    };
+    if !cfg!(debug_assertions) {
+        anyhow::bail!(
+            "{TEST_PANIC_USER_ENV} is a testing hook that makes a user's actor panic; release \
+             builds refuse it: unset it"
+        );
+    }
+    let user = value
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("{TEST_PANIC_USER_ENV} is not UTF-8"))?;
+    tracing::warn!(
+        user,
+        "testing hook {TEST_PANIC_USER_ENV} is set: this user's reserves and consumes panic"
+    );
+    Ok(Some(user))
+}
+
 /// Writes `addr` to `path` whole: a temporary file renamed over it, so a reader never sees half.
 fn write_address(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
     let mut temp = path.as_os_str().to_owned();
@@ -230,6 +266,7 @@ pub async fn run(
                 open_reservations_per_user_max: config.server.open_reservations_per_user_max,
                 balances_per_user_max: config.server.balances_per_user_max,
             },
+            test_panic_user: test_panic_user()?,
         },
     );
     for app in config.apps.iter().filter(|a| a.seed_demo_catalog) {
@@ -270,7 +307,23 @@ pub async fn run(
             .with_context(|| format!("writing the address file {}", path.display()))?;
     }
     let app = http::router(state);
-    http::serve::serve(listener, app, config.limits(), shutdown).await;
+    // A panicking user actor stops the server as a signal would (see
+    // `Shared::actor_panicked`), and the process then exits non-zero.
+    let stop = {
+        let engine = engine.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                key = engine.failure() => tracing::error!(
+                    app = %key.app,
+                    user = %key.user.as_str(),
+                    "stopping for recovery after a user's actor panicked"
+                ),
+            }
+        }
+    };
+    http::serve::serve(listener, app, config.limits(), stop).await;
+    let failed = engine.failed_user();
 
     sweeper.abort();
     tracing::info!("stopping: flushing the journal");
@@ -294,5 +347,14 @@ pub async fn run(
         Ok(())
     })
     .await??;
+    if let Some(key) = failed {
+        anyhow::bail!(
+            "the actor of user '{}' (app {}, {} mode) panicked: stopped so that recovery rebuilds \
+             its state from the journal; start the server again",
+            key.user.as_str(),
+            key.app,
+            key.mode.as_str()
+        );
+    }
     Ok(())
 }

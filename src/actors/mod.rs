@@ -43,6 +43,14 @@ pub enum EngineError {
     Overloaded,
     #[error("the journal is not writing; the change may not be durable")]
     Unavailable,
+    /// The user's actor panicked: the process is stopping so that recovery rebuilds the user
+    /// from the journal.
+    #[error(
+        "an internal error stopped this user's actor; the server is restarting to recover the \
+         user from its journal: retry later, with the same Idempotency-Key (whether the request \
+         was applied is known once the server is back)"
+    )]
+    Restarting,
 }
 
 /// What one app shares between its actors: the catalog, the clock, and the deadlines of its
@@ -65,7 +73,7 @@ impl AppShared {
 }
 
 /// How the engine runs its actors.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Actor threads (arbiters).
     pub threads: usize,
@@ -74,6 +82,9 @@ pub struct EngineOptions {
     /// Journal records queued and not yet durable beyond which commands are refused (503).
     pub journal_backlog_records_max: u64,
     pub bounds: Bounds,
+    /// The testing hook [`user_actor::TEST_PANIC_USER_ENV`]: reserves and consumes of this user
+    /// id panic in its actor. `None` outside tests.
+    pub test_panic_user: Option<String>,
 }
 
 pub struct Shared {
@@ -97,6 +108,12 @@ pub struct Shared {
     /// before it is applied.
     journal_backlog_max: u64,
     pub bounds: Bounds,
+    test_panic_user: Option<String>,
+    /// Users whose actor panicked. Their state in memory may be half-changed, so this process
+    /// never serves them again (503) and stops; recovery rebuilds them from the journal.
+    failed: FxDashMap<UserKey, ()>,
+    /// The first user whose actor panicked, once one did: the server stops when it is set.
+    failure: tokio::sync::watch::Sender<Option<UserKey>>,
 }
 
 impl Shared {
@@ -134,6 +151,35 @@ impl Shared {
             self.dormant.insert(key.clone(), packed);
         }
         self.users.remove_if(key, |_, addr| addr == me);
+    }
+
+    /// Called by a user's actor that caught a panic, before it drops its caller's reply and
+    /// stops. Why the process stops rather than restarting the actor: the actor applies a command
+    /// to its memory and then queues the records, so a panic can leave the state half-changed and
+    /// ahead of the journal; the user's packed form left `dormant` when it woke, so the only
+    /// sound copy is the last snapshot plus every journal record of the user after it, which
+    /// recovery reads anyway and which this process has no cheap way to read for one user. So the
+    /// user is refused from now on (503 with `Retry-After`, never a wait on a dead mailbox), the
+    /// server stops taking connections, finishes what is in flight (the journal keeps writing:
+    /// every other user's state is sound), and exits non-zero for its supervisor to start it
+    /// again.
+    pub(crate) fn actor_panicked(&self, key: &UserKey, panic: &str) {
+        tracing::error!(
+            app = %key.app,
+            mode = key.mode.as_str(),
+            user = %key.user.as_str(),
+            panic,
+            "a user's actor panicked; stopping the server so that recovery rebuilds the user \
+             from the journal"
+        );
+        self.failed.insert(key.clone(), ());
+        self.failure.send_if_modified(|first| {
+            let unset = first.is_none();
+            if unset {
+                *first = Some(key.clone());
+            }
+            unset
+        });
     }
 }
 
@@ -202,6 +248,9 @@ impl Engine {
             idle: options.idle,
             journal_backlog_max: options.journal_backlog_records_max,
             bounds: options.bounds,
+            test_panic_user: options.test_panic_user,
+            failed: FxDashMap::default(),
+            failure: tokio::sync::watch::Sender::new(None),
         });
         for (key, packed) in users {
             shared.tags.insert(key.tag(), key.clone());
@@ -292,6 +341,22 @@ impl Engine {
         Ok(self.app(app)?.catalog.load_full())
     }
 
+    /// Resolves once a user's actor has panicked, with that user: the server must stop (see
+    /// [`Shared::actor_panicked`]).
+    pub async fn failure(&self) -> UserKey {
+        let mut first = self.shared.failure.subscribe();
+        let key = first
+            .wait_for(Option::is_some)
+            .await
+            .expect("the engine holds the sender");
+        key.clone().expect("waited for a user")
+    }
+
+    /// The first user whose actor panicked, if one did.
+    pub fn failed_user(&self) -> Option<UserKey> {
+        self.shared.failure.borrow().clone()
+    }
+
     /// Users with an awake actor.
     pub fn users_in_memory(&self) -> usize {
         self.shared.users.len()
@@ -363,6 +428,9 @@ impl Engine {
     ) -> Result<(u64, Vec<Result<View, Rejection>>), EngineError> {
         let writes = requests.iter().any(|r| matches!(r, Request::Command(_)));
         for _ in 0..MOVED_RETRIES_MAX {
+            if self.shared.failed.contains_key(key) {
+                return Err(EngineError::Restarting);
+            }
             if writes && self.shared.journal.backlog() >= self.shared.journal_backlog_max {
                 return Err(EngineError::Overloaded);
             }
@@ -389,6 +457,9 @@ impl Engine {
                 // The actor stopped with the message unread. If it went to sleep (it is no longer
                 // the user's actor), nothing was applied; otherwise it died, and nobody can say.
                 Err(_) => {
+                    if self.shared.failed.contains_key(key) {
+                        return Err(EngineError::Restarting);
+                    }
                     if self.shared.users.get(key).is_some_and(|a| *a == addr) {
                         tracing::error!(user = %key.user.as_str(), "a user's actor stopped");
                         return Err(EngineError::Unavailable);
@@ -539,6 +610,59 @@ impl Engine {
             .collect())
     }
 
+    /// Remembers, durably, that Stripe fully refunded `intent` before any checkout granted from
+    /// it, so that a later checkout of it is revoked at once. `false` when there is no history
+    /// store to remember it in (benchmarks without a disk).
+    pub async fn remember_refund_before_checkout(
+        &self,
+        app: &str,
+        mode: Mode,
+        intent: &str,
+        charge_id: &str,
+    ) -> Result<bool, EngineError> {
+        if self.shared.history.is_none() {
+            return Ok(false);
+        }
+        let at = crate::actors::clock::real_now();
+        let write = HistoryWrite::RefundBeforeCheckout {
+            app: app.to_owned(),
+            mode,
+            intent: intent.to_owned(),
+            charge_id: charge_id.to_owned(),
+            at,
+        };
+        // The record makes recovery write it again, as for stored answers.
+        let record = Record::RefundBeforeCheckout {
+            app: app.to_owned(),
+            mode,
+            intent: intent.to_owned(),
+            charge_id: charge_id.to_owned(),
+            at,
+        };
+        let seq = self.shared.journal.push_with_history([record], [write]);
+        self.durable(seq).await?;
+        Ok(true)
+    }
+
+    /// The charge that fully refunded `intent` before its checkout, if one is remembered.
+    pub fn refund_before_checkout(
+        &self,
+        app: &str,
+        mode: Mode,
+        intent: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(history) = &self.shared.history else {
+            return Ok(None);
+        };
+        let now = crate::actors::clock::real_now();
+        history
+            .refund_before_checkout(app, mode, intent, now)
+            .map_err(|error| {
+                tracing::error!(%error, "reading the early refunds failed");
+                EngineError::Unavailable
+            })
+    }
+
     /// The answer stored for an `Idempotency-Key`, if any (of any age: the caller checks it).
     pub fn stored_answer(
         &self,
@@ -632,7 +756,10 @@ impl Engine {
         };
         let engine = self.clone();
         let swept = tokio::task::spawn_blocking(move || {
-            history.sweep(|app, mode| engine.now(app, mode).ok())
+            history.sweep(
+                |app, mode| engine.now(app, mode).ok(),
+                crate::actors::clock::real_now(),
+            )
         })
         .await;
         match swept {

@@ -160,6 +160,9 @@ pub struct UserActor {
     last_message: Instant,
     /// Set once the state was handed back to the packed form; every later message is `Moved`.
     asleep: bool,
+    /// Set once this actor caught a panic: its state is not to be read again (see
+    /// [`Shared::actor_panicked`]), and it stops.
+    failed: bool,
 }
 
 /// The past of one user as a decision sees it: what is on its way to disk, then the disk.
@@ -204,6 +207,12 @@ impl Past for UserPast<'_> {
     }
 }
 
+/// A testing hook, read once at startup by debug builds only (release builds refuse to start with
+/// it): `VEVEE_TEST_PANIC_USER=<user id>` makes every reserve and consume of that user panic in
+/// its actor, after the command changed the state in memory and before its records are queued,
+/// the worst moment for a panic. `tests/it/actor_panic.rs` uses it.
+pub const TEST_PANIC_USER_ENV: &str = "VEVEE_TEST_PANIC_USER";
+
 /// Messages waiting for a user beyond this are refused as overload rather than queued.
 pub const MAILBOX_MAX: usize = 1024;
 
@@ -222,7 +231,9 @@ impl Actor for UserActor {
         ctx.set_mailbox_capacity(MAILBOX_MAX);
         self.schedule(ctx);
         let every = (self.shared.idle / 2).clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
-        ctx.run_interval(every, |actor, ctx| actor.sleep_if_idle(ctx));
+        ctx.run_interval(every, |actor, ctx| {
+            actor.guarded(ctx, Self::sleep_if_idle);
+        });
     }
 }
 
@@ -242,7 +253,37 @@ impl UserActor {
             recent: VecDeque::new(),
             last_message: Instant::now(),
             asleep: false,
+            failed: false,
         }
+    }
+
+    /// Runs `work` on the actor, catching a panic: actix would drop the actor silently (its
+    /// arbiter's runtime catches the panic of the task), leaving its user's mailbox closed and
+    /// its callers with no answer. A caught panic marks the user failed and stops the actor and
+    /// the server (see [`Shared::actor_panicked`]); the state is never used again, which is what
+    /// makes `AssertUnwindSafe` sound here.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
+    ) -> Option<R> {
+        if self.failed {
+            return None;
+        }
+        let payload =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(self, ctx))) {
+                Ok(done) => return Some(done),
+                Err(payload) => payload,
+            };
+        let panic = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        self.failed = true;
+        self.shared.actor_panicked(&self.key, &panic);
+        ctx.stop();
+        None
     }
 
     /// Goes to sleep once idle for the engine's `idle` and with nothing on its way to disk, so
@@ -306,6 +347,7 @@ impl UserActor {
             };
             let bounds = &self.shared.bounds;
             let plan_before = self.active_plan();
+            let reserves = matches!(command, Command::Reserve { .. });
             let done = step_admitted(
                 &mut self.state,
                 &past,
@@ -316,6 +358,12 @@ impl UserActor {
                 |state, command| admit(state, command, new_balances, bounds),
             );
             let changes = Changes::new(done.events, done.applied);
+            if reserves && self.shared.test_panic_user.as_deref() == Some(self.key.user.as_str()) {
+                panic!(
+                    "{TEST_PANIC_USER_ENV}: a panic injected into a reserve of user {}",
+                    self.key.user.as_str()
+                );
+            }
             self.record(changes, plan_before);
             return done.result.map(|outcome| self.view(outcome));
         }
@@ -430,8 +478,10 @@ impl UserActor {
             if actor.asleep {
                 return;
             }
-            let _ = actor.handle_request(Request::Tick);
-            actor.schedule(ctx);
+            actor.guarded(ctx, |actor, ctx| {
+                let _ = actor.handle_request(Request::Tick);
+                actor.schedule(ctx);
+            });
         });
         self.timer = Some((deadline, handle));
     }
@@ -441,20 +491,26 @@ impl Handler<Envelope> for UserActor {
     type Result = ();
 
     fn handle(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
+        let Envelope { requests, reply } = envelope;
         if self.asleep {
-            let _ = envelope.reply.send(Reply::Moved);
+            let _ = reply.send(Reply::Moved);
             return;
         }
         self.last_message = Instant::now();
-        let results = envelope
-            .requests
-            .into_iter()
-            .map(|request| self.handle_request(request))
-            .collect();
-        // One timer check for the whole group: deadlines only move once it is done.
-        self.schedule(ctx);
+        let done = self.guarded(ctx, |actor, ctx| {
+            let results = requests
+                .into_iter()
+                .map(|request| actor.handle_request(request))
+                .collect();
+            // One timer check for the whole group: deadlines only move once it is done.
+            actor.schedule(ctx);
+            results
+        });
+        // After a panic (or to a failed actor) the reply is dropped unsent, once the user is
+        // marked failed: the caller answers 503.
+        let Some(results) = done else { return };
         // A caller that gave up no longer listens; what was applied stays applied.
-        let _ = envelope.reply.send(Reply::Done {
+        let _ = reply.send(Reply::Done {
             seq: self.last_seq,
             results,
         });

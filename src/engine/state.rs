@@ -70,6 +70,16 @@ pub enum Record {
     FlushLedger {
         key: UserKey,
     },
+    /// Stripe refunded the whole of a payment intent that no checkout has granted from yet:
+    /// remembered, so that its checkout, if it comes, is revoked at once. `at` is the wall clock
+    /// when the refund arrived; it lives in the history store only.
+    RefundBeforeCheckout {
+        app: String,
+        mode: Mode,
+        intent: String,
+        charge_id: String,
+        at: Ts,
+    },
 }
 
 /// The live state of the whole engine. History (ledger pages, ended reservations, stored answers)
@@ -105,8 +115,8 @@ impl EngineState {
             Record::TestClock { app, offset_ms } => {
                 self.test_clock_offsets_ms.insert(app.clone(), *offset_ms);
             }
-            // Stored answers live in the history store only.
-            Record::Answer { .. } => {}
+            // Stored answers and early refunds live in the history store only.
+            Record::Answer { .. } | Record::RefundBeforeCheckout { .. } => {}
             Record::FlushLedger { key } => {
                 if let Some(user) = self.users.get_mut(key) {
                     return user.flush_ledger();

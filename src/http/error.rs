@@ -154,6 +154,10 @@ impl From<CatalogRejection> for ApiError {
     }
 }
 
+/// What a client is told to wait when the server stops to recover a user: the supervisor's
+/// restart and the replay of the journal.
+const RESTART_RETRY_AFTER_S: u64 = 5;
+
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> ApiError {
         match error {
@@ -170,6 +174,9 @@ impl From<EngineError> for ApiError {
                 );
                 e.retry_after_s = Some(1);
                 e
+            }
+            EngineError::Restarting => {
+                ApiError::unavailable("restarting", error.to_string(), RESTART_RETRY_AFTER_S)
             }
             EngineError::Unavailable => {
                 tracing::error!("journal unavailable while answering a request");

@@ -45,6 +45,31 @@ fn bounded_id(what: &str, value: &str) -> Result<(), ApiError> {
     ))
 }
 
+/// Revokes `balances` (a second revoke of one changes nothing) and returns their ids.
+async fn revoke_all(
+    s: &AppState,
+    app: &str,
+    mode: Mode,
+    balances: Vec<(UserId, String)>,
+    reason: &str,
+) -> Result<Vec<String>, ApiError> {
+    let mut revoked = Vec::with_capacity(balances.len());
+    for (user, balance_id) in balances {
+        let key = UserKey {
+            app: app.to_owned(),
+            mode,
+            user,
+        };
+        let command = Command::Revoke {
+            balance_id: balance_id.clone(),
+            reason: Some(reason.to_owned()),
+        };
+        s.engine.user(key, Request::Command(command)).await?;
+        revoked.push(balance_id);
+    }
+    Ok(revoked)
+}
+
 fn ignored(why: &str) -> Json<Value> {
     tracing::info!(why, "stripe event ignored");
     Json(json!({"received": true, "ignored": true}))
@@ -123,14 +148,18 @@ pub async fn webhook(
                 )
             })?;
             bounded_id("metadata.packId", &pack_id)?;
-            let key = UserKey { app, mode, user };
+            let key = UserKey {
+                app: app.clone(),
+                mode,
+                user: user.clone(),
+            };
             let command = Command::Grant {
                 pack_id,
                 external_ref: session_id.clone(),
                 source: GrantSource::Purchase,
                 notes: Some(format!("Stripe checkout session {session_id}")),
                 expires_at: None,
-                payment_intent,
+                payment_intent: payment_intent.clone(),
                 expiring_notice_days: s.expiring_notice_days(&key.app),
             };
             let (_, view) = grant(&s, key, command).await.map_err(|e| {
@@ -145,9 +174,28 @@ pub async fn webhook(
                 .map(|b| b.iter().map(|b| b["id"].clone()).collect())
                 .unwrap_or_default();
             tracing::info!(event = %event.id, session = %session_id, "stripe checkout granted");
-            Ok(Json(
-                json!({"received": true, "created": view["created"], "balances": balances}),
-            ))
+            // Stripe may deliver a refund before its checkout: one remembered for this payment
+            // is applied now. Read after the grant is durable (and with it the payments index),
+            // while the refund path remembers before it reads the index: whichever of the two
+            // comes second sees the other, so a refund racing its checkout is never lost.
+            let refund = match &payment_intent {
+                Some(intent) => s.engine.refund_before_checkout(&app, mode, intent)?,
+                None => None,
+            };
+            let Some(charge_id) = refund else {
+                return Ok(Json(
+                    json!({"received": true, "created": view["created"], "balances": balances}),
+                ));
+            };
+            let granted = balances
+                .iter()
+                .filter_map(|b| b.as_str().map(|id| (user.clone(), id.to_owned())))
+                .collect();
+            let reason = format!("refunded before checkout: Stripe charge {charge_id}");
+            let revoked = revoke_all(&s, &app, mode, granted, &reason).await?;
+            tracing::info!(session = %session_id, charge = %charge_id, "stripe checkout revoked: its payment was refunded before it arrived");
+            Ok(Json(json!({"received": true, "created": view["created"],
+                "balances": balances, "revoked": revoked})))
         }
         EventKind::CheckoutUnpaid { session_id } => {
             tracing::info!(session = %session_id, "checkout not paid yet; waiting for async success");
@@ -169,25 +217,30 @@ pub async fn webhook(
             let Some(intent) = payment_intent else {
                 return Ok(ignored("refund without a payment intent"));
             };
-            let paid = s.engine.paid_balances(&app, mode, &intent)?;
+            let mut paid = s.engine.paid_balances(&app, mode, &intent)?;
             if paid.is_empty() {
-                return Ok(ignored("no grant was paid by this payment intent"));
+                // No checkout of this payment has granted yet; Stripe may still deliver it.
+                // Remember the refund durably before answering, then look again: a checkout
+                // granted meanwhile did not see it (see the checkout arm).
+                if !s
+                    .engine
+                    .remember_refund_before_checkout(&app, mode, &intent, &charge_id)
+                    .await?
+                {
+                    return Ok(ignored("no grant was paid by this payment intent"));
+                }
+                paid = s.engine.paid_balances(&app, mode, &intent)?;
+                if paid.is_empty() {
+                    // API.md answers a refund of an unknown payment intent `ignored`; it is also
+                    // remembered, which Stripe cannot tell from the 200 either way.
+                    tracing::info!(charge = %charge_id, intent = %intent, "refund before its checkout: remembered");
+                    return Ok(ignored(
+                        "unknown payment intent: remembered for its checkout",
+                    ));
+                }
             }
-            let mut revoked = Vec::new();
-            for (user, balance_id) in paid {
-                let key = UserKey {
-                    app: app.clone(),
-                    mode,
-                    user,
-                };
-                let reason = Some(format!("Stripe refund of charge {charge_id}"));
-                let command = Command::Revoke {
-                    balance_id: balance_id.clone(),
-                    reason,
-                };
-                s.engine.user(key, Request::Command(command)).await?;
-                revoked.push(balance_id);
-            }
+            let reason = format!("Stripe refund of charge {charge_id}");
+            let revoked = revoke_all(&s, &app, mode, paid, &reason).await?;
             tracing::info!(charge = %charge_id, count = revoked.len(), "stripe refund revoked balances");
             Ok(Json(json!({"received": true, "revoked": revoked})))
         }

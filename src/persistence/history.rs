@@ -1,6 +1,6 @@
 //! The history store: what has left the live state, on disk beside the journal.
 //!
-//! Four sled trees (through [`KvTree`], so sled stays behind the journal module):
+//! Six sled trees (through [`KvTree`], so sled stays behind the journal module):
 //!
 //! | tree           | key                                  | value                              |
 //! |----------------|--------------------------------------|------------------------------------|
@@ -11,6 +11,13 @@
 //! | `payments`     | app, mode, payment intent, balance   | the user the balance belongs to    |
 //! | `events`       | app, mode, sort part of the event id | the user and the outgoing event    |
 //! | `undelivered`  | the same key as in `events`          | the journal sequence it is durable at |
+//! | `early_refunds`| app, mode, `i`, payment intent       | the refund's charge and its time   |
+//! |                | app, mode, `a`, time, payment intent | nothing: the same refunds by age   |
+//!
+//! `early_refunds` holds full Stripe refunds whose payment intent had granted nothing when they
+//! arrived (Stripe does not promise to deliver a checkout before its refund). It is bounded by
+//! age ([`EARLY_REFUND_KEEP_MS`], by the wall clock) and by count per app and mode
+//! ([`EARLY_REFUNDS_PER_MODE_MAX`]): the oldest go first.
 //!
 //! The user prefix is the app, the mode and the user id, each followed by a zero byte (none of
 //! them can hold one), so one user's keys never run into another's. A page is keyed by the sort
@@ -32,7 +39,9 @@ use crate::engine::notice::SentNotice;
 use crate::engine::state::StoredAnswer;
 use crate::engine::user::{Applied, RequestKey, Reservation};
 use crate::engine::{Mode, Ts, UserKey};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -72,6 +81,14 @@ pub enum HistoryWrite {
     Notice {
         user: UserKey,
         notice: Box<SentNotice>,
+    },
+    /// A full refund of a payment intent that had granted nothing yet; `at` by the wall clock.
+    RefundBeforeCheckout {
+        app: String,
+        mode: Mode,
+        intent: String,
+        charge_id: String,
+        at: Ts,
     },
 }
 
@@ -142,6 +159,12 @@ pub struct Undelivered {
 /// Outgoing events are kept this long for `GET /v1/events` (API.md: the last 30 days).
 pub const EVENTS_KEEP_MS: i64 = 30 * crate::engine::time::MS_PER_DAY;
 
+#[derive(Serialize, Deserialize)]
+struct StoredRefund {
+    charge_id: String,
+    at: Ts,
+}
+
 #[derive(Clone)]
 pub struct History {
     ledger: KvTree,
@@ -151,6 +174,11 @@ pub struct History {
     payments: KvTree,
     events: KvTree,
     undelivered: KvTree,
+    early_refunds: KvTree,
+    /// How many early refunds each app and mode holds, by the key prefix of its scope; counted
+    /// from the disk the first time a scope is written. The lock also keeps the journal writer's
+    /// inserts and the sweep's removals from interleaving.
+    early_refund_counts: Arc<Mutex<FxHashMap<Vec<u8>, u64>>>,
 }
 
 fn user_prefix(user: &UserKey) -> Vec<u8> {
@@ -215,6 +243,43 @@ fn payment_prefix(app: &str, mode: Mode, intent: &str) -> Vec<u8> {
 /// Stored answers and request keys are kept this long (API.md: 24 h).
 pub const KEEP_MS: i64 = crate::engine::time::MS_PER_DAY;
 
+/// A refund that arrived before its checkout is remembered this long, by the wall clock. Stripe
+/// retries a webhook for up to three days, so a checkout that comes later than this is not a
+/// delivery out of order.
+pub const EARLY_REFUND_KEEP_MS: i64 = 30 * crate::engine::time::MS_PER_DAY;
+
+/// At most this many early refunds are remembered per app and mode; past it the oldest is
+/// forgotten (and logged). `charge.refunded` also comes for payments vevee never granted from
+/// (subscriptions, other products), so this bound is reached by an account that refunds more
+/// than this many of those in 30 days.
+pub const EARLY_REFUNDS_PER_MODE_MAX: u64 = 100_000;
+
+/// The two kinds of key in `early_refunds`, after the scope.
+const BY_INTENT: u8 = b'i';
+const BY_AGE: u8 = b'a';
+
+fn early_refund_key(scope: &[u8], intent: &str) -> Vec<u8> {
+    let mut key = scope.to_vec();
+    key.push(BY_INTENT);
+    key.extend_from_slice(intent.as_bytes());
+    key
+}
+
+fn early_refund_age_key(scope: &[u8], at: Ts, intent: &str) -> Vec<u8> {
+    let mut key = scope.to_vec();
+    key.push(BY_AGE);
+    // Wall-clock times are positive: big-endian bytes sort as the times do.
+    key.extend_from_slice(&u64::try_from(at.0).unwrap_or(0).to_be_bytes());
+    key.extend_from_slice(intent.as_bytes());
+    key
+}
+
+/// The time and payment intent in an age key, after its scope and kind byte.
+fn split_age_key(rest: &[u8]) -> Option<(Ts, &[u8])> {
+    let (at, intent) = rest.split_first_chunk::<8>()?;
+    Some((Ts(i64::try_from(u64::from_be_bytes(*at)).ok()?), intent))
+}
+
 impl History {
     pub fn open(journal: &SledJournal) -> Result<History, HistoryError> {
         Ok(History {
@@ -225,6 +290,8 @@ impl History {
             payments: journal.tree("payments")?,
             events: journal.tree("events")?,
             undelivered: journal.tree("undelivered")?,
+            early_refunds: journal.tree("early_refunds")?,
+            early_refund_counts: Arc::default(),
         })
     }
 
@@ -288,6 +355,17 @@ impl History {
                     };
                     events.push((key.clone(), Some(encode_value(&stored)?)));
                     undelivered.push((key, Some(durable_at.to_be_bytes().to_vec())));
+                }
+                HistoryWrite::RefundBeforeCheckout {
+                    app,
+                    mode,
+                    intent,
+                    charge_id,
+                    at,
+                } => {
+                    let scope = answer_key(app, *mode, "");
+                    let max = EARLY_REFUNDS_PER_MODE_MAX;
+                    self.remember_refund(&scope, intent, charge_id, *at, max)?;
                 }
             }
         }
@@ -406,6 +484,125 @@ impl History {
         Ok(out)
     }
 
+    /// Remembers a refund before its checkout, once (a redelivery, or recovery writing it again,
+    /// keeps the first), then forgets the oldest of its scope past `max` (the tests' stand-in for
+    /// [`EARLY_REFUNDS_PER_MODE_MAX`]) and those older than [`EARLY_REFUND_KEEP_MS`] at `at`.
+    fn remember_refund(
+        &self,
+        scope: &[u8],
+        intent: &str,
+        charge_id: &str,
+        at: Ts,
+        max: u64,
+    ) -> Result<(), HistoryError> {
+        let mut counts = self
+            .early_refund_counts
+            .lock()
+            .expect("early refund counts poisoned");
+        let key = early_refund_key(scope, intent);
+        if self.early_refunds.get(&key)?.is_some() {
+            return Ok(());
+        }
+        let mut by_age = scope.to_vec();
+        by_age.push(BY_AGE);
+        let count = match counts.get_mut(scope) {
+            Some(count) => count,
+            None => {
+                let mut n = 0;
+                for item in self.early_refunds.scan_prefix(&by_age) {
+                    item?;
+                    n += 1;
+                }
+                counts.entry(scope.to_vec()).or_insert(n)
+            }
+        };
+        let stored = StoredRefund {
+            charge_id: charge_id.to_owned(),
+            at,
+        };
+        self.early_refunds.write([
+            (key, Some(encode_value(&stored)?)),
+            (early_refund_age_key(scope, at, intent), Some(Vec::new())),
+        ])?;
+        *count += 1;
+        // The oldest first: by age past the keep time, then by count past the bound.
+        while let Some(item) = self.early_refunds.scan_prefix(&by_age).next() {
+            let (age_key, _) = item?;
+            let Some((oldest_at, oldest)) = split_age_key(&age_key[by_age.len()..]) else {
+                break;
+            };
+            let too_old = oldest_at.plus_ms(EARLY_REFUND_KEEP_MS) <= at;
+            if !too_old && *count <= max {
+                break;
+            }
+            let oldest = String::from_utf8_lossy(oldest).into_owned();
+            if !too_old {
+                tracing::warn!(
+                    intent = %oldest,
+                    max,
+                    "too many refunds waiting for their checkout; forgetting the oldest"
+                );
+            }
+            self.early_refunds.write([
+                (age_key.to_vec(), None),
+                (early_refund_key(scope, &oldest), None),
+            ])?;
+            *count = count.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// The charge that fully refunded `intent` before any checkout granted from it, if that was
+    /// less than [`EARLY_REFUND_KEEP_MS`] before `wall_now`.
+    pub fn refund_before_checkout(
+        &self,
+        app: &str,
+        mode: Mode,
+        intent: &str,
+        wall_now: Ts,
+    ) -> Result<Option<String>, HistoryError> {
+        let key = early_refund_key(&answer_key(app, mode, ""), intent);
+        let Some(value) = self.early_refunds.get(&key)? else {
+            return Ok(None);
+        };
+        let stored: StoredRefund = decode_value(&value)?;
+        Ok((stored.at.plus_ms(EARLY_REFUND_KEEP_MS) > wall_now).then_some(stored.charge_id))
+    }
+
+    /// Forgets early refunds older than [`EARLY_REFUND_KEEP_MS`] at `wall_now`. Returns how many.
+    fn sweep_early_refunds(&self, wall_now: Ts) -> Result<u64, HistoryError> {
+        let mut counts = self
+            .early_refund_counts
+            .lock()
+            .expect("early refund counts poisoned");
+        let mut old = Vec::new();
+        for item in self.early_refunds.scan_prefix(&[]) {
+            let (key, _) = item?;
+            let Some(kind_at) = scope_len(&key) else {
+                continue;
+            };
+            if key.get(kind_at) != Some(&BY_AGE) {
+                continue;
+            }
+            let Some((at, intent)) = split_age_key(&key[kind_at + 1..]) else {
+                continue;
+            };
+            if at.plus_ms(EARLY_REFUND_KEEP_MS) > wall_now {
+                continue;
+            }
+            let scope = &key[..kind_at];
+            let intent = String::from_utf8_lossy(intent);
+            old.push((early_refund_key(scope, &intent), None));
+            old.push((key.to_vec(), None));
+            if let Some(count) = counts.get_mut(scope) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        let dropped = old.len() as u64 / 2;
+        self.early_refunds.write(old)?;
+        Ok(dropped)
+    }
+
     /// Drops stored answers and request keys older than [`KEEP_MS`] by `now` of their app and
     /// mode. Returns how many were dropped. Reads check the age themselves: this only frees disk.
     /// The scope's events newest first, from just before `starting_after` if given (`None` if
@@ -473,8 +670,15 @@ impl History {
         Ok(())
     }
 
-    pub fn sweep(&self, now: impl Fn(&str, Mode) -> Option<Ts>) -> Result<u64, HistoryError> {
-        let mut dropped = 0;
+    /// Drops stored answers and request keys older than [`KEEP_MS`] by `now` of their app and
+    /// mode, delivered events older than [`EVENTS_KEEP_MS`] by the same clock, and early refunds older than [`EARLY_REFUND_KEEP_MS`] by `wall_now`. Returns how
+    /// many were dropped. Reads check the age themselves: this only frees disk.
+    pub fn sweep(
+        &self,
+        now: impl Fn(&str, Mode) -> Option<Ts>,
+        wall_now: Ts,
+    ) -> Result<u64, HistoryError> {
+        let mut dropped = self.sweep_early_refunds(wall_now)?;
         let mut old = Vec::new();
         for item in self.answers.scan_prefix(&[]) {
             let (key, value) = item?;
@@ -510,6 +714,12 @@ impl History {
         self.events.write(old)?;
         Ok(dropped)
     }
+}
+
+/// The length of the scope (app, zero, mode byte, zero) a key starts with.
+fn scope_len(key: &[u8]) -> Option<usize> {
+    let app_end = key.iter().position(|&b| b == 0)?;
+    (key.get(app_end + 2) == Some(&0)).then_some(app_end + 3)
 }
 
 /// The app and mode a key starts with.
@@ -564,5 +774,100 @@ impl Iterator for Lines {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::time::MS_PER_DAY;
+
+    fn refund(intent: &str, charge: &str, at: Ts) -> HistoryWrite {
+        HistoryWrite::RefundBeforeCheckout {
+            app: "app".into(),
+            mode: Mode::Test,
+            intent: intent.into(),
+            charge_id: charge.into(),
+            at,
+        }
+    }
+
+    fn found(history: &History, intent: &str, now: Ts) -> Option<String> {
+        history
+            .refund_before_checkout("app", Mode::Test, intent, now)
+            .expect("readable")
+    }
+
+    #[test]
+    fn early_refunds_are_kept_once_per_intent_for_thirty_days_and_in_their_own_scope() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let journal = SledJournal::open(dir.path()).expect("open");
+        let history = History::open(&journal).expect("history");
+        let t0 = Ts(1_800_000_000_000);
+        history
+            .write(&[refund("pi_1", "ch_1", t0)], 0)
+            .expect("write");
+        // A redelivery (or recovery writing it again) keeps the first.
+        let later = t0.plus_ms(1000);
+        history
+            .write(&[refund("pi_1", "ch_2", later)], 0)
+            .expect("write");
+        assert_eq!(found(&history, "pi_1", later), Some("ch_1".into()));
+        assert_eq!(found(&history, "pi_2", later), None);
+        let live = history
+            .refund_before_checkout("app", Mode::Live, "pi_1", later)
+            .expect("readable");
+        assert_eq!(live, None, "test and live mode share nothing");
+        let last_moment = t0.plus_ms(EARLY_REFUND_KEEP_MS - 1);
+        assert_eq!(found(&history, "pi_1", last_moment), Some("ch_1".into()));
+        let expired = t0.plus_ms(EARLY_REFUND_KEEP_MS);
+        assert_eq!(found(&history, "pi_1", expired), None);
+
+        assert_eq!(history.sweep(|_, _| None, later).expect("sweep"), 0);
+        assert_eq!(history.sweep(|_, _| None, expired).expect("sweep"), 1);
+        // Gone from disk: remembered again from scratch.
+        history
+            .write(&[refund("pi_1", "ch_3", expired)], 0)
+            .expect("write");
+        assert_eq!(found(&history, "pi_1", expired), Some("ch_3".into()));
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_early_refund_is_forgotten_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let journal = SledJournal::open(dir.path()).expect("open");
+        let history = History::open(&journal).expect("history");
+        let scope = answer_key("app", Mode::Test, "");
+        let t0 = Ts(1_800_000_000_000);
+        let at = |i: i64| t0.plus_ms(i * MS_PER_DAY / 10);
+        for (i, intent) in ["pi_a", "pi_b", "pi_c", "pi_d"].iter().enumerate() {
+            let at = at(i as i64);
+            history
+                .remember_refund(&scope, intent, "ch", at, 3)
+                .expect("remember");
+        }
+        let now = at(4);
+        assert_eq!(found(&history, "pi_a", now), None, "the oldest went");
+        for intent in ["pi_b", "pi_c", "pi_d"] {
+            assert!(found(&history, intent, now).is_some(), "{intent} kept");
+        }
+        // A count read from the disk agrees with the one kept in memory.
+        let reopened = History::open(&journal).expect("history");
+        reopened
+            .remember_refund(&scope, "pi_e", "ch", at(5), 3)
+            .expect("remember");
+        assert_eq!(found(&reopened, "pi_b", now), None);
+        assert!(found(&reopened, "pi_e", now).is_some());
+        // And an old one goes by age whatever the count.
+        let month_later = at(5).plus_ms(EARLY_REFUND_KEEP_MS);
+        reopened
+            .remember_refund(&scope, "pi_f", "ch", month_later, 3)
+            .expect("remember");
+        let left: Vec<_> = ["pi_c", "pi_d", "pi_e", "pi_f"]
+            .into_iter()
+            .filter(|i| found(&reopened, i, month_later).is_some())
+            .collect();
+        assert_eq!(left, ["pi_f"]);
+        assert_eq!(reopened.early_refunds.scan_prefix(&[]).count(), 2);
     }
 }

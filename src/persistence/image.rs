@@ -128,8 +128,8 @@ impl Replay<'_> {
                 self.image.test_clock_offsets_ms.insert(app, offset_ms);
                 Ok(Applied::default())
             }
-            // Stored answers live in the history store only.
-            Record::Answer { .. } => Ok(Applied::default()),
+            // Stored answers and early refunds live in the history store only.
+            Record::Answer { .. } | Record::RefundBeforeCheckout { .. } => Ok(Applied::default()),
             Record::FlushLedger { key } => {
                 if let Some(user) = self.open.get_mut(&key) {
                     return Ok(user.flush_ledger());

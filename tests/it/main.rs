@@ -1,5 +1,6 @@
 //! Integration tests of `vevee serve`, over HTTP only, against the contract in API.md.
 
+mod actor_panic;
 mod batch;
 mod catalog;
 mod concurrency;

@@ -69,6 +69,8 @@ pub struct Tweaks {
     pub dashboard_password: String,
     /// `None` leaves the key out of the config, so the server's default applies.
     pub seed_demo_catalog: Option<bool>,
+    /// Environment variables for the server process (e.g. a testing hook).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Tweaks {
@@ -78,6 +80,7 @@ impl Default for Tweaks {
             app_lines: String::new(),
             dashboard_password: "it-dashboard-password".into(),
             seed_demo_catalog: Some(true),
+            env: Vec::new(),
         }
     }
 }
@@ -177,6 +180,22 @@ impl TestApp {
         None
     }
 
+    /// Waits at most `limit` for the server to exit on its own; `None` (and a SIGKILL) if it
+    /// did not.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("the server is running");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill();
+        None
+    }
+
     /// The `host:port` the server listens on.
     pub fn address(&self) -> &str {
         self.base.trim_start_matches("http://")
@@ -262,6 +281,7 @@ impl TestApp {
             .arg("--config")
             .arg(&config)
             .current_dir(self.dir.path())
+            .envs(self.tweaks.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))

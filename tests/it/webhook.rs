@@ -292,7 +292,7 @@ async fn a_full_refund_revokes_the_checkout_balances_and_a_partial_one_is_ignore
     assert_eq!(
         ok(&r, 200),
         &json!({"received": true, "ignored": true}),
-        "unknown payment_intent"
+        "unknown payment_intent: answered as API.md says, and remembered for a later checkout"
     );
     assert_eq!(
         app.usage(SK_TEST, u).await["credits"]
@@ -316,6 +316,115 @@ async fn a_full_refund_revokes_the_checkout_balances_and_a_partial_one_is_ignore
     amounts.sort();
     assert_eq!(amounts, vec![5, 6], "what was left of each balance, once");
     app.assert_ledger_agrees(SK_TEST, u).await;
+}
+
+/// The balance ids a checkout webhook answered with.
+fn granted_ids(answer: &Value) -> Vec<String> {
+    answer["balances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("balances in {answer}"))
+        .iter()
+        .map(|b| b.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What a user sees after a checkout whose payment had been refunded already: every balance it
+/// granted is revoked at once, nothing is left to spend, and the ledger shows the grant, then the
+/// revoke that says why.
+async fn assert_granted_then_revoked_before_checkout(app: &TestApp, user: &str, ids: &[String]) {
+    assert_eq!(ids.len(), 2, "the bundle has two items");
+    for id in ids {
+        let b = app.balance(SK_TEST, id).await;
+        assert_eq!(b["status"], "revoked", "{b}");
+        assert_eq!(b["remaining"], 0, "{b}");
+    }
+    assert_eq!(app.usage(SK_TEST, user).await["credits"], json!([]));
+    let denied = app.reserve(SK_TEST, user, DALLE, 1).await;
+    assert_eq!(denied["allowed"], false, "{denied}");
+    // Newest first: the two revokes, then the two grants.
+    let ledger = app.ledger_all(SK_TEST, user).await;
+    let types: Vec<&str> = ledger.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "credits.revoked",
+            "credits.revoked",
+            "credits.granted",
+            "credits.granted"
+        ],
+        "{ledger:#?}"
+    );
+    for revoke in &ledger[..2] {
+        let reason = revoke["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("refunded before checkout"), "{revoke}");
+    }
+    app.assert_ledger_agrees(SK_TEST, user).await;
+}
+
+#[tokio::test]
+async fn a_full_refund_that_arrives_before_its_checkout_revokes_what_the_checkout_grants() {
+    let app = spawn_app().await;
+    let u = "u_early_refund";
+    let r = deliver(&app, &refund("pi_cs_test_early", 1500, 1500)).await;
+    assert_eq!(
+        ok(&r, 200),
+        &json!({"received": true, "ignored": true}),
+        "API.md's answer to a refund of an unknown payment (it is remembered all the same)"
+    );
+    // A checkout paid by another payment intent is not touched by it.
+    let other = checkout(
+        "cs_test_other",
+        false,
+        "paid",
+        json!({"packId": "cpk_gemini_topup", "userId": u}),
+        Value::Null,
+    );
+    let r = deliver(&app, &other).await;
+    let kept = granted_ids(ok(&r, 200));
+    assert_eq!(app.balance(SK_TEST, &kept[0]).await["status"], "active");
+
+    let late = checkout(
+        "cs_test_early",
+        false,
+        "paid",
+        json!({"packId": "cpk_creator_bundle", "userId": "u_early_refund_2"}),
+        Value::Null,
+    );
+    let r = deliver(&app, &late).await;
+    let answer = ok(&r, 200).clone();
+    assert_eq!(answer["received"], true);
+    let ids = granted_ids(&answer);
+    assert_granted_then_revoked_before_checkout(&app, "u_early_refund_2", &ids).await;
+
+    // Stripe redelivers the checkout: nothing more is granted or revoked.
+    ok(&deliver(&app, &late).await, 200);
+    assert_eq!(app.ledger_all(SK_TEST, "u_early_refund_2").await.len(), 4);
+    // The other purchase is still there to spend.
+    let usage = app.usage(SK_TEST, u).await;
+    assert_eq!(usage["credits"].as_array().unwrap().len(), 1, "{usage}");
+    assert_eq!(usage["credits"][0]["status"], "active");
+}
+
+#[tokio::test]
+async fn a_refund_before_its_checkout_is_remembered_across_a_kill_and_a_restart() {
+    let mut app = spawn_app().await;
+    let r = deliver(&app, &refund("pi_cs_test_early_kill", 1500, 1500)).await;
+    assert_eq!(ok(&r, 200), &json!({"received": true, "ignored": true}));
+    // SIGKILL right after the 200: what the answer promised must be on disk.
+    app.restart().await;
+    let late = checkout(
+        "cs_test_early_kill",
+        false,
+        "paid",
+        json!({"packId": "cpk_creator_bundle", "userId": "u_early_kill"}),
+        Value::Null,
+    );
+    let r = deliver(&app, &late).await;
+    let ids = granted_ids(ok(&r, 200));
+    assert_granted_then_revoked_before_checkout(&app, "u_early_kill", &ids).await;
+    // And the revoke itself survives a restart.
+    app.restart().await;
+    assert_granted_then_revoked_before_checkout(&app, "u_early_kill", &ids).await;
 }
 
 #[tokio::test]
