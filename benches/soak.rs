@@ -435,9 +435,17 @@ async fn idle_users(a: IdleArgs, dir: PathBuf) -> Result<()> {
     server.stop_graceful()?;
     let snapshot = newest_snapshot(&dir.join("snapshots"))?;
     let disk = dir_bytes(&dir.join("data")) + dir_bytes(&dir.join("snapshots"));
+    // The same users after a restart, all asleep from the start: what they cost without the
+    // memory the allocator kept from when they were awake.
+    println!("  restarting on the same data");
+    server.spawn_and_wait().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_restarted = server.rss();
+    server.kill();
 
     let n = created.done;
     let per_user = rss_idle.saturating_sub(rss_base) as f64 / n.max(1) as f64;
+    let per_user_restarted = rss_restarted.saturating_sub(rss_base) as f64 / n.max(1) as f64;
     let per_gib = n as f64 * GIB / rss_idle.max(1) as f64;
     let label = label_of(c);
     let row = json!({
@@ -459,6 +467,8 @@ async fn idle_users(a: IdleArgs, dir: PathBuf) -> Result<()> {
         "rss_peak_bytes": hwm,
         "rss_bytes_per_user": per_user,
         "users_per_gib": per_gib,
+        "rss_restarted_bytes": rss_restarted,
+        "rss_bytes_per_user_restarted": per_user_restarted,
         "snapshot_bytes": snapshot.as_ref().map(|s| s.1),
         "disk_bytes": disk,
     });
@@ -472,6 +482,7 @@ async fn idle_users(a: IdleArgs, dir: PathBuf) -> Result<()> {
         "peak",
         "bytes/user",
         "users/GiB",
+        "bytes/user after a restart",
         "snapshot (bytes/user)",
         "errors",
     ];
@@ -497,6 +508,7 @@ async fn idle_users(a: IdleArgs, dir: PathBuf) -> Result<()> {
         mib(hwm),
         format!("{per_user:.0}"),
         thousands(per_gib as u64),
+        format!("{per_user_restarted:.0}"),
         match &snapshot {
             Some((_, size)) => format!("{} ({:.0})", human_bytes(*size), *size as f64 / n as f64),
             None => "none".into(),
