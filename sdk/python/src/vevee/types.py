@@ -310,6 +310,33 @@ class LedgerEntry(ApiObject):
     plan_id: Optional[str] = None
 
 
+# --- Webhooks out ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint(ApiObject):
+    """Where vevee POSTs the events of one mode (the key's)."""
+
+    #: `we_...`.
+    id: str
+    url: str
+    #: Event types (`WEBHOOK_EVENT_TYPES`), or `["*"]` for every type.
+    events: list[str]
+    description: Optional[str]
+    #: False once disabled by an update, or by the server after 24 h of failed deliveries.
+    enabled: bool
+    created_at: str
+    #: `whsec_...`, for `verify_webhook`: only in what `create` and `rotate_secret` return (None
+    #: elsewhere). Keep it: no other answer shows it again.
+    secret: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DeletedWebhookEndpoint(ApiObject):
+    id: str
+    deleted: bool
+
+
 # --- Test clock --------------------------------------------------------------------------------
 
 
