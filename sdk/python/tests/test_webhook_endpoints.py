@@ -23,6 +23,7 @@ from vevee import (
     VeveeInvalidRequestError,
     VeveeNotFoundError,
     WebhookEndpoint,
+    WebhookEndpointWithSecret,
     verify_webhook,
 )
 
@@ -56,9 +57,8 @@ def test_create_list_retrieve_update_rotate_delete(vevee: Vevee) -> None:
         ["credits.low", "credits.depleted"],
         description="top-up prompts",
     )
-    assert isinstance(created, WebhookEndpoint)
+    assert isinstance(created, WebhookEndpointWithSecret)
     assert created.id.startswith("we_")
-    assert created.secret is not None
     assert created.secret.startswith("whsec_")
     assert (created.url, created.events, created.description, created.enabled) == (
         "https://example.com/hooks/vevee",
@@ -70,7 +70,7 @@ def test_create_list_retrieve_update_rotate_delete(vevee: Vevee) -> None:
     assert created.last_response.status == 200
 
     fetched = vevee.webhook_endpoints.retrieve(created.id)
-    assert fetched.secret is None, "the secret is only in create's and rotate's answers"
+    assert type(fetched) is WebhookEndpoint, "the secret is only in create's and rotate's answers"
     assert (fetched.id, fetched.url, fetched.created_at) == (
         created.id,
         created.url,
@@ -80,7 +80,7 @@ def test_create_list_retrieve_update_rotate_delete(vevee: Vevee) -> None:
 
     listed = vevee.webhook_endpoints.list()
     assert created.id in {e.id for e in listed.data}
-    assert all(e.secret is None for e in listed.data)
+    assert all(type(e) is WebhookEndpoint for e in listed.data)
     assert listed.has_more is False
 
     updated = vevee.webhook_endpoints.update(created.id, enabled=False, events=["*"])
@@ -97,7 +97,6 @@ def test_create_list_retrieve_update_rotate_delete(vevee: Vevee) -> None:
 
     rotated = vevee.webhook_endpoints.rotate_secret(created.id)
     assert rotated.id == created.id
-    assert rotated.secret is not None
     assert rotated.secret.startswith("whsec_")
     assert rotated.secret != created.secret
 
@@ -276,7 +275,6 @@ def test_deliveries_verify_with_the_secret_and_either_secret_after_rotation(
     receiver = _Receiver()
     try:
         endpoint = vevee.webhook_endpoints.create(receiver.url, ["credits.granted"])
-        assert endpoint.secret is not None
         vevee.credits.grant(user, "cpk_gemini_topup", "hook-1", source="grant")
         body, headers = _wait_for("a delivery", lambda: receiver.of_grant("hook-1"))
         event = verify_webhook(body, headers, endpoint.secret)
@@ -287,7 +285,6 @@ def test_deliveries_verify_with_the_secret_and_either_secret_after_rotation(
         )
 
         rotated = vevee.webhook_endpoints.rotate_secret(endpoint.id)
-        assert rotated.secret is not None
         vevee.credits.grant(user, "cpk_gemini_topup", "hook-2", source="grant")
         body, headers = _wait_for("a second delivery", lambda: receiver.of_grant("hook-2"))
         signatures = {k.lower(): v for k, v in headers.items()}["webhook-signature"]
@@ -302,13 +299,13 @@ def test_deliveries_verify_with_the_secret_and_either_secret_after_rotation(
 @pytest.mark.anyio
 async def test_the_same_through_async_vevee(avevee: AsyncVevee, user: str) -> None:
     created = await avevee.webhook_endpoints.create("https://example.com/async", ["credits.low"])
-    assert created.secret is not None
-    assert (await avevee.webhook_endpoints.retrieve(created.id)).secret is None
+    assert created.secret.startswith("whsec_")
+    assert type(await avevee.webhook_endpoints.retrieve(created.id)) is WebhookEndpoint
     assert created.id in {e.id for e in (await avevee.webhook_endpoints.list()).data}
     updated = await avevee.webhook_endpoints.update(created.id, description="async")
     assert updated.description == "async"
     rotated = await avevee.webhook_endpoints.rotate_secret(created.id)
-    assert rotated.secret not in (None, created.secret)
+    assert rotated.secret != created.secret
     assert (await avevee.webhook_endpoints.delete(created.id)).deleted is True
 
     await avevee.credits.grant(user, "cpk_creator_bundle", "async-1", source="grant")

@@ -71,6 +71,7 @@ from .types import (
     TestClock,
     Usage,
     WebhookEndpoint,
+    WebhookEndpointWithSecret,
 )
 from .webhooks import WEBHOOK_EVENT_TYPES, verify_webhook
 
@@ -131,6 +132,7 @@ __all__ = [
     "VeveeUnavailableError",
     "VeveeUnprocessableError",
     "WebhookEndpoint",
+    "WebhookEndpointWithSecret",
     "WebhookVerificationError",
     "WebhookVerificationReason",
     "backoff",

@@ -36,6 +36,7 @@ from .types import (
     TestClock,
     Usage,
     WebhookEndpoint,
+    WebhookEndpointWithSecret,
 )
 
 
@@ -434,9 +435,9 @@ class AsyncWebhookEndpoints:
         *,
         description: str | None = None,
         options: RequestOptions | None = None,
-    ) -> WebhookEndpoint:
+    ) -> WebhookEndpointWithSecret:
         """`POST /v1/webhook-endpoints`: `events` lists types (`WEBHOOK_EVENT_TYPES`) or is
-        `["*"]`. The answer and `rotate_secret`'s are the only ones with `secret`: store it for
+        `["*"]`. The answer and `rotate_secret`'s are the only ones with a `secret`: store it for
         `verify_webhook`. A 17th endpoint is 409 `too_many_endpoints` (`VeveeConflictError`)."""
         call = calls.create_webhook_endpoint(url, events, description)
         return await self._c._send(call, options)
@@ -475,7 +476,7 @@ class AsyncWebhookEndpoints:
 
     async def rotate_secret(
         self, endpoint_id: str, *, options: RequestOptions | None = None
-    ) -> WebhookEndpoint:
+    ) -> WebhookEndpointWithSecret:
         """A new `secret`; for 24 h the previous one signs too (two signatures), so receivers
         with either secret keep accepting while they switch."""
         return await self._c._send(calls.rotate_webhook_secret(endpoint_id), options)

@@ -38,6 +38,7 @@ from .types import (
     TestClock,
     Usage,
     WebhookEndpoint,
+    WebhookEndpointWithSecret,
 )
 
 
@@ -333,9 +334,13 @@ def _endpoint_path(endpoint_id: str) -> str:
     return f"/v1/webhook-endpoints/{seg(endpoint_id)}"
 
 
+def _endpoint_with_secret(d: Any) -> WebhookEndpointWithSecret:
+    return decode_as(WebhookEndpointWithSecret, d)
+
+
 def create_webhook_endpoint(
     url: str, events: Sequence[str], description: str | None
-) -> Call[WebhookEndpoint]:
+) -> Call[WebhookEndpointWithSecret]:
     if isinstance(events, str):
         # A bare string would be sent as its characters' list: a caller's slip worth naming.
         raise VeveeConfigurationError(
@@ -345,7 +350,7 @@ def create_webhook_endpoint(
         )
     body: dict[str, Any] = {"url": url, "events": list(events)}
     body.update(_given(description=description))
-    return Call("POST", "/v1/webhook-endpoints", _endpoint, body=body)
+    return Call("POST", "/v1/webhook-endpoints", _endpoint_with_secret, body=body)
 
 
 def list_webhook_endpoints() -> Call[Page[WebhookEndpoint]]:
@@ -381,8 +386,9 @@ def delete_webhook_endpoint(endpoint_id: str) -> Call[DeletedWebhookEndpoint]:
     return Call("DELETE", path, lambda d: decode_as(DeletedWebhookEndpoint, d))
 
 
-def rotate_webhook_secret(endpoint_id: str) -> Call[WebhookEndpoint]:
-    return Call("POST", f"{_endpoint_path(endpoint_id)}/rotate-secret", _endpoint, body={})
+def rotate_webhook_secret(endpoint_id: str) -> Call[WebhookEndpointWithSecret]:
+    path = f"{_endpoint_path(endpoint_id)}/rotate-secret"
+    return Call("POST", path, _endpoint_with_secret, body={})
 
 
 def events_page(

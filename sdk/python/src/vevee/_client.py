@@ -36,6 +36,7 @@ from .types import (
     TestClock,
     Usage,
     WebhookEndpoint,
+    WebhookEndpointWithSecret,
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -472,9 +473,9 @@ class WebhookEndpoints:
         *,
         description: str | None = None,
         options: RequestOptions | None = None,
-    ) -> WebhookEndpoint:
+    ) -> WebhookEndpointWithSecret:
         """`POST /v1/webhook-endpoints`: `events` lists types (`WEBHOOK_EVENT_TYPES`) or is
-        `["*"]`. The answer and `rotate_secret`'s are the only ones with `secret`: store it for
+        `["*"]`. The answer and `rotate_secret`'s are the only ones with a `secret`: store it for
         `verify_webhook`. A 17th endpoint is 409 `too_many_endpoints` (`VeveeConflictError`)."""
         call = calls.create_webhook_endpoint(url, events, description)
         return self._c._send(call, options)
@@ -513,7 +514,7 @@ class WebhookEndpoints:
 
     def rotate_secret(
         self, endpoint_id: str, *, options: RequestOptions | None = None
-    ) -> WebhookEndpoint:
+    ) -> WebhookEndpointWithSecret:
         """A new `secret`; for 24 h the previous one signs too (two signatures), so receivers
         with either secret keep accepting while they switch."""
         return self._c._send(calls.rotate_webhook_secret(endpoint_id), options)

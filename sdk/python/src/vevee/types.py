@@ -315,7 +315,8 @@ class LedgerEntry(ApiObject):
 
 @dataclass(frozen=True)
 class WebhookEndpoint(ApiObject):
-    """Where vevee POSTs the events of one mode (the key's)."""
+    """Where vevee POSTs the events of one mode (the key's). Without its secret: see
+    `WebhookEndpointWithSecret`."""
 
     #: `we_...`.
     id: str
@@ -326,9 +327,14 @@ class WebhookEndpoint(ApiObject):
     #: False once disabled by an update, or by the server after 24 h of failed deliveries.
     enabled: bool
     created_at: str
-    #: `whsec_...`, for `verify_webhook`: only in what `create` and `rotate_secret` return (None
-    #: elsewhere). Keep it: no other answer shows it again.
-    secret: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    """What `create` and `rotate_secret` return: the only answers with the signing secret."""
+
+    #: `whsec_...`, for `verify_webhook`. Keep it: no other answer shows it again.
+    secret: str
 
 
 @dataclass(frozen=True)
