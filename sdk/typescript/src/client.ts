@@ -20,6 +20,8 @@ import type {
   CreditPack,
   CreditPackParams,
   DeletedPlan,
+  DeletedWebhookEndpoint,
+  EventListParams,
   Grant,
   GrantParams,
   LedgerEntry,
@@ -38,7 +40,13 @@ import type {
   TestClock,
   UpsertSubscriptionParams,
   Usage,
+  WebhookEndpoint,
+  WebhookEndpointCreateParams,
+  WebhookEndpointList,
+  WebhookEndpointUpdateParams,
+  WebhookEndpointWithSecret,
 } from "./types.js";
+import type { WebhookEvent } from "./webhooks.js";
 
 export const VERSION = "0.1.0";
 
@@ -163,6 +171,38 @@ export interface VeveeClient {
     archive(packId: string, options?: RequestOptions): Promise<WithResponse<CreditPack>>;
   };
 
+  /** Where vevee POSTs events (API.md, "Webhooks out"), per mode: the key's. At most 16 per mode. */
+  webhookEndpoints: {
+    /**
+     * `POST /v1/webhook-endpoints`. The answer is the only one besides `rotateSecret` that carries
+     * the signing `secret`: store it for `verifyWebhook`. A 17th endpoint is 409 `too_many_endpoints`.
+     */
+    create(params: WebhookEndpointCreateParams, options?: RequestOptions): Promise<WithResponse<WebhookEndpointWithSecret>>;
+    /** Every endpoint of the key's mode, oldest first, without secrets. */
+    list(options?: RequestOptions): Promise<WithResponse<WebhookEndpointList>>;
+    /** Without the secret; 404 `endpoint_not_found`. */
+    get(endpointId: string, options?: RequestOptions): Promise<WithResponse<WebhookEndpoint>>;
+    /** `get` by its Stripe name. */
+    retrieve(endpointId: string, options?: RequestOptions): Promise<WithResponse<WebhookEndpoint>>;
+    /** `PATCH`: changes only the fields given (`description: null` removes it; `enabled: true` re-enables). */
+    update(
+      endpointId: string,
+      params: WebhookEndpointUpdateParams,
+      options?: RequestOptions,
+    ): Promise<WithResponse<WebhookEndpoint>>;
+    delete(endpointId: string, options?: RequestOptions): Promise<WithResponse<DeletedWebhookEndpoint>>;
+    /** A new secret; for 24 h the old one signs too (two signatures), so receivers can switch over. */
+    rotateSecret(endpointId: string, options?: RequestOptions): Promise<WithResponse<WebhookEndpointWithSecret>>;
+  };
+
+  events: {
+    /**
+     * A page of the last 30 days' events of the key's mode, newest first, the same objects that
+     * webhooks deliver (for apps that poll); `for await` over it walks every later page too.
+     */
+    list(params?: EventListParams, options?: RequestOptions): PagePromise<WebhookEvent>;
+  };
+
   /** Test keys only. */
   testClock: {
     get(options?: RequestOptions): Promise<WithResponse<TestClock>>;
@@ -278,17 +318,15 @@ export function createClient(options: ClientOptions): VeveeClient {
     );
   }
 
-  function ledger(userId: string, params: LedgerParams = {}, options?: RequestOptions): PagePromise<LedgerEntry> {
-    const fetchPage = (startingAfter: string | undefined) =>
-      get<List<LedgerEntry>>(
-        `/v1/users/${seg(userId)}/ledger`,
-        { limit: params.limit, startingAfter },
-        options,
-      );
-    const first = (async () => fetchPage(params.startingAfter))();
+  /** A list call's first page, also an async iterator that fetches each later page after the last id. */
+  function paged<T extends { id: string }>(
+    fetchPage: (startingAfter: string | undefined) => Promise<WithResponse<List<T>>>,
+    startingAfter: string | undefined,
+  ): PagePromise<T> {
+    const first = (async () => fetchPage(startingAfter))();
     // Nobody may await the first page when iterating: keep its rejection from going unhandled.
     first.catch(() => undefined);
-    async function* all(): AsyncGenerator<LedgerEntry> {
+    async function* all(): AsyncGenerator<T> {
       let page = await first;
       for (;;) {
         yield* page.data;
@@ -297,8 +335,27 @@ export function createClient(options: ClientOptions): VeveeClient {
         page = await fetchPage(last.id);
       }
     }
-    return Object.assign(first, { [Symbol.asyncIterator]: all }) as PagePromise<LedgerEntry>;
+    return Object.assign(first, { [Symbol.asyncIterator]: all }) as PagePromise<T>;
   }
+
+  function ledger(userId: string, params: LedgerParams = {}, options?: RequestOptions): PagePromise<LedgerEntry> {
+    const path = `/v1/users/${seg(userId)}/ledger`;
+    return paged(
+      (startingAfter) => get<List<LedgerEntry>>(path, { limit: params.limit, startingAfter }, options),
+      params.startingAfter,
+    );
+  }
+
+  function listEvents(params: EventListParams = {}, options?: RequestOptions): PagePromise<WebhookEvent> {
+    return paged(
+      (startingAfter) =>
+        get<List<WebhookEvent>>("/v1/events", { limit: params.limit, startingAfter, type: params.type }, options),
+      params.startingAfter,
+    );
+  }
+
+  const getEndpoint = async (endpointId: string, options?: RequestOptions) =>
+    get<WebhookEndpoint>(`/v1/webhook-endpoints/${seg(endpointId)}`, undefined, options);
 
   const client: VeveeClient = {
     reserve(
@@ -407,6 +464,32 @@ export function createClient(options: ClientOptions): VeveeClient {
       upsert: async (params, options) =>
         call({ method: "PUT", path: `/v1/credit-packs/${seg(params.id)}`, body: packBody(params) }, options),
       archive: async (packId, options) => post(`/v1/credit-packs/${seg(packId)}/archive`, {}, options),
+    },
+
+    webhookEndpoints: {
+      create: async (params, options) => {
+        const { url, events, description } = params;
+        return post("/v1/webhook-endpoints", { url, events, description }, options);
+      },
+      list: async (options) => get("/v1/webhook-endpoints", undefined, options),
+      get: getEndpoint,
+      retrieve: getEndpoint,
+      update: async (endpointId, params, options) => {
+        // Only the fields given: an absent one stays as it is (JSON.stringify leaves out undefined).
+        const { url, events, description, enabled } = params;
+        return call(
+          { method: "PATCH", path: `/v1/webhook-endpoints/${seg(endpointId)}`, body: { url, events, description, enabled } },
+          options,
+        );
+      },
+      delete: async (endpointId, options) =>
+        call({ method: "DELETE", path: `/v1/webhook-endpoints/${seg(endpointId)}` }, options),
+      rotateSecret: async (endpointId, options) =>
+        post(`/v1/webhook-endpoints/${seg(endpointId)}/rotate-secret`, {}, options),
+    },
+
+    events: {
+      list: listEvents,
     },
 
     testClock: {

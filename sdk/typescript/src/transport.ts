@@ -58,7 +58,7 @@ export interface ResponseInfo {
 }
 
 export interface HttpRequest {
-  method: "GET" | "POST" | "PUT" | "DELETE";
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
   path: string;
   query?: Record<string, string | number | boolean | undefined | null>;
   body?: unknown;

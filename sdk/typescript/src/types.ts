@@ -1,6 +1,8 @@
 // The shapes of vevee's HTTP API v1 (shared/API.md), field for field. Timestamps are RFC 3339 UTC
 // strings; a field with no value is `null`, never missing.
 
+import type { WebhookEventType } from "./webhooks.js";
+
 /** An RFC 3339 UTC timestamp, e.g. `2026-11-22T21:40:00Z`. */
 export type Timestamp = string;
 
@@ -76,6 +78,11 @@ export interface PackItem {
   match: string;
   amount: number;
   unit: string;
+  /**
+   * A balance granted from this item sends `credits.low` when its `remaining` drops to this or
+   * below; `null`: never. (Optional only because servers before it did not send it.)
+   */
+  lowBalanceThreshold?: number | null;
 }
 
 export interface CreditPack {
@@ -100,7 +107,14 @@ export interface CreditPackParams {
   stripePriceId?: string | null;
   archived?: boolean;
   /** Item ids are generated when omitted. */
-  items: Array<{ id?: string; match: string; amount: number; unit: string }>;
+  items: Array<{
+    id?: string;
+    match: string;
+    amount: number;
+    unit: string;
+    /** 1 to `amount`: `credits.low` fires when a balance of this item drops to it or below. */
+    lowBalanceThreshold?: number | null;
+  }>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,4 +402,67 @@ export interface LedgerParams {
 
 export interface TestClock {
   now: Timestamp;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks out: endpoints and the event list
+
+/** An event type of `WebhookEvent`, or `"*"` (alone) for every type. */
+export type WebhookEndpointEventType = WebhookEventType | "*";
+
+/** Where vevee POSTs the events of one mode. The signing secret is only in `WebhookEndpointWithSecret`. */
+export interface WebhookEndpoint {
+  /** `we_…`. */
+  id: string;
+  url: string;
+  /** The types it receives, or `["*"]`. */
+  events: WebhookEndpointEventType[];
+  description: string | null;
+  /** `false` once disabled by an update, or by the server after 24 h of failed deliveries. */
+  enabled: boolean;
+  createdAt: Timestamp;
+}
+
+/** What `create` and `rotateSecret` answer: the only answers that carry the secret. */
+export interface WebhookEndpointWithSecret extends WebhookEndpoint {
+  /** `whsec_…`: pass it to `verifyWebhook`. Keep it: no other answer shows it again. */
+  secret: string;
+}
+
+/** The body of `POST /v1/webhook-endpoints`. */
+export interface WebhookEndpointCreateParams {
+  /** `http://` or `https://`, at most 2048 characters. */
+  url: string;
+  /** At least one type, or `["*"]`. */
+  events: WebhookEndpointEventType[];
+  description?: string | null;
+}
+
+/** The body of `PATCH /v1/webhook-endpoints/{id}`: only the fields given change. */
+export interface WebhookEndpointUpdateParams {
+  url?: string;
+  events?: WebhookEndpointEventType[];
+  /** `null` removes it. */
+  description?: string | null;
+  enabled?: boolean;
+}
+
+/** The answer to `DELETE /v1/webhook-endpoints/{id}`. */
+export interface DeletedWebhookEndpoint {
+  id: string;
+  deleted: true;
+}
+
+/** `GET /v1/webhook-endpoints`: every endpoint of the key's mode, oldest first (at most 16). */
+export interface WebhookEndpointList {
+  data: WebhookEndpoint[];
+}
+
+export interface EventListParams {
+  /** 1 to 100, default 50. */
+  limit?: number;
+  /** An event id (`evt_…`): the page after it (older events). */
+  startingAfter?: string;
+  /** Only events of this type. */
+  type?: WebhookEventType;
 }

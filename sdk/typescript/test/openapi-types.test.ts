@@ -7,10 +7,13 @@
 // are compared on their own lines below.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { components } from "./generated/openapi.js";
+import type { components, operations } from "./generated/openapi.js";
 import type * as sdk from "../src/types.js";
+import type { WebhookEventType } from "../src/webhooks.js";
 
 type S = components["schemas"];
+/** `true` when A and B have the same values. */
+type Same<A, B> = Assignable<A, B> extends true ? Assignable<B, A> : false;
 
 /** Compiles only when T is `true`. */
 type Assert<T extends true> = T;
@@ -53,6 +56,16 @@ export type Answers = [
   Assert<Assignable<S["LedgerEntry"], sdk.LedgerEntry>>,
   Assert<Assignable<S["LedgerPage"], sdk.List<sdk.LedgerEntry>>>,
   Assert<Assignable<S["Clock"], sdk.TestClock>>,
+  Assert<Assignable<S["WebhookEndpoint"], sdk.WebhookEndpoint>>,
+  Assert<Assignable<S["WebhookEndpointWithSecret"], sdk.WebhookEndpointWithSecret>>,
+  Assert<Assignable<S["WebhookEndpointList"], sdk.WebhookEndpointList>>,
+  Assert<
+    Assignable<Without<S["WebhookEndpointDeleted"], "deleted">, Without<sdk.DeletedWebhookEndpoint, "deleted">>
+  >,
+  // An event's `type` and `data` are a correlated union in the SDK (`WebhookEvent`), which the
+  // document cannot say; its type lists are compared both ways instead.
+  Assert<Same<S["EventType"], WebhookEventType>>,
+  Assert<Same<S["EventTypeOrAll"], sdk.WebhookEndpointEventType>>,
 ];
 
 // ---- requests: SDK → document ------------------------------------------------------------------
@@ -70,6 +83,9 @@ export type Requests = [
   Assert<Fits<sdk.ConsumeParams, S["ConsumeBody"]>>,
   Assert<Fits<sdk.CommitParams, S["CommitBody"]>>,
   Assert<Fits<sdk.ReleaseParams, S["ReleaseBody"]>>,
+  Assert<Fits<sdk.WebhookEndpointCreateParams, S["CreateEndpointBody"]>>,
+  Assert<Fits<sdk.WebhookEndpointUpdateParams, S["UpdateEndpointBody"]>>,
+  Assert<Fits<sdk.EventListParams, NonNullable<operations["listEvents"]["parameters"]["query"]>>>,
 ];
 
 test("the generated document types exist for every shape the SDK uses", () => {

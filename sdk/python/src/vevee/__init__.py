@@ -54,6 +54,7 @@ from .types import (
     Counter,
     CreditPack,
     DeletedPlan,
+    DeletedWebhookEndpoint,
     Denial,
     Grant,
     LedgerEntry,
@@ -69,6 +70,8 @@ from .types import (
     Subscription,
     TestClock,
     Usage,
+    WebhookEndpoint,
+    WebhookEndpointWithSecret,
 )
 from .webhooks import WEBHOOK_EVENT_TYPES, verify_webhook
 
@@ -90,6 +93,7 @@ __all__ = [
     "Counter",
     "CreditPack",
     "DeletedPlan",
+    "DeletedWebhookEndpoint",
     "Denial",
     "Denied",
     "Grant",
@@ -127,6 +131,8 @@ __all__ = [
     "VeveeTimeoutError",
     "VeveeUnavailableError",
     "VeveeUnprocessableError",
+    "WebhookEndpoint",
+    "WebhookEndpointWithSecret",
     "WebhookVerificationError",
     "WebhookVerificationReason",
     "backoff",

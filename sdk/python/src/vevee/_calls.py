@@ -8,11 +8,12 @@ except where API.md gives `null` a meaning (a pack's `expiresInDays: null` never
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from ._decode import decode_as, decode_page
+from ._decode import decode_as, decode_event_page, decode_page
 from ._transport import Call
 from .batch import BatchOp, BatchResult, decode_batch
 from .errors import VeveeConfigurationError
@@ -21,6 +22,7 @@ from .types import (
     CheckResult,
     CreditPack,
     DeletedPlan,
+    DeletedWebhookEndpoint,
     Denial,
     Grant,
     LedgerEntry,
@@ -35,6 +37,8 @@ from .types import (
     Subscription,
     TestClock,
     Usage,
+    WebhookEndpoint,
+    WebhookEndpointWithSecret,
 )
 
 
@@ -308,6 +312,90 @@ def upsert_pack(
 
 def archive_pack(pack_id: str) -> Call[CreditPack]:
     return Call("POST", f"/v1/credit-packs/{seg(pack_id)}/archive", _pack)
+
+
+# --- Webhooks out ------------------------------------------------------------------------------
+
+
+class Unset(enum.Enum):
+    """The default of an update's field that may also be set to None: leave it as it is."""
+
+    UNSET = "UNSET"
+
+
+UNSET = Unset.UNSET
+
+
+def _endpoint(d: Any) -> WebhookEndpoint:
+    return decode_as(WebhookEndpoint, d)
+
+
+def _endpoint_path(endpoint_id: str) -> str:
+    return f"/v1/webhook-endpoints/{seg(endpoint_id)}"
+
+
+def _endpoint_with_secret(d: Any) -> WebhookEndpointWithSecret:
+    return decode_as(WebhookEndpointWithSecret, d)
+
+
+def create_webhook_endpoint(
+    url: str, events: Sequence[str], description: str | None
+) -> Call[WebhookEndpointWithSecret]:
+    if isinstance(events, str):
+        # A bare string would be sent as its characters' list: a caller's slip worth naming.
+        raise VeveeConfigurationError(
+            f"events must be a list of event types, e.g. [{events!r}]",
+            type="configuration",
+            code="invalid_option",
+        )
+    body: dict[str, Any] = {"url": url, "events": list(events)}
+    body.update(_given(description=description))
+    return Call("POST", "/v1/webhook-endpoints", _endpoint_with_secret, body=body)
+
+
+def list_webhook_endpoints() -> Call[Page[WebhookEndpoint]]:
+    return Call("GET", "/v1/webhook-endpoints", lambda d: decode_page(WebhookEndpoint, d))
+
+
+def get_webhook_endpoint(endpoint_id: str) -> Call[WebhookEndpoint]:
+    return Call("GET", _endpoint_path(endpoint_id), _endpoint)
+
+
+def update_webhook_endpoint(
+    endpoint_id: str,
+    url: str | None,
+    events: Sequence[str] | None,
+    description: str | Unset | None,
+    enabled: bool | None,
+) -> Call[WebhookEndpoint]:
+    if isinstance(events, str):
+        raise VeveeConfigurationError(
+            f"events must be a list of event types, e.g. [{events!r}]",
+            type="configuration",
+            code="invalid_option",
+        )
+    body = _given(url=url, events=None if events is None else list(events), enabled=enabled)
+    if description is not UNSET:
+        # None is meaningful here: it removes the description.
+        body["description"] = description
+    return Call("PATCH", _endpoint_path(endpoint_id), _endpoint, body=body)
+
+
+def delete_webhook_endpoint(endpoint_id: str) -> Call[DeletedWebhookEndpoint]:
+    path = _endpoint_path(endpoint_id)
+    return Call("DELETE", path, lambda d: decode_as(DeletedWebhookEndpoint, d))
+
+
+def rotate_webhook_secret(endpoint_id: str) -> Call[WebhookEndpointWithSecret]:
+    path = f"{_endpoint_path(endpoint_id)}/rotate-secret"
+    return Call("POST", path, _endpoint_with_secret, body={})
+
+
+def events_page(
+    limit: int | None, starting_after: str | None, type: str | None
+) -> Call[Page[dict[str, Any]]]:
+    query = {"limit": limit, "startingAfter": starting_after, "type": type}
+    return Call("GET", "/v1/events", decode_event_page, query=query)
 
 
 # --- Test clock --------------------------------------------------------------------------------

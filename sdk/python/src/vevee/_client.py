@@ -21,6 +21,7 @@ from .types import (
     CheckResult,
     CreditPack,
     DeletedPlan,
+    DeletedWebhookEndpoint,
     Grant,
     LedgerEntry,
     PackItem,
@@ -34,6 +35,8 @@ from .types import (
     Subscription,
     TestClock,
     Usage,
+    WebhookEndpoint,
+    WebhookEndpointWithSecret,
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -121,6 +124,8 @@ class Vevee:
         self.plans = Plans(self)
         self.credit_packs = CreditPacks(self)
         self.test_clock = TestClockApi(self)
+        self.webhook_endpoints = WebhookEndpoints(self)
+        self.events = Events(self)
 
     def _send(self, call: Call[T], options: RequestOptions | None) -> T:
         return self._transport.send(call, options)
@@ -453,3 +458,100 @@ class TestClockApi:
     def advance(self, seconds: int, *, options: RequestOptions | None = None) -> TestClock:
         """Moves the app's test-mode clock forward: expiry, period resets and TTLs follow it."""
         return self._c._send(calls.advance_clock(seconds), options)
+
+
+class WebhookEndpoints:
+    """Where vevee POSTs events (API.md, "Webhooks out"), per mode: the key's. At most 16."""
+
+    def __init__(self, client: Vevee) -> None:
+        self._c = client
+
+    def create(
+        self,
+        url: str,
+        events: Sequence[str],
+        *,
+        description: str | None = None,
+        options: RequestOptions | None = None,
+    ) -> WebhookEndpointWithSecret:
+        """`POST /v1/webhook-endpoints`: `events` lists types (`WEBHOOK_EVENT_TYPES`) or is
+        `["*"]`. The answer and `rotate_secret`'s are the only ones with a `secret`: store it for
+        `verify_webhook`. A 17th endpoint is 409 `too_many_endpoints` (`VeveeConflictError`)."""
+        call = calls.create_webhook_endpoint(url, events, description)
+        return self._c._send(call, options)
+
+    def list(self, *, options: RequestOptions | None = None) -> Page[WebhookEndpoint]:
+        """Every endpoint of the key's mode, oldest first, without secrets."""
+        return self._c._send(calls.list_webhook_endpoints(), options)
+
+    def retrieve(
+        self, endpoint_id: str, *, options: RequestOptions | None = None
+    ) -> WebhookEndpoint:
+        """Without the secret; 404 `endpoint_not_found` (`VeveeNotFoundError`)."""
+        return self._c._send(calls.get_webhook_endpoint(endpoint_id), options)
+
+    get = retrieve
+
+    def update(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        description: str | calls.Unset | None = calls.UNSET,
+        enabled: bool | None = None,
+        options: RequestOptions | None = None,
+    ) -> WebhookEndpoint:
+        """`PATCH`: changes only what is given; `description=None` removes it, `enabled=True`
+        enables an endpoint the server disabled."""
+        call = calls.update_webhook_endpoint(endpoint_id, url, events, description, enabled)
+        return self._c._send(call, options)
+
+    def delete(
+        self, endpoint_id: str, *, options: RequestOptions | None = None
+    ) -> DeletedWebhookEndpoint:
+        return self._c._send(calls.delete_webhook_endpoint(endpoint_id), options)
+
+    def rotate_secret(
+        self, endpoint_id: str, *, options: RequestOptions | None = None
+    ) -> WebhookEndpointWithSecret:
+        """A new `secret`; for 24 h the previous one signs too (two signatures), so receivers
+        with either secret keep accepting while they switch."""
+        return self._c._send(calls.rotate_webhook_secret(endpoint_id), options)
+
+
+class Events:
+    """The last 30 days' events of the key's mode, newest first, for apps that poll: the same
+    dicts (`id`, `type`, `createdAt`, `mode`, `data`) that `verify_webhook` returns."""
+
+    def __init__(self, client: Vevee) -> None:
+        self._c = client
+
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        type: str | None = None,
+        options: RequestOptions | None = None,
+    ) -> Page[dict[str, Any]]:
+        """One page (`limit` 1 to 100, default 50); `starting_after`: an event id, the page after
+        it (older events); `type`: only events of that type."""
+        return self._c._send(calls.events_page(limit, starting_after, type), options)
+
+    def all(
+        self,
+        *,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        type: str | None = None,
+        options: RequestOptions | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every event from there on, newest first, fetching `limit` per page as it goes."""
+        after = starting_after
+        while True:
+            page = self.list(limit=limit, starting_after=after, type=type, options=options)
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            after = page.data[-1]["id"]

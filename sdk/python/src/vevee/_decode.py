@@ -135,3 +135,16 @@ def decode_page(item: type[T], value: Any, where: str = "answer") -> Page[T]:
     data = decode(list[item], value.get("data"), f"{where}.data")  # type: ignore[valid-type]
     has_more = decode(bool, value.get("hasMore", False), f"{where}.hasMore")
     return Page(data=data, has_more=has_more)
+
+
+def decode_event_page(value: Any, where: str = "answer") -> Page[dict[str, Any]]:
+    """`GET /v1/events`: a page whose items stay the JSON objects that `verify_webhook` returns,
+    so that one handler takes both delivered and listed events."""
+    if not isinstance(value, dict):
+        raise _wrong(where, "a list object", value)
+    data: list[dict[str, Any]] = decode(list[dict[str, Any]], value.get("data"), f"{where}.data")
+    for i, event in enumerate(data):
+        if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+            raise _wrong(f"{where}.data[{i}]", "an event with an id and a type", event)
+    has_more = decode(bool, value.get("hasMore", False), f"{where}.hasMore")
+    return Page(data=data, has_more=has_more)

@@ -310,6 +310,39 @@ class LedgerEntry(ApiObject):
     plan_id: Optional[str] = None
 
 
+# --- Webhooks out ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint(ApiObject):
+    """Where vevee POSTs the events of one mode (the key's). Without its secret: see
+    `WebhookEndpointWithSecret`."""
+
+    #: `we_...`.
+    id: str
+    url: str
+    #: Event types (`WEBHOOK_EVENT_TYPES`), or `["*"]` for every type.
+    events: list[str]
+    description: Optional[str]
+    #: False once disabled by an update, or by the server after 24 h of failed deliveries.
+    enabled: bool
+    created_at: str
+
+
+@dataclass(frozen=True)
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    """What `create` and `rotate_secret` return: the only answers with the signing secret."""
+
+    #: `whsec_...`, for `verify_webhook`. Keep it: no other answer shows it again.
+    secret: str
+
+
+@dataclass(frozen=True)
+class DeletedWebhookEndpoint(ApiObject):
+    id: str
+    deleted: bool
+
+
 # --- Test clock --------------------------------------------------------------------------------
 
 
