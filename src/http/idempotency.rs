@@ -108,11 +108,15 @@ pub async fn idempotency(State(s): State<AppState>, request: Request, next: Next
         )
         .into_response();
     };
+    // Aged from when it was answered, not from when it arrived: a reserve's key also finds its
+    // reservation for 24 hours from the reservation's creation, and the stored answer must not
+    // be gone first (a retry in between would get the reservation as it is now, not the answer).
+    let answered_at = s.engine.now(&caller.app, caller.mode).unwrap_or(now);
     let answer = StoredAnswer {
         fingerprint,
         status: parts.status.as_u16(),
         body: body.to_vec(),
-        at: now,
+        at: answered_at.max(now),
     };
     if let Err(error) = s
         .engine
