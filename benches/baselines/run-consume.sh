@@ -8,7 +8,8 @@
 #
 # Environment: SECS (5) seconds per cell, USERS (1000), CONNS (64), TARGETS (vevee,redis-always,noop), RATE (0: no open-loop cell;
 # 20000 adds the open loop at that rate), PERF=1 records a perf profile of vevee's closed-loop cell
-# (vevee.perf.data), BUILD=0 skips the cargo builds (measure binaries already built).
+# (vevee.perf.data), BUILD=0 skips the cargo builds (measure binaries already built), VEVEE_BIN
+# another vevee build to measure (default target/release/vevee).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -44,7 +45,7 @@ for _ in $(seq 50); do [ -f "$TMP/redis.pid" ] && break; sleep 0.1; done
 
 PERF_ARGS=()
 if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then PERF_ARGS=(--perf-out "$OUT/vevee.perf.data"); fi
-timeout 1800 target/release/load suite --vevee-bin target/release/vevee --work-dir "$TMP" \
+timeout 1800 target/release/load suite --vevee-bin "${VEVEE_BIN:-target/release/vevee}" --work-dir "$TMP" \
   --targets "${TARGETS:-vevee,redis-always,noop}" --workloads consume --users "${USERS:-1000}" \
   --conns "${CONNS:-64}" --wide-conns 0 --rate "${RATE:-0}" --low-rate 0 --mem-users 0 \
   --secs "${SECS:-5}" --redis-always "127.0.0.1:$PORT" --redis-always-pid-file "$TMP/redis.pid" \
