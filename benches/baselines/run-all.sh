@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole comparison in one go: installs PostgreSQL and Redis from Debian's packages if
-# missing, starts them on 127.0.0.1 with temp data directories, runs benches/load.rs against
+# missing, starts them on 127.0.0.1 with temp data directories, runs the load harness (tools/load) against
 # vevee, both PostgreSQL variants, both Redis variants and the do-nothing endpoint, then the
 # in-process actors bench (the journal-off ceiling), stops everything and writes the results.
 #
@@ -25,8 +25,8 @@ benches/baselines/install-redis.sh
 
 echo "== building vevee and the load harness" >&2
 cargo build --release --bin vevee
-cargo build --release --bench load
-LOAD=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
+cargo build --release -p load
+LOAD=target/release/load
 if [ "${ACTORS:-1}" = 1 ]; then cargo bench --bench actors --no-run; fi
 
 TMP=$(mktemp -d /tmp/vevee-baselines.XXXXXX)

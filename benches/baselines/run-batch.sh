@@ -19,8 +19,8 @@ benches/baselines/install-redis.sh
 
 echo "== building vevee and the load harness" >&2
 cargo build --release --bin vevee
-cargo build --release --bench load
-LOAD=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
+cargo build --release -p load
+LOAD=target/release/load
 
 TMP=$(mktemp -d /tmp/vevee-batch.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

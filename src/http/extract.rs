@@ -77,6 +77,25 @@ impl FromRequestParts<AppState> for Secret {
     }
 }
 
+/// The `Idempotency-Key` header of a single call, if any (the middleware in `idempotency.rs`
+/// checks its form): a reserve keeps it, so that a retry after a crash that lost the stored answer
+/// finds the reservation it already made. Read from the parts, so the headers are not copied.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> Result<IdempotencyKey, std::convert::Infallible> {
+        let key = parts.headers.get("idempotency-key");
+        Ok(IdempotencyKey(
+            key.and_then(|v| v.to_str().ok()).map(str::to_owned),
+        ))
+    }
+}
+
 /// Path parameters; one that is not valid UTF-8 once percent-decoded is a 400 naming it.
 pub struct Path<T>(pub T);
 

@@ -21,7 +21,7 @@ use crate::actors::Engine;
 use crate::config::Config;
 use crate::engine::Mode;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -234,20 +234,64 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Counts requests and their latency by route and status.
-async fn measure(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+/// The per-route middleware, one layer rather than three (each `from_fn` layer clones the boxed
+/// route service it wraps on every request): counts requests and their latency by route and
+/// status, runs catalog reads through CORS, and every other request through `Idempotency-Key`.
+async fn front(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("status", status)];
-    metrics::counter!("vevee_http_requests_total", &labels).increment(1);
-    metrics::histogram!("vevee_http_request_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let response = if is_cors_request(&request) {
+        with_catalog_cors(request, next).await
+    } else {
+        idempotency::idempotency(State(s), request, next).await
+    };
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let seconds = started.elapsed().as_secs_f64();
+    RequestMetrics::with(route, response.status().as_u16(), |m| {
+        m.requests.increment(1);
+        m.seconds.record(seconds);
+    });
     response
+}
+
+/// The metric handles of one (route, status): looked up in the registry once per thread, not
+/// once per request (a lookup hashes the labels and allocates their strings).
+struct RequestMetrics {
+    requests: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+/// Route → (status, handles). A handful of routes and statuses: a short vector per route.
+type RequestMetricsByRoute = HashMap<Box<str>, Vec<(u16, RequestMetrics)>>;
+
+thread_local! {
+    static REQUEST_METRICS: std::cell::RefCell<RequestMetricsByRoute> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+impl RequestMetrics {
+    fn with(route: &str, status: u16, f: impl FnOnce(&RequestMetrics)) {
+        REQUEST_METRICS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if !cache.contains_key(route) {
+                cache.insert(route.into(), Vec::new());
+            }
+            let by_status = cache.get_mut(route).expect("inserted above");
+            let at = match by_status.iter().position(|(s, _)| *s == status) {
+                Some(at) => at,
+                None => {
+                    let labels = [("route", route.to_owned()), ("status", status.to_string())];
+                    let handles = RequestMetrics {
+                        requests: metrics::counter!("vevee_http_requests_total", &labels),
+                        seconds: metrics::histogram!("vevee_http_request_seconds", &labels),
+                    };
+                    by_status.push((status, handles));
+                    by_status.len() - 1
+                }
+            };
+            f(&by_status[at].1);
+        });
+    }
 }
 
 /// The table of documented routes: each handler carries `#[utoipa::path]` with its method and
@@ -308,30 +352,27 @@ pub fn router(state: AppState) -> Router {
             .get("request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path())
+        // DEBUG: at the default INFO level a request costs no span. Log lines inside a request
+        // carry its id when the filter lets DEBUG spans through (`RUST_LOG=vevee=debug`).
+        tracing::debug_span!("request", id, method = %request.method(), path = %request.uri().path())
     });
-    api.layer(middleware::from_fn_with_state(
-        state.clone(),
-        idempotency::idempotency,
-    ))
-    .layer(middleware::from_fn(cors_on_catalog_reads))
-    .layer(middleware::from_fn(measure))
-    .layer(DefaultBodyLimit::max(idempotency::BODY_BYTES_MAX))
-    .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error",
+    api.layer(middleware::from_fn_with_state(state.clone(), front))
+        .layer(DefaultBodyLimit::max(idempotency::BODY_BYTES_MAX))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            )
+            .into_response()
+        }))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), UlidRequestId))
+                .layer(trace)
+                .layer(PropagateRequestIdLayer::new(request_id)),
         )
-        .into_response()
-    }))
-    .layer(
-        tower::ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(request_id.clone(), UlidRequestId))
-            .layer(trace)
-            .layer(PropagateRequestIdLayer::new(request_id)),
-    )
-    .with_state(state)
+        .with_state(state)
 }
 
 /// A browser page on any origin may read the catalog with a publishable key (GET only); writes and
@@ -359,14 +400,16 @@ fn is_catalog_read(path: &str) -> bool {
     })
 }
 
-/// Runs catalog reads (and their preflights) through [`catalog_cors`]; every other request
-/// passes untouched, so no other route answers a browser on another origin.
-async fn cors_on_catalog_reads(request: Request, next: Next) -> Response {
+/// Catalog reads and their preflights: the only requests [`catalog_cors`] answers, so no other
+/// route answers a browser on another origin.
+fn is_cors_request(request: &Request) -> bool {
     use axum::http::Method;
-    let read = matches!(*request.method(), Method::GET | Method::OPTIONS);
-    if !(read && is_catalog_read(request.uri().path())) {
-        return next.run(request).await;
-    }
+    matches!(*request.method(), Method::GET | Method::OPTIONS)
+        && is_catalog_read(request.uri().path())
+}
+
+/// Runs a catalog read (or its preflight) through [`catalog_cors`].
+async fn with_catalog_cors(request: Request, next: Next) -> Response {
     let inner = tower::service_fn(move |request: Request| {
         let next = next.clone();
         async move { Ok::<_, std::convert::Infallible>(next.run(request).await) }
@@ -383,8 +426,13 @@ struct UlidRequestId;
 
 impl MakeRequestId for UlidRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = format!("req_{}", ulid::Ulid::new());
-        axum::http::HeaderValue::from_str(&id)
+        // Encoded on the stack: `req_` + 26 characters of Crockford base32.
+        let mut encoded = [0u8; ulid::ULID_LEN];
+        ulid::Ulid::new().array_to_str(&mut encoded);
+        let mut id = [0u8; 4 + ulid::ULID_LEN];
+        id[..4].copy_from_slice(b"req_");
+        id[4..].copy_from_slice(&encoded);
+        axum::http::HeaderValue::from_bytes(&id)
             .ok()
             .map(RequestId::new)
     }

@@ -5,7 +5,7 @@
 //! actor [`Request`]), the engine runs it, and [`answer`] renders the [`View`] to JSON.
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, Path, Secret};
+use super::extract::{Body, Caller, IdempotencyKey, Path, Secret};
 use super::users::{owner, unexpected, user_key};
 use super::{AppState, views};
 use crate::actors::user_actor::{Request, View};
@@ -14,7 +14,7 @@ use crate::engine::time::MS_PER_SECOND;
 use crate::engine::{Command, UserKey};
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -104,15 +104,6 @@ fn json_text(param: &str, value: Option<Value>) -> Result<Option<String>, ApiErr
     }
 }
 
-/// The `Idempotency-Key` of a single call: a reserve keeps it, so that a retry after a crash that
-/// lost the stored answer finds the reservation it already made.
-fn idempotency_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
 /// How a call's view is rendered: each route answers one shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -134,34 +125,58 @@ pub struct Call {
 
 /// The JSON answer of a call whose engine answer was `view`.
 pub fn answer(shape: Shape, user: &UserId, view: &View) -> Result<Value, ApiError> {
+    count(shape, view);
     match (shape, view) {
-        (Shape::Hold, View::Reservation(r)) => {
-            count_outcome("allowed");
-            Ok(views::reservation(user, r))
-        }
-        (Shape::Hold, View::Denied(m)) => {
-            count_outcome("denied");
-            Ok(views::denial(m))
-        }
+        (Shape::Hold | Shape::Reservation, View::Reservation(r)) => Ok(views::reservation(user, r)),
+        (Shape::Hold, View::Denied(m)) => Ok(views::denial(m)),
         (Shape::Check, View::Check(m)) => Ok(views::check(m)),
-        (Shape::Reservation, View::Reservation(r)) => Ok(views::reservation(user, r)),
-        (Shape::Hold, other) => {
-            count_outcome("other");
-            Err(unexpected(other))
-        }
         (_, other) => Err(unexpected(other)),
     }
 }
 
-fn count_outcome(outcome: &'static str) {
-    metrics::counter!("vevee_reservations_total", "outcome" => outcome).increment(1);
+/// [`answer`] as a response, serialized from typed views without a `Value` in between: the
+/// single routes' path.
+fn respond(shape: Shape, user: &UserId, view: &View) -> Result<Response, ApiError> {
+    count(shape, view);
+    match (shape, view) {
+        (Shape::Hold | Shape::Reservation, View::Reservation(r)) => {
+            Ok(Json(views::ReservationView::new(user, r)).into_response())
+        }
+        (Shape::Hold, View::Denied(m)) => Ok(Json(views::DenialView::new(m)).into_response()),
+        (Shape::Check, View::Check(m)) => Ok(Json(views::check(m)).into_response()),
+        (_, other) => Err(unexpected(other)),
+    }
+}
+
+/// Counts reserves and consumes by outcome.
+fn count(shape: Shape, view: &View) {
+    if shape != Shape::Hold {
+        return;
+    }
+    let outcome = match view {
+        View::Reservation(_) => 0,
+        View::Denied(_) => 1,
+        _ => 2,
+    };
+    OUTCOMES.with(|handles| {
+        handles.get_or_init(|| {
+            ["allowed", "denied", "other"]
+                .map(|outcome| metrics::counter!("vevee_reservations_total", "outcome" => outcome))
+        })[outcome]
+            .increment(1);
+    });
+}
+
+thread_local! {
+    /// The outcome counters, looked up in the registry once per thread rather than per call.
+    static OUTCOMES: std::cell::OnceCell<[metrics::Counter; 3]> = const { std::cell::OnceCell::new() };
 }
 
 /// Runs one call and renders its answer: the single routes' whole body.
-async fn run(s: &AppState, call: Call) -> Result<Json<Value>, ApiError> {
+async fn run(s: &AppState, call: Call) -> Result<Response, ApiError> {
     let user = call.key.user.clone();
     let view = s.engine.user(call.key, call.request).await?;
-    answer(call.shape, &user, &view).map(Json)
+    respond(call.shape, &user, &view)
 }
 
 /// A reserve (`commit: false`) or a consume (`commit: true`). `request_key` lets a retried
@@ -205,14 +220,10 @@ pub fn reserve_call(
 pub async fn reserve(
     State(s): State<AppState>,
     Secret(caller): Secret,
-    headers: HeaderMap,
+    IdempotencyKey(request_key): IdempotencyKey,
     Body(body): Body<ReserveBody>,
-) -> Result<Json<Value>, ApiError> {
-    run(
-        &s,
-        reserve_call(&caller, body, idempotency_key(&headers), false)?,
-    )
-    .await
+) -> Result<Response, ApiError> {
+    run(&s, reserve_call(&caller, body, request_key, false)?).await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -251,10 +262,9 @@ impl From<ConsumeBody> for ReserveBody {
 pub async fn consume(
     State(s): State<AppState>,
     Secret(caller): Secret,
-    headers: HeaderMap,
+    IdempotencyKey(request_key): IdempotencyKey,
     Body(body): Body<ConsumeBody>,
-) -> Result<Json<Value>, ApiError> {
-    let request_key = idempotency_key(&headers);
+) -> Result<Response, ApiError> {
     run(&s, reserve_call(&caller, body.into(), request_key, true)?).await
 }
 
@@ -280,7 +290,7 @@ pub async fn check(
     State(s): State<AppState>,
     Secret(caller): Secret,
     Body(body): Body<CheckBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     run(&s, check_call(&caller, body)?).await
 }
 
@@ -297,7 +307,7 @@ pub async fn get(
     State(s): State<AppState>,
     Secret(caller): Secret,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let key = reservation_owner(&s, &caller, &id)?;
     let call = Call {
         key,
@@ -343,7 +353,7 @@ pub async fn commit(
     Secret(caller): Secret,
     Path(id): Path<String>,
     Body(body): Body<CommitBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     run(&s, commit_call(&s, &caller, id, body)?).await
 }
 
@@ -380,6 +390,6 @@ pub async fn release(
     Secret(caller): Secret,
     Path(id): Path<String>,
     Body(body): Body<ReleaseBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     run(&s, release_call(&s, &caller, id, body)?).await
 }

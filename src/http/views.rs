@@ -9,6 +9,9 @@ use crate::engine::ledger::LedgerLine;
 use crate::engine::matcher::{Available, Match};
 use crate::engine::read::{CounterView, Usage};
 use crate::engine::user::{Balance, Reservation, Subscription};
+use serde::Serialize;
+use serde::ser::{SerializeSeq, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 fn ts(t: Ts) -> Value {
@@ -19,42 +22,155 @@ fn opt_ts(t: Option<Ts>) -> Value {
     t.map_or(Value::Null, ts)
 }
 
-/// Stored JSON text back to a value; the text was produced from a value, so it parses.
-fn raw(text: &Option<String>) -> Value {
-    text.as_deref()
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null)
+pub fn allocations(plan: Option<&PlanHold>, credits: &[CreditHold], plan_amount: u64) -> Value {
+    serde_json::to_value(Allocations {
+        plan,
+        credits,
+        plan_amount,
+    })
+    .expect("allocations serialize")
 }
 
-pub fn allocations(plan: Option<&PlanHold>, credits: &[CreditHold], plan_amount: u64) -> Value {
-    let plan_part = plan.filter(|_| plan_amount > 0).into_iter().flat_map(|p| {
-        p.limits.iter().map(move |l| {
-            json!({"source": "plan", "limitId": l.limit_id, "balanceId": null, "amount": plan_amount})
-        })
-    });
-    let credit_part = credits.iter().filter(|c| c.amount > 0).map(|c| {
-        json!({"source": "credits", "limitId": null, "balanceId": c.balance_id, "amount": c.amount})
-    });
-    Value::Array(plan_part.chain(credit_part).collect())
+// Typed answers for the request path: serialized straight into the response body, with no
+// `Value` tree in between. Fields are in alphabetical order, the order `json!` objects come out
+// in (serde_json keeps object keys sorted here), so both forms give the same bytes.
+
+/// A timestamp, written as RFC 3339 with milliseconds without an intermediate `String`.
+struct Rfc3339(Ts);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match jiff::Timestamp::from_millisecond(self.0.0) {
+            Ok(t) => serializer.collect_str(&format_args!("{t:.3}")),
+            Err(_) => serializer.serialize_str("invalid"),
+        }
+    }
+}
+
+/// Stored JSON text, written as it is; the text was produced from a value, so it parses.
+fn raw_text(text: &Option<String>) -> Option<&RawValue> {
+    text.as_deref()
+        .and_then(|t| serde_json::from_str::<&RawValue>(t).ok())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AllocationView<'a> {
+    amount: u64,
+    balance_id: Option<&'a str>,
+    limit_id: Option<&'a str>,
+    source: &'static str,
+}
+
+/// The plan's part once per covering limit, then each credit hold, as API.md lists them.
+struct Allocations<'a> {
+    plan: Option<&'a PlanHold>,
+    credits: &'a [CreditHold],
+    plan_amount: u64,
+}
+
+impl Serialize for Allocations<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        if self.plan_amount > 0 {
+            for l in self.plan.iter().flat_map(|p| &p.limits) {
+                seq.serialize_element(&AllocationView {
+                    amount: self.plan_amount,
+                    balance_id: None,
+                    limit_id: Some(&l.limit_id),
+                    source: "plan",
+                })?;
+            }
+        }
+        for c in self.credits.iter().filter(|c| c.amount > 0) {
+            seq.serialize_element(&AllocationView {
+                amount: c.amount,
+                balance_id: Some(&c.balance_id),
+                limit_id: None,
+                source: "credits",
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// A reservation (API.md, "Reservations").
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationView<'a> {
+    allocations: Allocations<'a>,
+    allowed: bool,
+    amount: u64,
+    committed_amount: Option<u64>,
+    created_at: Rfc3339,
+    error_code: Option<&'a str>,
+    expires_at: Rfc3339,
+    metadata: Option<&'a RawValue>,
+    model: &'a str,
+    reasons: [&'static str; 0],
+    reservation_id: &'a str,
+    response: Option<&'a RawValue>,
+    status: &'static str,
+    user_id: &'a str,
+}
+
+impl<'a> ReservationView<'a> {
+    pub fn new(user: &'a UserId, r: &'a Reservation) -> ReservationView<'a> {
+        ReservationView {
+            allocations: Allocations {
+                plan: r.plan.as_ref(),
+                credits: &r.credits,
+                plan_amount: r.plan_amount(),
+            },
+            allowed: true,
+            amount: r.amount,
+            committed_amount: r.committed_amount,
+            created_at: Rfc3339(r.created_at),
+            error_code: r.error_code.as_deref(),
+            expires_at: Rfc3339(r.expires_at),
+            metadata: raw_text(&r.metadata),
+            model: r.model.as_str(),
+            reasons: [],
+            reservation_id: &r.id,
+            response: raw_text(&r.response),
+            status: r.status.as_str(),
+            user_id: user.as_str(),
+        }
+    }
 }
 
 pub fn reservation(user: &UserId, r: &Reservation) -> Value {
-    json!({
-        "reservationId": r.id,
-        "allowed": true,
-        "reasons": [],
-        "status": r.status.as_str(),
-        "userId": user.as_str(),
-        "model": r.model.as_str(),
-        "amount": r.amount,
-        "allocations": allocations(r.plan.as_ref(), &r.credits, r.plan_amount()),
-        "expiresAt": ts(r.expires_at),
-        "createdAt": ts(r.created_at),
-        "metadata": raw(&r.metadata),
-        "committedAmount": r.committed_amount,
-        "response": raw(&r.response),
-        "errorCode": r.error_code,
-    })
+    serde_json::to_value(ReservationView::new(user, r)).expect("a reservation serializes")
+}
+
+#[derive(Serialize)]
+struct AvailableView {
+    credits: u64,
+    plan: u64,
+}
+
+/// A denial of a reserve or consume.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DenialView {
+    allowed: bool,
+    available: AvailableView,
+    reasons: Vec<&'static str>,
+    reservation_id: Option<&'static str>,
+}
+
+impl DenialView {
+    pub fn new(m: &Match) -> DenialView {
+        DenialView {
+            allowed: false,
+            available: AvailableView {
+                credits: m.available.credits,
+                plan: m.available.plan,
+            },
+            reasons: reasons(m),
+            reservation_id: None,
+        }
+    }
 }
 
 fn available(a: &Available) -> Value {
@@ -70,12 +186,7 @@ fn reasons(m: &Match) -> Vec<&'static str> {
 }
 
 pub fn denial(m: &Match) -> Value {
-    json!({
-        "reservationId": null,
-        "allowed": false,
-        "reasons": reasons(m),
-        "available": available(&m.available),
-    })
+    serde_json::to_value(DenialView::new(m)).expect("a denial serializes")
 }
 
 pub fn check(m: &Match) -> Value {

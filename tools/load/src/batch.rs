@@ -7,10 +7,11 @@
 //! the single `POST /v1/consume`, the path a batch replaces. A consume counts when its answer says
 //! `committed`; the figure is consumes per second, not requests.
 
-use super::{
-    BALANCE, HttpConn, ProcWatch, REDIS_LUA, clock_ticks, http_connect, ms, new_hist,
-    pid_from_file, start_vevee, vevee_catalog,
-};
+use crate::procs::{ProcWatch, clock_ticks, pid_from_file};
+use crate::redis_lua::REDIS_LUA;
+use crate::vevee::{HttpConn, http_connect, start_vevee, vevee_catalog};
+use crate::workload::ms;
+use crate::{BALANCE, new_hist};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hyper::Method;
@@ -79,7 +80,7 @@ pub async fn run(args: BatchArgs) -> Result<()> {
     if depths.iter().any(|&d| d == 0 || d > 1000) {
         bail!("each depth must be from 1 to 1000");
     }
-    println!("{}", super::machine_line());
+    println!("{}", crate::suite::machine_line());
     let work = args
         .work_dir
         .join(format!("vevee-batch-{}", std::process::id()));
