@@ -103,6 +103,12 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         return Err(error).context("replaying the journal into the snapshot's users");
     }
     state.finish().context("packing the replayed users")?;
+    let forgotten = history
+        .forget_undurable(report.next_seq)
+        .context("forgetting events of journal records that were never durable")?;
+    if forgotten > 0 {
+        tracing::warn!(forgotten, "events of a batch cut off by a crash forgotten");
+    }
     history
         .write(&writes, 0)
         .context("writing the replayed history")?;

@@ -72,10 +72,21 @@ pub enum HistoryWrite {
     Notice {
         user: UserKey,
         notice: Box<SentNotice>,
+        /// The journal sequence once the record that carries it is durable (set when it is
+        /// queued, see [`HistoryWrite::durable_at`]; 0 for replayed records).
+        durable_at: u64,
     },
 }
 
 impl HistoryWrite {
+    /// Notes that the records this write comes from are durable once the journal reaches `end`.
+    pub fn durable_at(mut self, end: u64) -> HistoryWrite {
+        if let HistoryWrite::Notice { durable_at, .. } = &mut self {
+            *durable_at = end;
+        }
+        self
+    }
+
     /// The writes for what left a user's memory with one event.
     pub fn from_applied(user: &UserKey, applied: Applied, out: &mut Vec<HistoryWrite>) {
         if let Some(lines) = applied.page {
@@ -108,6 +119,7 @@ impl HistoryWrite {
             out.push(HistoryWrite::Notice {
                 user: user.clone(),
                 notice,
+                durable_at: 0,
             });
         }
     }
@@ -129,6 +141,22 @@ pub struct StoredNotice {
 /// Where an outgoing event is kept, for delivery to say which one it is done with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NoticeKey(Vec<u8>);
+
+impl NoticeKey {
+    /// The key of event `id` of the app and mode.
+    pub fn of(app: &str, mode: Mode, id: &str) -> NoticeKey {
+        NoticeKey(notice_key(app, mode, id))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A key read back from a store that kept [`NoticeKey::as_bytes`].
+    pub fn from_bytes(bytes: Vec<u8>) -> NoticeKey {
+        NoticeKey(bytes)
+    }
+}
 
 /// An event that is durable and not yet handed to delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,7 +304,11 @@ impl History {
                     key.extend_from_slice(balance_id.as_bytes());
                     payments.push((key, Some(user.user.as_str().as_bytes().to_vec())));
                 }
-                HistoryWrite::Notice { user, notice } => {
+                HistoryWrite::Notice {
+                    user,
+                    notice,
+                    durable_at: own,
+                } => {
                     let key = notice_key(&user.app, user.mode, &notice.id);
                     // Replay writes it again: an event seen before was handed to delivery then.
                     if self.events.get(&key)?.is_some() {
@@ -287,7 +319,9 @@ impl History {
                         notice: (**notice).clone(),
                     };
                     events.push((key.clone(), Some(encode_value(&stored)?)));
-                    undelivered.push((key, Some(durable_at.to_be_bytes().to_vec())));
+                    // Its own end is exact where a batch was split; `durable_at` covers the rest.
+                    let at = durable_at.max(*own);
+                    undelivered.push((key, Some(at.to_be_bytes().to_vec())));
                 }
             }
         }
@@ -462,6 +496,38 @@ impl History {
             });
         }
         Ok(out)
+    }
+
+    /// One event, if it is still kept.
+    pub fn event(&self, key: &NoticeKey) -> Result<Option<StoredNotice>, HistoryError> {
+        match self.events.get(&key.0)? {
+            Some(value) => Ok(Some(decode_value(&value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets the events whose journal records never became durable: written here just before a
+    /// flush that a crash cut off (`durable_at` past the journal's end after recovery). Without
+    /// this they would be delivered once later records reached their sequence. Returns how many.
+    pub fn forget_undurable(&self, journal_end: u64) -> Result<u64, HistoryError> {
+        let mut gone = Vec::new();
+        for item in self.undelivered.scan_prefix(&[]) {
+            let (key, value) = item?;
+            let at = value
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if at > journal_end {
+                gone.push((key.to_vec(), None));
+            }
+        }
+        let count = gone.len() as u64;
+        if count > 0 {
+            self.events.write(gone.clone())?;
+            self.undelivered.write(gone)?;
+        }
+        Ok(count)
     }
 
     /// Delivery has taken these events (made its own durable records of them).
