@@ -4,6 +4,8 @@
 use crate::actors::EngineError;
 use crate::engine::Rejection;
 use crate::engine::catalog::CatalogRejection;
+use crate::webhooks::endpoint::EndpointRejection;
+use crate::webhooks::registry::RegistryError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -150,6 +152,45 @@ impl From<CatalogRejection> for ApiError {
             CatalogRejection::PlanInUse(_) => ApiError::conflict("plan_in_use", message),
             CatalogRejection::PlanNotFound(_) => ApiError::not_found("plan_not_found", message),
             CatalogRejection::PackNotFound(_) => ApiError::not_found("pack_not_found", message),
+        }
+    }
+}
+
+impl From<EndpointRejection> for ApiError {
+    fn from(rejection: EndpointRejection) -> ApiError {
+        let message = rejection.to_string();
+        let invalid = |param: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "parameter_invalid",
+                message.clone(),
+            )
+            .param(param)
+        };
+        match rejection {
+            EndpointRejection::Url(_) | EndpointRejection::UrlTooLong => invalid("url"),
+            EndpointRejection::NoEvents
+            | EndpointRejection::WildcardMixed
+            | EndpointRejection::UnknownEventType(_) => invalid("events"),
+            EndpointRejection::DescriptionTooLong => invalid("description"),
+            EndpointRejection::TooMany => ApiError::conflict("too_many_endpoints", message),
+            EndpointRejection::NotFound(_) => ApiError::not_found("endpoint_not_found", message),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> ApiError {
+        match error {
+            RegistryError::Rejected(r) => r.into(),
+            RegistryError::Store(_) | RegistryError::Stopped => {
+                tracing::error!(%error, "the webhook endpoint store failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the change could not be saved; nothing was changed",
+                )
+            }
         }
     }
 }

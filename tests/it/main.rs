@@ -20,3 +20,4 @@ mod stripe_fixtures;
 mod support;
 mod validation;
 mod webhook;
+mod webhooks_out;
