@@ -15,25 +15,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Retries a second apart, so that a test sees them without waiting minutes.
-const FAST_RETRIES: &str = "webhook_retry_seconds = [1, 1, 1]\n";
+pub(crate) const FAST_RETRIES: &str = "webhook_retry_seconds = [1, 1, 1]\n";
 /// How long a test waits for a delivery before it fails: generous, the machine is shared.
 const WAIT: Duration = Duration::from_secs(60);
 
 /// One POST the receiver got.
 #[derive(Debug, Clone)]
-struct Delivery {
-    id: String,
+pub(crate) struct Delivery {
+    pub(crate) id: String,
     timestamp: String,
     signature: String,
     raw: String,
     body: Value,
     /// What the receiver answered.
-    status: u16,
+    pub(crate) status: u16,
 }
 
 /// A receiver on 127.0.0.1 that records every POST and answers 500 to the first `fail_first`.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<Delivery>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -44,7 +44,7 @@ impl Drop for Receiver {
     }
 }
 
-async fn receiver(fail_first: usize) -> Receiver {
+pub(crate) async fn receiver(fail_first: usize) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     receiver_on(listener, fail_first)
 }
@@ -90,7 +90,7 @@ fn receiver_on(listener: tokio::net::TcpListener, fail_first: usize) -> Receiver
 }
 
 impl Receiver {
-    fn all(&self) -> Vec<Delivery> {
+    pub(crate) fn all(&self) -> Vec<Delivery> {
         self.got.lock().unwrap().clone()
     }
 
@@ -100,7 +100,11 @@ impl Receiver {
     }
 
     /// Waits until `done` holds for what was received; panics after [`WAIT`].
-    async fn wait_for(&self, what: &str, done: impl Fn(&[Delivery]) -> bool) -> Vec<Delivery> {
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&[Delivery]) -> bool,
+    ) -> Vec<Delivery> {
         let started = Instant::now();
         loop {
             let all = self.all();
@@ -115,7 +119,7 @@ impl Receiver {
         }
     }
 
-    async fn wait_delivered(&self, event_id: &str) -> Vec<Delivery> {
+    pub(crate) async fn wait_delivered(&self, event_id: &str) -> Vec<Delivery> {
         self.wait_for(&format!("a 2xx delivery of {event_id}"), |all| {
             all.iter().any(|d| d.id == event_id && d.status == 200)
         })
@@ -165,7 +169,7 @@ async fn patch(app: &TestApp, path: &str, key: &str, body: Value) -> Resp {
 }
 
 /// Every event of the key's mode, oldest first, read through the paged list.
-async fn all_events(app: &TestApp, key: &str) -> Vec<Value> {
+pub(crate) async fn all_events(app: &TestApp, key: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
