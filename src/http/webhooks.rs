@@ -141,7 +141,8 @@ pub async fn get_endpoint(
     tag = "Webhooks", summary = "Change a webhook endpoint",
     description = "Only the fields sent change. `enabled: true` turns an endpoint the server \
         disabled back on; its pending deliveries resume.",
-    security(("secretKey" = [])), request_body = UpdateEndpointBody,
+    security(("secretKey" = [])),
+    request_body(content = Option<UpdateEndpointBody>, description = "The fields to change; none (or no body) changes nothing"),
     params(("id" = String, Path, description = "The endpoint's id, `we_…`")),
     responses(
         (status = 200, description = "The endpoint, without its secret", body = doc::WebhookEndpoint),
