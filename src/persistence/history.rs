@@ -632,3 +632,61 @@ impl Iterator for Lines {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::notice::{Notice, NoticeData, NoticeType};
+    use crate::engine::user::{Subscription, SubscriptionStatus};
+
+    fn notice(id: &str) -> HistoryWrite {
+        let subscription = Subscription {
+            plan_id: "pro".into(),
+            status: SubscriptionStatus::Active,
+            current_period_start: Ts(0),
+            created_at: Ts(0),
+        };
+        HistoryWrite::Notice {
+            user: UserKey {
+                app: "a".into(),
+                mode: Mode::Test,
+                user: UserId::parse("u").unwrap(),
+            },
+            notice: Box::new(SentNotice {
+                id: id.into(),
+                at: Ts(0),
+                notice: Notice {
+                    kind: NoticeType::SubscriptionUpdated,
+                    data: NoticeData::Subscription(subscription),
+                },
+            }),
+            durable_at: 0,
+        }
+    }
+
+    #[test]
+    fn an_event_goes_out_once_its_own_records_are_durable_and_is_forgotten_if_they_never_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = SledJournal::open(dir.path()).unwrap();
+        let history = History::open(&journal).unwrap();
+        // Queued with records ending at 7 and 12, written with a batch whose first part ends at 5.
+        let writes = [
+            notice("evt_01A").durable_at(7),
+            notice("evt_01B").durable_at(12),
+        ];
+        history.write(&writes, 5).unwrap();
+        assert!(history.undelivered(6, 10).unwrap().is_empty());
+        assert_eq!(history.undelivered(7, 10).unwrap().len(), 1);
+        assert_eq!(history.undelivered(12, 10).unwrap().len(), 2);
+        // A crash left the journal ending at 10: the second event's records are gone.
+        assert_eq!(history.forget_undurable(10).unwrap(), 1);
+        let left: Vec<_> = history.undelivered(u64::MAX, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].stored.notice.id, "evt_01A");
+        let kept: Vec<_> = history
+            .events_newest_first("a", Mode::Test, None)
+            .unwrap()
+            .collect();
+        assert_eq!(kept.len(), 1, "GET /v1/events does not show it either");
+    }
+}
