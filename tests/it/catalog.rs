@@ -67,7 +67,8 @@ async fn the_seeded_catalog_holds_free_pro_and_the_two_packs_readable_with_a_pub
     );
     assert_eq!(
         topup["items"],
-        json!([{"id": "gemini", "match": GEMINI, "amount": 50, "unit": "count"}])
+        json!([{"id": "gemini", "match": GEMINI, "amount": 50, "unit": "count",
+                "lowBalanceThreshold": null}])
     );
     let bundle = ok(
         &app.get("/v1/credit-packs/cpk_creator_bundle", PK_TEST)
@@ -79,8 +80,10 @@ async fn the_seeded_catalog_holds_free_pro_and_the_two_packs_readable_with_a_pub
     assert_eq!(bundle["expiresInDays"], 90);
     assert_eq!(
         bundle["items"],
-        json!([{"id": "dalle", "match": DALLE, "amount": 10, "unit": "count"},
-               {"id": "veo", "match": VEO, "amount": 5, "unit": "seconds"}])
+        json!([{"id": "dalle", "match": DALLE, "amount": 10, "unit": "count",
+                "lowBalanceThreshold": null},
+               {"id": "veo", "match": VEO, "amount": 5, "unit": "seconds",
+                "lowBalanceThreshold": null}])
     );
     for p in packs["data"].as_array().unwrap() {
         assert_eq!(p["archived"], false);
