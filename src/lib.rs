@@ -15,3 +15,4 @@ pub mod http;
 pub mod persistence;
 pub mod startup;
 pub mod stripe;
+pub mod webhooks;

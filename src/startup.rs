@@ -10,7 +10,10 @@ use crate::engine::bounds::Bounds;
 use crate::engine::catalog::CatalogCommand;
 use crate::http::{self, AppState};
 use crate::persistence::image::Image;
+use crate::persistence::webhooks::WebhookStore;
 use crate::persistence::{History, HistoryWrite, Journal, SledJournal, SnapshotStore, replay};
+use crate::webhooks::Webhooks;
+use crate::webhooks::registry::Registry;
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
@@ -118,6 +121,12 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         return Err(error).context("replaying the journal into the snapshot's users");
     }
     state.finish().context("packing the replayed users")?;
+    let forgotten = history
+        .forget_undurable(report.next_seq)
+        .context("forgetting events of journal records that were never durable")?;
+    if forgotten > 0 {
+        tracing::warn!(forgotten, "events of a batch cut off by a crash forgotten");
+    }
     history
         .write(&writes, 0)
         .context("writing the replayed history")?;
@@ -251,6 +260,10 @@ pub async fn run(
 
     let queue = JournalQueue::new(next_seq);
     let reader = journal.reader();
+    let registry = WebhookStore::open(&journal)
+        .and_then(Registry::load)
+        .context("loading the webhook endpoints")?;
+    let (webhooks, deliverer) = Webhooks::start(&config, registry, history.clone(), queue.clone());
     let writer = journal_writer::spawn(queue.clone(), Some((journal, history.clone())));
     let app_ids: Vec<String> = config.apps.iter().map(|a| a.id.clone()).collect();
     let engine = Engine::start(
@@ -284,7 +297,7 @@ pub async fn run(
             }
         })
     };
-    let state = AppState::new(&config, engine.clone(), metrics)
+    let state = AppState::new(&config, engine.clone(), metrics, webhooks)
         .context("loading the dashboard's session key from the data directory")?;
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = snapshotter::spawn(
@@ -326,6 +339,8 @@ pub async fn run(
     let failed = engine.failed_user();
 
     sweeper.abort();
+    // Attempts under way are lost; their rows are on disk and are sent again at the next start.
+    deliverer.abort();
     tracing::info!("stopping: flushing the journal");
     engine.flush().await?;
     let up_to = queue.durable_seq();

@@ -81,9 +81,11 @@ impl JournalQueue {
         let was_empty = q.records.is_empty();
         let before = q.records.len();
         q.records.extend(records);
-        q.history.extend(history);
         q.next_seq += (q.records.len() - before) as u64;
         let end = q.next_seq;
+        // An event may go out once its own records are durable, also where a batch is split.
+        q.history
+            .extend(history.into_iter().map(|w| w.durable_at(end)));
         self.queued.store(end, Ordering::Release);
         drop(q);
         if was_empty {

@@ -250,6 +250,8 @@ fn pack_form(ctx: &Ctx, form: &PackForm, errors: &Errors, editing: bool) -> Mark
                         (named_input(&format!("item.{i}.match"), "item_match", "Model or category", &item.pattern, errors, html!{}, false))
                         (named_input(&format!("item.{i}.amount"), "item_amount", "Amount", &item.amount, errors, html!{}, false))
                         (unit_input(&format!("item.{i}.unit"), "item_unit", &item.unit, errors))
+                        (named_input(&format!("item.{i}.lowBalanceThreshold"), "item_low", "Low-balance alert at (optional)", &item.low, errors,
+                            hint("credits.low fires when the balance's remaining drops to this or below; blank for none"), false))
                         (named_input(&format!("item.{i}.id"), "item_id", "Item id (optional)", &item.id, errors, html!{}, false))
                         (row_button("pack-form", &action, &format!("remove_row:{i}"),
                             html! { "Remove item " (i + 1) }, "secondary small"))

@@ -110,11 +110,13 @@ pub struct ItemRow {
     pub pattern: String,
     pub amount: String,
     pub unit: String,
+    /// `lowBalanceThreshold`: blank for none.
+    pub low: String,
 }
 
 impl ItemRow {
     fn is_blank(&self) -> bool {
-        [&self.id, &self.pattern, &self.amount, &self.unit]
+        [&self.id, &self.pattern, &self.amount, &self.unit, &self.low]
             .iter()
             .all(|f| f.trim().is_empty())
     }
@@ -173,6 +175,10 @@ impl PackForm {
                     pattern: i.pattern.to_string(),
                     amount: i.amount.to_string(),
                     unit: i.unit.clone(),
+                    low: i
+                        .low_balance_threshold
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }
@@ -181,6 +187,7 @@ impl PackForm {
     pub fn from_fields(f: &Fields) -> PackForm {
         let (ids, patterns) = (f.all("item_id"), f.all("item_match"));
         let (amounts, units) = (f.all("item_amount"), f.all("item_unit"));
+        let lows = f.all("item_low");
         let rows = patterns.len().min(ROWS_MAX);
         let at = |v: &[&str], i: usize| v.get(i).copied().unwrap_or("").to_owned();
         PackForm {
@@ -202,6 +209,7 @@ impl PackForm {
                     pattern: at(&patterns, i).trim().to_owned(),
                     amount: at(&amounts, i),
                     unit: at(&units, i).trim().to_owned(),
+                    low: at(&lows, i).trim().to_owned(),
                 })
                 .collect(),
         }
@@ -251,13 +259,25 @@ impl PackForm {
             let amount = parse_whole(&row.amount)
                 .map_err(|e| errors.add(format!("item.{i}.amount"), format!("Amount {e}")))
                 .unwrap_or(0);
+            let low_balance_threshold = if row.low.trim().is_empty() {
+                None
+            } else {
+                parse_whole(&row.low)
+                    .map_err(|e| {
+                        errors.add(
+                            format!("item.{i}.lowBalanceThreshold"),
+                            format!("Low-balance alert {e}"),
+                        )
+                    })
+                    .ok()
+            };
             rows.push(i);
             items.push(ItemBody {
                 id: (!row.id.is_empty()).then(|| row.id.clone()),
                 pattern: row.pattern.clone(),
                 amount,
                 unit: row.unit.clone(),
-                low_balance_threshold: None,
+                low_balance_threshold,
             });
         }
         if !errors.is_empty() {
@@ -468,6 +488,7 @@ fn label(field: &str) -> &'static str {
         "match" => "Model or category",
         "amount" => "Amount",
         "unit" => "Unit",
+        "lowBalanceThreshold" => "Low-balance alert",
         "limit" => "Limit",
         "period" => "Period",
         _ => "This field",

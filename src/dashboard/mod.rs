@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod chart;
 pub mod forms;
 pub mod users;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::engine::Mode;
@@ -129,6 +130,24 @@ fn pages() -> Router<AppState> {
         .route("/dashboard/{mode}/users/{user}/cancel", post(users::cancel))
         .route("/dashboard/{mode}/users/{user}/grant", post(users::grant))
         .route("/dashboard/{mode}/users/{user}/revoke", post(users::revoke))
+        .route("/dashboard/{mode}/webhooks", get(webhooks::page))
+        .route("/dashboard/{mode}/webhooks/new", post(webhooks::create))
+        .route(
+            "/dashboard/{mode}/webhooks/{id}/enable",
+            post(webhooks::enable),
+        )
+        .route(
+            "/dashboard/{mode}/webhooks/{id}/disable",
+            post(webhooks::disable),
+        )
+        .route(
+            "/dashboard/{mode}/webhooks/{id}/delete",
+            get(webhooks::delete_page).post(webhooks::delete),
+        )
+        .route(
+            "/dashboard/{mode}/webhooks/{id}/resend",
+            post(webhooks::resend),
+        )
 }
 
 const HTMX_JS: &str = include_str!("assets/htmx.min.js");
@@ -312,6 +331,7 @@ pub struct Ctx {
 pub enum Section {
     Catalog,
     Users,
+    Webhooks,
 }
 
 impl Ctx {
@@ -372,6 +392,7 @@ pub fn layout(ctx: &Ctx, title: &str, content: Markup) -> Markup {
                     nav aria-label="Sections" {
                         (nav(Section::Catalog, ctx.url("plans"), "Plans & Credit Packs"))
                         (nav(Section::Users, ctx.url("users"), "Users"))
+                        (nav(Section::Webhooks, ctx.url("webhooks"), "Webhooks"))
                     }
                     nav.mode-switch aria-label="Mode" {
                         span.label { "Mode:" }

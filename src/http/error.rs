@@ -4,6 +4,8 @@
 use crate::actors::EngineError;
 use crate::engine::Rejection;
 use crate::engine::catalog::CatalogRejection;
+use crate::webhooks::endpoint::EndpointRejection;
+use crate::webhooks::registry::RegistryError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -157,6 +159,44 @@ impl From<CatalogRejection> for ApiError {
 /// What a client is told to wait when the server stops to recover a user: the supervisor's
 /// restart and the replay of the journal.
 const RESTART_RETRY_AFTER_S: u64 = 5;
+impl From<EndpointRejection> for ApiError {
+    fn from(rejection: EndpointRejection) -> ApiError {
+        let message = rejection.to_string();
+        let invalid = |param: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "parameter_invalid",
+                message.clone(),
+            )
+            .param(param)
+        };
+        match rejection {
+            EndpointRejection::Url(_) | EndpointRejection::UrlTooLong => invalid("url"),
+            EndpointRejection::NoEvents
+            | EndpointRejection::WildcardMixed
+            | EndpointRejection::UnknownEventType(_) => invalid("events"),
+            EndpointRejection::DescriptionTooLong => invalid("description"),
+            EndpointRejection::TooMany => ApiError::conflict("too_many_endpoints", message),
+            EndpointRejection::NotFound(_) => ApiError::not_found("endpoint_not_found", message),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> ApiError {
+        match error {
+            RegistryError::Rejected(r) => r.into(),
+            RegistryError::Store(_) | RegistryError::Stopped => {
+                tracing::error!(%error, "the webhook endpoint store failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the change could not be saved; nothing was changed",
+                )
+            }
+        }
+    }
+}
 
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> ApiError {

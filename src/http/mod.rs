@@ -16,6 +16,7 @@ pub mod strict;
 pub mod stripe;
 pub mod users;
 pub mod views;
+pub mod webhooks;
 
 use crate::actors::Engine;
 use crate::config::Config;
@@ -161,6 +162,7 @@ pub struct Shared {
     /// Unix seconds of the last snapshot written, 0 before the first.
     pub last_snapshot_s: Arc<AtomicI64>,
     pub dashboard: crate::dashboard::Settings,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl std::ops::Deref for AppState {
@@ -177,6 +179,7 @@ impl AppState {
         config: &Config,
         engine: Engine,
         metrics: PrometheusHandle,
+        webhooks: crate::webhooks::Webhooks,
     ) -> std::io::Result<AppState> {
         let webhook_secrets = config
             .apps
@@ -204,6 +207,7 @@ impl AppState {
             in_flight: DashMap::new(),
             last_snapshot_s: Arc::new(AtomicI64::new(0)),
             dashboard: crate::dashboard::Settings::from_config(config)?,
+            webhooks,
         })))
     }
 
@@ -326,6 +330,14 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reservations::check))
         .routes(routes!(reservations::consume))
         .routes(routes!(batch::batch))
+        .routes(routes!(webhooks::list_endpoints, webhooks::create_endpoint))
+        .routes(routes!(
+            webhooks::get_endpoint,
+            webhooks::update_endpoint,
+            webhooks::delete_endpoint
+        ))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_events))
         .routes(routes!(stripe::webhook))
         .routes(routes!(ops::clock))
         .routes(routes!(ops::advance))

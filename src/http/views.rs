@@ -1,14 +1,15 @@
 //! JSON shapes of API.md, built from the engine's read models. The HTTP layer owns these: the
 //! domain types never go on the wire as they are.
 
-use crate::engine::Ts;
 use crate::engine::catalog::{Limit, Pack, Plan};
 use crate::engine::event::{CreditHold, EventKind, PlanHold};
 use crate::engine::ids::UserId;
 use crate::engine::ledger::LedgerLine;
 use crate::engine::matcher::{Available, Match};
+use crate::engine::notice::{NoticeData, SentNotice};
 use crate::engine::read::{CounterView, Usage};
 use crate::engine::user::{Balance, Reservation, Subscription};
+use crate::engine::{Mode, Ts};
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 use serde_json::value::RawValue;
@@ -243,7 +244,7 @@ pub fn subscription(user: &UserId, s: &Subscription) -> Value {
     })
 }
 
-fn counter(c: &CounterView) -> Value {
+pub fn counter(c: &CounterView) -> Value {
     json!({
         "planId": c.plan_id,
         "limitId": c.limit.id,
@@ -373,6 +374,24 @@ pub fn pack(p: &Pack) -> Value {
             "lowBalanceThreshold": i.low_balance_threshold,
         })).collect::<Vec<_>>(),
         "createdAt": ts(p.created_at), "updatedAt": ts(p.updated_at),
+    })
+}
+
+/// An outgoing event (API.md, "Webhooks out"): the same JSON in `GET /v1/events` and in the body
+/// of a delivery. No axum here, so the deliverer renders with it too.
+pub fn event(mode: Mode, user: &UserId, sent: &SentNotice) -> Value {
+    let data = match &sent.notice.data {
+        NoticeData::Balance(b) => balance(user, b),
+        NoticeData::Counter(c) => json!({"userId": user.as_str(), "counter": counter(c)}),
+        NoticeData::Subscription(s) => subscription(user, s),
+        NoticeData::Reservation(r) => reservation(user, r),
+    };
+    json!({
+        "id": sent.id,
+        "type": sent.notice.kind.as_str(),
+        "createdAt": ts(sent.at),
+        "mode": mode.as_str(),
+        "data": data,
     })
 }
 

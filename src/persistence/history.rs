@@ -81,6 +81,9 @@ pub enum HistoryWrite {
     Notice {
         user: UserKey,
         notice: Box<SentNotice>,
+        /// The journal sequence once the record that carries it is durable (set when it is
+        /// queued, see [`HistoryWrite::durable_at`]; 0 for replayed records).
+        durable_at: u64,
     },
     /// A full refund of a payment intent that had granted nothing yet; `at` by the wall clock.
     RefundBeforeCheckout {
@@ -93,6 +96,14 @@ pub enum HistoryWrite {
 }
 
 impl HistoryWrite {
+    /// Notes that the records this write comes from are durable once the journal reaches `end`.
+    pub fn durable_at(mut self, end: u64) -> HistoryWrite {
+        if let HistoryWrite::Notice { durable_at, .. } = &mut self {
+            *durable_at = end;
+        }
+        self
+    }
+
     /// The writes for what left a user's memory with one event.
     pub fn from_applied(user: &UserKey, applied: Applied, out: &mut Vec<HistoryWrite>) {
         if let Some(lines) = applied.page {
@@ -125,6 +136,7 @@ impl HistoryWrite {
             out.push(HistoryWrite::Notice {
                 user: user.clone(),
                 notice,
+                durable_at: 0,
             });
         }
     }
@@ -146,6 +158,22 @@ pub struct StoredNotice {
 /// Where an outgoing event is kept, for delivery to say which one it is done with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NoticeKey(Vec<u8>);
+
+impl NoticeKey {
+    /// The key of event `id` of the app and mode.
+    pub fn of(app: &str, mode: Mode, id: &str) -> NoticeKey {
+        NoticeKey(notice_key(app, mode, id))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A key read back from a store that kept [`NoticeKey::as_bytes`].
+    pub fn from_bytes(bytes: Vec<u8>) -> NoticeKey {
+        NoticeKey(bytes)
+    }
+}
 
 /// An event that is durable and not yet handed to delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,7 +371,11 @@ impl History {
                     key.extend_from_slice(balance_id.as_bytes());
                     payments.push((key, Some(user.user.as_str().as_bytes().to_vec())));
                 }
-                HistoryWrite::Notice { user, notice } => {
+                HistoryWrite::Notice {
+                    user,
+                    notice,
+                    durable_at: own,
+                } => {
                     let key = notice_key(&user.app, user.mode, &notice.id);
                     // Replay writes it again: an event seen before was handed to delivery then.
                     if self.events.get(&key)?.is_some() {
@@ -354,7 +386,9 @@ impl History {
                         notice: (**notice).clone(),
                     };
                     events.push((key.clone(), Some(encode_value(&stored)?)));
-                    undelivered.push((key, Some(durable_at.to_be_bytes().to_vec())));
+                    // Its own end is exact where a batch was split; `durable_at` covers the rest.
+                    let at = durable_at.max(*own);
+                    undelivered.push((key, Some(at.to_be_bytes().to_vec())));
                 }
                 HistoryWrite::RefundBeforeCheckout {
                     app,
@@ -661,6 +695,38 @@ impl History {
         Ok(out)
     }
 
+    /// One event, if it is still kept.
+    pub fn event(&self, key: &NoticeKey) -> Result<Option<StoredNotice>, HistoryError> {
+        match self.events.get(&key.0)? {
+            Some(value) => Ok(Some(decode_value(&value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets the events whose journal records never became durable: written here just before a
+    /// flush that a crash cut off (`durable_at` past the journal's end after recovery). Without
+    /// this they would be delivered once later records reached their sequence. Returns how many.
+    pub fn forget_undurable(&self, journal_end: u64) -> Result<u64, HistoryError> {
+        let mut gone = Vec::new();
+        for item in self.undelivered.scan_prefix(&[]) {
+            let (key, value) = item?;
+            let at = value
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if at > journal_end {
+                gone.push((key.to_vec(), None));
+            }
+        }
+        let count = gone.len() as u64;
+        if count > 0 {
+            self.events.write(gone.clone())?;
+            self.undelivered.write(gone)?;
+        }
+        Ok(count)
+    }
+
     /// Delivery has taken these events (made its own durable records of them).
     pub fn taken(&self, keys: impl IntoIterator<Item = NoticeKey>) -> Result<(), HistoryError> {
         let changes: Vec<_> = keys.into_iter().map(|k| (k.0, None)).collect();
@@ -780,7 +846,9 @@ impl Iterator for Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::notice::{Notice, NoticeData, NoticeType};
     use crate::engine::time::MS_PER_DAY;
+    use crate::engine::user::{Subscription, SubscriptionStatus};
 
     fn refund(intent: &str, charge: &str, at: Ts) -> HistoryWrite {
         HistoryWrite::RefundBeforeCheckout {
@@ -869,5 +937,56 @@ mod tests {
             .collect();
         assert_eq!(left, ["pi_f"]);
         assert_eq!(reopened.early_refunds.scan_prefix(&[]).count(), 2);
+    }
+
+    fn notice(id: &str) -> HistoryWrite {
+        let subscription = Subscription {
+            plan_id: "pro".into(),
+            status: SubscriptionStatus::Active,
+            current_period_start: Ts(0),
+            created_at: Ts(0),
+        };
+        HistoryWrite::Notice {
+            user: UserKey {
+                app: "a".into(),
+                mode: Mode::Test,
+                user: UserId::parse("u").unwrap(),
+            },
+            notice: Box::new(SentNotice {
+                id: id.into(),
+                at: Ts(0),
+                notice: Notice {
+                    kind: NoticeType::SubscriptionUpdated,
+                    data: NoticeData::Subscription(subscription),
+                },
+            }),
+            durable_at: 0,
+        }
+    }
+
+    #[test]
+    fn an_event_goes_out_once_its_own_records_are_durable_and_is_forgotten_if_they_never_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = SledJournal::open(dir.path()).unwrap();
+        let history = History::open(&journal).unwrap();
+        // Queued with records ending at 7 and 12, written with a batch whose first part ends at 5.
+        let writes = [
+            notice("evt_01A").durable_at(7),
+            notice("evt_01B").durable_at(12),
+        ];
+        history.write(&writes, 5).unwrap();
+        assert!(history.undelivered(6, 10).unwrap().is_empty());
+        assert_eq!(history.undelivered(7, 10).unwrap().len(), 1);
+        assert_eq!(history.undelivered(12, 10).unwrap().len(), 2);
+        // A crash left the journal ending at 10: the second event's records are gone.
+        assert_eq!(history.forget_undurable(10).unwrap(), 1);
+        let left: Vec<_> = history.undelivered(u64::MAX, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].stored.notice.id, "evt_01A");
+        let kept: Vec<_> = history
+            .events_newest_first("a", Mode::Test, None)
+            .unwrap()
+            .collect();
+        assert_eq!(kept.len(), 1, "GET /v1/events does not show it either");
     }
 }

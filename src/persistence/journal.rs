@@ -300,6 +300,30 @@ impl SledJournal {
     pub fn tree(&self, name: &str) -> Result<KvTree, JournalError> {
         Ok(KvTree(self.db.open_tree(name)?))
     }
+
+    /// A handle that makes writes to this database's trees durable apart from the journal
+    /// writer, for stores that must answer only once their own write is on disk.
+    pub fn disk_sync(&self) -> DiskSync {
+        DiskSync {
+            db: self.db.clone(),
+            data_file: self.data_file.clone(),
+        }
+    }
+}
+
+/// Flushes the whole database (every tree) the way [`Journal::flush`] does: sled's flush, then
+/// the fdatasync it leaves out.
+#[derive(Clone)]
+pub struct DiskSync {
+    db: sled::Db,
+    data_file: Arc<std::fs::File>,
+}
+
+impl DiskSync {
+    pub fn sync(&self) -> Result<(), JournalError> {
+        self.db.flush()?;
+        self.data_file.sync_data().map_err(JournalError::Sync)
+    }
 }
 
 fn seq_of(key: &[u8]) -> Result<u64, JournalError> {

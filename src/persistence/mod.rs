@@ -20,6 +20,7 @@ pub mod image;
 pub mod journal;
 pub mod recovery;
 pub mod snapshot;
+pub mod webhooks;
 
 pub use codec::{
     BatchHeader, CodecError, DecodedBatch, FORMAT_VERSION, FrameKind, decode_batch,

@@ -392,3 +392,163 @@ async fn many_pending_reservations_are_shown_a_page_at_a_time() {
     assert!(!last.body.contains("Older reservations"));
     assert!(first.body.contains("pending=50"), "a link to the next page");
 }
+
+#[tokio::test]
+async fn the_webhooks_page_adds_an_endpoint_shows_its_secret_once_lists_deliveries_and_resends() {
+    use crate::webhooks_out::{FAST_RETRIES, all_events, receiver};
+    let app = spawn_app_tweaked(Tweaks {
+        app_lines: FAST_RETRIES.into(),
+        ..Tweaks::default()
+    })
+    .await;
+    let rx = receiver(0).await;
+    let b = Browser::new(&app, "127.0.0.1");
+    let cookie = b.session(PASSWORD).await;
+    let page = b.get("/dashboard/test/webhooks", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let csrf = page.csrf();
+    let created = b
+        .post(
+            "/dashboard/test/webhooks/new",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("url", &rx.url),
+                ("events", "*"),
+                ("description", ""),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let list = ok(&app.get("/v1/webhook-endpoints", SK_TEST).await, 200).clone();
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["data"][0]["url"], rx.url.as_str());
+    assert!(
+        created.body.contains("whsec_"),
+        "the secret is shown on creation"
+    );
+    let again = b.get("/dashboard/test/webhooks", &cookie).await;
+    assert!(!again.body.contains("whsec_"), "and only then");
+    // Live mode's page has its own endpoints.
+    let live = b.get("/dashboard/live/webhooks", &cookie).await;
+    assert!(!live.body.contains(&id));
+
+    app.grant(SK_TEST, "ana", "cpk_gemini_topup", "cs_dash")
+        .await;
+    let event = all_events(&app, SK_TEST).await.pop().unwrap();
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    rx.wait_delivered(&event_id).await;
+    let page = b.get("/dashboard/test/webhooks", &cookie).await;
+    assert!(page.body.contains(&event_id), "the delivery is listed");
+    assert!(page.body.contains("delivered"));
+
+    let resent = b
+        .post(
+            &format!("/dashboard/test/webhooks/{id}/resend"),
+            &cookie,
+            &[("csrf", &csrf), ("event_id", &event_id)],
+        )
+        .await;
+    assert_eq!(resent.status, StatusCode::SEE_OTHER, "{}", resent.body);
+    rx.wait_for("the resent event", |all| {
+        all.iter()
+            .filter(|d| d.id == event_id && d.status == 200)
+            .count()
+            == 2
+    })
+    .await;
+
+    let disabled = b
+        .post(
+            &format!("/dashboard/test/webhooks/{id}/disable"),
+            &cookie,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::SEE_OTHER);
+    let endpoint = ok(
+        &app.get(&format!("/v1/webhook-endpoints/{id}"), SK_TEST)
+            .await,
+        200,
+    )
+    .clone();
+    assert_eq!(endpoint["enabled"], false);
+    let deleted = b
+        .post(
+            &format!("/dashboard/test/webhooks/{id}/delete"),
+            &cookie,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    let list = ok(&app.get("/v1/webhook-endpoints", SK_TEST).await, 200).clone();
+    assert_eq!(list["data"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn the_pack_form_keeps_and_changes_an_items_low_balance_threshold() {
+    let app = spawn_app().await;
+    let pack = serde_json::json!({"id": "cpk_low", "name": "Low",
+        "price": {"amount": 100, "currency": "usd"}, "expiresInDays": null,
+        "items": [{"id": "g", "match": DALLE, "amount": 10, "unit": "count", "lowBalanceThreshold": 2}]});
+    ok(&app.post("/v1/credit-packs", SK_TEST, pack).await, 201);
+    let b = Browser::new(&app, "127.0.0.1");
+    let cookie = b.session(PASSWORD).await;
+    let edit = b.get("/dashboard/test/packs/cpk_low/edit", &cookie).await;
+    assert_eq!(edit.status, StatusCode::OK);
+    assert!(
+        edit.body
+            .contains("name=\"item_low\" type=\"text\" value=\"2\""),
+        "the edit form shows the threshold"
+    );
+    let csrf = edit.csrf();
+    let form = |low: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("op", "save".to_owned()),
+            ("name", "Low".to_owned()),
+            ("id", "cpk_low".to_owned()),
+            ("price", "1.00".to_owned()),
+            ("currency", "usd".to_owned()),
+            ("expires", "never".to_owned()),
+            ("expires_days", String::new()),
+            ("stripe_price_id", String::new()),
+            ("item_match", DALLE.to_owned()),
+            ("item_amount", "10".to_owned()),
+            ("item_unit", "count".to_owned()),
+            ("item_low", low.to_owned()),
+            ("item_id", "g".to_owned()),
+        ]
+    };
+    let threshold = || async {
+        let p = ok(&app.get("/v1/credit-packs/cpk_low", SK_TEST).await, 200).clone();
+        p["items"][0]["lowBalanceThreshold"].clone()
+    };
+    let send = |fields: Vec<(&'static str, String)>| {
+        let b = &b;
+        let cookie = &cookie;
+        async move {
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            b.post("/dashboard/test/packs/cpk_low/edit", cookie, &pairs)
+                .await
+        }
+    };
+    assert_eq!(send(form("2")).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(threshold().await, 2, "an edit keeps it");
+    assert_eq!(send(form("4")).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(threshold().await, 4, "and can change it");
+    let refused = send(form("11")).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "above the amount");
+    assert!(
+        refused.body.contains("Low-balance alert"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(threshold().await, 4);
+    assert_eq!(send(form("")).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        threshold().await,
+        serde_json::Value::Null,
+        "blank removes it"
+    );
+}

@@ -21,3 +21,4 @@ mod stripe_fixtures;
 mod support;
 mod validation;
 mod webhook;
+mod webhooks_out;

@@ -48,6 +48,7 @@ pub const PUBLISHABLE_KEY: &str = "publishableKey";
         (name = "Usage", description = "Counters, balances and the ledger of a user."),
         (name = "Stripe", description = "Stripe's webhook: paid checkouts grant, refunds revoke."),
         (name = "Test clock", description = "Moves time in test mode (test keys only)."),
+        (name = "Webhooks", description = "Endpoints that receive the app's events, signed per Standard Webhooks, and the events for polling."),
         (name = "Operations", description = "Health, readiness, metrics and this document; no key."),
     )
 )]

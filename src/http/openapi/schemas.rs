@@ -665,3 +665,153 @@ pub struct BatchResult {
 pub struct Batch {
     pub results: Vec<BatchResult>,
 }
+
+// ---- webhooks out ------------------------------------------------------------------------------
+
+/// An event type (API.md, "Webhooks out").
+#[derive(Serialize, ToSchema)]
+pub enum EventType {
+    #[serde(rename = "credits.granted")]
+    CreditsGranted,
+    #[serde(rename = "credits.revoked")]
+    CreditsRevoked,
+    #[serde(rename = "credits.expired")]
+    CreditsExpired,
+    #[serde(rename = "credits.low")]
+    CreditsLow,
+    #[serde(rename = "credits.depleted")]
+    CreditsDepleted,
+    #[serde(rename = "credits.expiring")]
+    CreditsExpiring,
+    #[serde(rename = "plan.limit_reached")]
+    PlanLimitReached,
+    #[serde(rename = "subscription.updated")]
+    SubscriptionUpdated,
+    #[serde(rename = "subscription.canceled")]
+    SubscriptionCanceled,
+    #[serde(rename = "reservation.expired")]
+    ReservationExpired,
+}
+
+/// An event type, or `*` (alone) for every type.
+#[derive(Serialize, ToSchema)]
+pub enum EventTypeOrAll {
+    #[serde(rename = "*")]
+    All,
+    #[serde(rename = "credits.granted")]
+    CreditsGranted,
+    #[serde(rename = "credits.revoked")]
+    CreditsRevoked,
+    #[serde(rename = "credits.expired")]
+    CreditsExpired,
+    #[serde(rename = "credits.low")]
+    CreditsLow,
+    #[serde(rename = "credits.depleted")]
+    CreditsDepleted,
+    #[serde(rename = "credits.expiring")]
+    CreditsExpiring,
+    #[serde(rename = "plan.limit_reached")]
+    PlanLimitReached,
+    #[serde(rename = "subscription.updated")]
+    SubscriptionUpdated,
+    #[serde(rename = "subscription.canceled")]
+    SubscriptionCanceled,
+    #[serde(rename = "reservation.expired")]
+    ReservationExpired,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"id": "we_01JD5ZQ3A8K2V6N9W4X7Y0B1C2", "url": "https://example.com/vevee-events",
+    "events": ["credits.low"], "description": null, "enabled": true,
+    "createdAt": "2026-11-22T21:40:00Z"}))]
+pub struct WebhookEndpoint {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<EventTypeOrAll>,
+    #[schema(required = true)]
+    pub description: Option<String>,
+    /// `false` once the app or the server (after 24 h of failures) disabled it.
+    pub enabled: bool,
+    #[schema(value_type = Timestamp)]
+    pub created_at: String,
+}
+
+/// An endpoint with its secret: only in the answers to create and rotate-secret.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookEndpointWithSecret {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<EventTypeOrAll>,
+    #[schema(required = true)]
+    pub description: Option<String>,
+    pub enabled: bool,
+    #[schema(value_type = Timestamp)]
+    pub created_at: String,
+    /// `whsec_` + base64 of 32 random bytes: the Standard Webhooks signing key.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/=]+$")]
+    pub secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpointList {
+    /// Oldest first.
+    pub data: Vec<WebhookEndpoint>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpointDeleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+/// The data of `plan.limit_reached`: the counter that ran out.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitReached {
+    #[schema(value_type = UserId)]
+    pub user_id: String,
+    pub counter: Counter,
+}
+
+/// The object an event carries, as it was when it fired: a Balance (`credits.*`), a Subscription,
+/// a Reservation (`reservation.expired`) or the counter of `plan.limit_reached`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventData {
+    Balance(Balance),
+    Subscription(Subscription),
+    Reservation(Reservation),
+    LimitReached(LimitReached),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventMode {
+    Live,
+    Test,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Event {
+    /// `evt_…`; also the `webhook-id` of its deliveries.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    #[schema(value_type = Timestamp)]
+    pub created_at: String,
+    pub mode: EventMode,
+    pub data: EventData,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventPage {
+    /// Newest first.
+    pub data: Vec<Event>,
+    pub has_more: bool,
+}

@@ -161,6 +161,13 @@ pub async fn vevee_catalog(addr: SocketAddr) -> Result<()> {
         &[200, 201, 409],
     )
     .await?;
+    // VEVEE_BENCH_WEBHOOK_URL subscribes an endpoint to every event (BENCHMARKS.md, "Webhooks
+    // out"): the same run with the deliverer busy.
+    if let Ok(url) = std::env::var("VEVEE_BENCH_WEBHOOK_URL") {
+        let body = format!(r#"{{"url":"{url}","events":["*"]}}"#);
+        h.expect(Method::POST, "/v1/webhook-endpoints", body, &[200])
+            .await?;
+    }
     Ok(())
 }
 
