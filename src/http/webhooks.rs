@@ -7,13 +7,13 @@ use super::error::ApiError;
 use super::extract::{Body, Path, Secret};
 use super::openapi::schemas::{self as doc, Error};
 use super::views;
-use crate::engine::Rejection;
 use crate::engine::notice::NoticeType;
 use crate::persistence::history::EVENTS_KEEP_MS;
 use crate::webhooks::endpoint::{self, Endpoint, EventFilter};
 use crate::webhooks::registry::EndpointPatch;
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -296,7 +296,15 @@ pub async fn list_events(
     .await
     .map_err(|_| internal())?;
     match page {
-        None => Err(Rejection::UnknownCursor(starting_after.unwrap_or_default()).into()),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_cursor",
+            format!(
+                "no event with id '{}' in this mode's last 30 days",
+                starting_after.unwrap_or_default()
+            ),
+        )
+        .param("startingAfter")),
         Some(Err(())) => {
             tracing::error!("reading the events failed");
             Err(internal())
