@@ -668,3 +668,64 @@ async fn an_event_acknowledged_before_a_kill_9_is_delivered_after_the_restart() 
     let delivered: Vec<&Delivery> = got.iter().filter(|d| d.status == 200).collect();
     assert_eq!(delivered[0].body, event);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_whose_outbox_fills_is_disabled_and_its_events_stay_listed() {
+    // Retries an hour apart: every row stays pending while the test runs.
+    let app = Arc::new(
+        spawn_app_tweaked(Tweaks {
+            app_lines: "webhook_retry_seconds = [3600]\n".into(),
+            ..Tweaks::default()
+        })
+        .await,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    drop(listener);
+    let endpoint = create_endpoint(&app, SK_LIVE, &url, json!(["credits.granted"])).await;
+    let path = format!("/v1/webhook-endpoints/{}", endpoint["id"].as_str().unwrap());
+    // One event per grant, past the bound of 10,000 pending deliveries (README, bounds).
+    const GRANTS: usize = 10_050;
+    const TASKS: usize = 32;
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let app = app.clone();
+        set.spawn(async move {
+            for i in (task..GRANTS).step_by(TASKS) {
+                let user = format!("u_full_{}", i % 500);
+                app.grant(SK_LIVE, &user, "cpk_gemini_topup", &format!("cs_full_{i}"))
+                    .await;
+            }
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("grant task");
+    }
+    let started = Instant::now();
+    loop {
+        let shown = ok(&app.get(&path, SK_LIVE).await, 200).clone();
+        if shown["enabled"] == false {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "still enabled: {shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("vevee_webhook_dropped_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(dropped >= 1.0, "drops are counted: {metrics}");
+    let listed = all_events(&app, SK_LIVE).await;
+    let granted = listed
+        .iter()
+        .filter(|e| e["type"] == "credits.granted")
+        .count();
+    assert_eq!(granted, GRANTS, "every event stays in GET /v1/events");
+}
