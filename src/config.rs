@@ -103,9 +103,12 @@ pub struct AppConfig {
     pub webhook_retry_seconds: Vec<u64>,
 }
 
+/// API.md's default for `expiring_notice_days`.
+pub const EXPIRING_NOTICE_DAYS_DEFAULT: u32 = 3;
+
 mod defaults {
     pub fn expiring_notice_days() -> u32 {
-        3
+        super::EXPIRING_NOTICE_DAYS_DEFAULT
     }
     pub fn webhook_retry_seconds() -> Vec<u64> {
         vec![5, 300, 1800, 7200, 18000, 36000, 36000]

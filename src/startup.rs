@@ -112,7 +112,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         }
         if writes.len() >= RECOVERY_WRITES_MAX && write_error.is_none() {
             // Replayed records are durable: their events may go out at once.
-            write_error = history.write(&writes, 0).err();
+            write_error = history.write(&writes).err();
             writes.clear();
         }
     })
@@ -128,7 +128,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         tracing::warn!(forgotten, "events of a batch cut off by a crash forgotten");
     }
     history
-        .write(&writes, 0)
+        .write(&writes)
         .context("writing the replayed history")?;
     journal.flush().context("flushing the replayed history")?;
     tracing::info!(

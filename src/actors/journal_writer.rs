@@ -192,7 +192,7 @@ pub fn spawn<J: Journal>(
                     // History first: the flush after the journal append makes both durable, and
                     // recovery writes again the history of every record it replays.
                     let written = history
-                        .write(&history_writes, end)
+                        .write(&history_writes)
                         .map_err(|e| e.to_string())
                         .and_then(|()| encode_batch(first_seq, &records).map_err(|e| e.to_string()))
                         .and_then(|frame| {

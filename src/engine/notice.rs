@@ -204,7 +204,8 @@ fn crossings(state: &UserState, before: &BalancesBefore, out: &mut Vec<Notice>) 
     }
 }
 
-/// Counters of the plan that this step's holds left with nothing, once per window.
+/// Counters of the plan that this step's hold left with nothing, once per window. A step makes
+/// at most one hold (its command's), and a hold names each limit once.
 fn limits_reached(
     state: &UserState,
     events: &[Event],
@@ -212,7 +213,6 @@ fn limits_reached(
     now: Ts,
     out: &mut Vec<Notice>,
 ) {
-    let mut seen: Vec<&str> = Vec::new();
     for event in events {
         let EventKind::UsageReserved(r) = &event.kind else {
             continue;
@@ -222,10 +222,6 @@ fn limits_reached(
             continue;
         };
         for limit_hold in &hold.limits {
-            if seen.contains(&limit_hold.limit_id.as_str()) {
-                continue;
-            }
-            seen.push(&limit_hold.limit_id);
             let Some(limit) = plan.limits.iter().find(|l| l.id == limit_hold.limit_id) else {
                 continue;
             };

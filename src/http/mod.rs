@@ -213,7 +213,10 @@ impl AppState {
 
     /// The app's `expiring_notice_days`, for the grants made on its behalf.
     pub fn expiring_notice_days(&self, app: &str) -> u32 {
-        self.expiring_notice_days.get(app).copied().unwrap_or(3)
+        self.expiring_notice_days
+            .get(app)
+            .copied()
+            .unwrap_or(crate::config::EXPIRING_NOTICE_DAYS_DEFAULT)
     }
 
     pub fn snapshot_age_s(&self) -> Option<f64> {

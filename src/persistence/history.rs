@@ -323,9 +323,9 @@ impl History {
         })
     }
 
-    /// Writes a group of changes: one sled batch per tree. `durable_at` is the journal sequence
-    /// once every record these come from is durable: an event is delivered only after it.
-    pub fn write(&self, writes: &[HistoryWrite], durable_at: u64) -> Result<(), HistoryError> {
+    /// Writes a group of changes: one sled batch per tree. An event is delivered only once the
+    /// journal is durable up to its own records' end (its `durable_at`).
+    pub fn write(&self, writes: &[HistoryWrite]) -> Result<(), HistoryError> {
         let mut events = Vec::new();
         let mut undelivered = Vec::new();
         let mut ledger = Vec::new();
@@ -386,9 +386,7 @@ impl History {
                         notice: (**notice).clone(),
                     };
                     events.push((key.clone(), Some(encode_value(&stored)?)));
-                    // Its own end is exact where a batch was split; `durable_at` covers the rest.
-                    let at = durable_at.max(*own);
-                    undelivered.push((key, Some(at.to_be_bytes().to_vec())));
+                    undelivered.push((key, Some(own.to_be_bytes().to_vec())));
                 }
                 HistoryWrite::RefundBeforeCheckout {
                     app,
@@ -872,13 +870,11 @@ mod tests {
         let journal = SledJournal::open(dir.path()).expect("open");
         let history = History::open(&journal).expect("history");
         let t0 = Ts(1_800_000_000_000);
-        history
-            .write(&[refund("pi_1", "ch_1", t0)], 0)
-            .expect("write");
+        history.write(&[refund("pi_1", "ch_1", t0)]).expect("write");
         // A redelivery (or recovery writing it again) keeps the first.
         let later = t0.plus_ms(1000);
         history
-            .write(&[refund("pi_1", "ch_2", later)], 0)
+            .write(&[refund("pi_1", "ch_2", later)])
             .expect("write");
         assert_eq!(found(&history, "pi_1", later), Some("ch_1".into()));
         assert_eq!(found(&history, "pi_2", later), None);
@@ -895,7 +891,7 @@ mod tests {
         assert_eq!(history.sweep(|_, _| None, expired).expect("sweep"), 1);
         // Gone from disk: remembered again from scratch.
         history
-            .write(&[refund("pi_1", "ch_3", expired)], 0)
+            .write(&[refund("pi_1", "ch_3", expired)])
             .expect("write");
         assert_eq!(found(&history, "pi_1", expired), Some("ch_3".into()));
     }
@@ -969,12 +965,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = SledJournal::open(dir.path()).unwrap();
         let history = History::open(&journal).unwrap();
-        // Queued with records ending at 7 and 12, written with a batch whose first part ends at 5.
+        // Queued with records ending at 7 and 12, written with the first part of a split batch.
         let writes = [
             notice("evt_01A").durable_at(7),
             notice("evt_01B").durable_at(12),
         ];
-        history.write(&writes, 5).unwrap();
+        history.write(&writes).unwrap();
         assert!(history.undelivered(6, 10).unwrap().is_empty());
         assert_eq!(history.undelivered(7, 10).unwrap().len(), 1);
         assert_eq!(history.undelivered(12, 10).unwrap().len(), 2);
