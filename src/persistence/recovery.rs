@@ -305,7 +305,7 @@ mod tests {
     ) -> SledJournal {
         // Rewrite one stored frame through sled itself, as a damaged disk block would present it.
         drop(journal);
-        let db = sled::open(dir).expect("open raw");
+        let db = crate::persistence::journal::open_offline(dir).expect("open raw");
         let tree = db.open_tree("journal").expect("tree");
         let mut frame = tree
             .get(first_seq.to_be_bytes())
