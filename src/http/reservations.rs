@@ -123,27 +123,33 @@ pub struct Call {
     pub shape: Shape,
 }
 
-/// The JSON answer of a call whose engine answer was `view`.
-pub fn answer(shape: Shape, user: &UserId, view: &View) -> Result<Value, ApiError> {
-    count(shape, view);
-    match (shape, view) {
-        (Shape::Hold | Shape::Reservation, View::Reservation(r)) => Ok(views::reservation(user, r)),
-        (Shape::Hold, View::Denied(m)) => Ok(views::denial(m)),
-        (Shape::Check, View::Check(m)) => Ok(views::check(m)),
-        (_, other) => Err(unexpected(other)),
+/// The answer of a call whose engine answer was `view`, as typed views serialized straight into
+/// the body (no `Value` in between): the single routes' whole body and a batch slot's `body`.
+pub enum Answer<'a> {
+    Reservation(views::ReservationView<'a>),
+    Denial(views::DenialView),
+    Check(Value),
+}
+
+impl serde::Serialize for Answer<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Answer::Reservation(view) => view.serialize(serializer),
+            Answer::Denial(view) => view.serialize(serializer),
+            Answer::Check(value) => value.serialize(serializer),
+        }
     }
 }
 
-/// [`answer`] as a response, serialized from typed views without a `Value` in between: the
-/// single routes' path.
-fn respond(shape: Shape, user: &UserId, view: &View) -> Result<Response, ApiError> {
+/// Renders `view` in the call's shape, counting reserves and consumes by outcome.
+pub fn answer<'a>(shape: Shape, user: &'a UserId, view: &'a View) -> Result<Answer<'a>, ApiError> {
     count(shape, view);
     match (shape, view) {
         (Shape::Hold | Shape::Reservation, View::Reservation(r)) => {
-            Ok(Json(views::ReservationView::new(user, r)).into_response())
+            Ok(Answer::Reservation(views::ReservationView::new(user, r)))
         }
-        (Shape::Hold, View::Denied(m)) => Ok(Json(views::DenialView::new(m)).into_response()),
-        (Shape::Check, View::Check(m)) => Ok(Json(views::check(m)).into_response()),
+        (Shape::Hold, View::Denied(m)) => Ok(Answer::Denial(views::DenialView::new(m))),
+        (Shape::Check, View::Check(m)) => Ok(Answer::Check(views::check(m))),
         (_, other) => Err(unexpected(other)),
     }
 }
@@ -176,7 +182,7 @@ thread_local! {
 async fn run(s: &AppState, call: Call) -> Result<Response, ApiError> {
     let user = call.key.user.clone();
     let view = s.engine.user(call.key, call.request).await?;
-    respond(call.shape, &user, &view)
+    Ok(Json(answer(call.shape, &user, &view)?).into_response())
 }
 
 /// A reserve (`commit: false`) or a consume (`commit: true`). `request_key` lets a retried

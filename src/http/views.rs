@@ -140,10 +140,6 @@ impl<'a> ReservationView<'a> {
     }
 }
 
-pub fn reservation(user: &UserId, r: &Reservation) -> Value {
-    serde_json::to_value(ReservationView::new(user, r)).expect("a reservation serializes")
-}
-
 #[derive(Serialize)]
 struct AvailableView {
     credits: u64,
@@ -184,10 +180,6 @@ fn reasons(m: &Match) -> Vec<&'static str> {
         .err()
         .map(|r| r.iter().map(|r| r.as_str()).collect())
         .unwrap_or_default()
-}
-
-pub fn denial(m: &Match) -> Value {
-    serde_json::to_value(DenialView::new(m)).expect("a denial serializes")
 }
 
 pub fn check(m: &Match) -> Value {
@@ -384,7 +376,9 @@ pub fn event(mode: Mode, user: &UserId, sent: &SentNotice) -> Value {
         NoticeData::Balance(b) => balance(user, b),
         NoticeData::Counter(c) => json!({"userId": user.as_str(), "counter": counter(c)}),
         NoticeData::Subscription(s) => subscription(user, s),
-        NoticeData::Reservation(r) => reservation(user, r),
+        NoticeData::Reservation(r) => {
+            serde_json::to_value(ReservationView::new(user, r)).expect("a reservation serializes")
+        }
     };
     json!({
         "id": sent.id,
