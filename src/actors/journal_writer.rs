@@ -20,11 +20,14 @@ struct Queue {
     closed: bool,
 }
 
-/// Callers waiting for their records to be durable, by the sequence they wait for. Each caller is
-/// woken once, by the batch that covers it (a broadcast would wake every caller on every batch).
+/// What runs once the records below a sequence are durable: typically sending a caller its reply.
+type OnDurable = Box<dyn FnOnce() + Send>;
+
+/// Work waiting for records to be durable, by the sequence it waits for. Each runs once, when the
+/// sync that covers it is published (a broadcast would wake every caller on every batch).
 struct Waiters {
     durable: u64,
-    by_seq: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    by_seq: BTreeMap<u64, Vec<OnDurable>>,
 }
 
 pub struct JournalQueue {
@@ -95,20 +98,31 @@ impl JournalQueue {
         end
     }
 
+    /// Runs `then` once every record below `end` is durable: at once on this thread if they are
+    /// already, else on the syncer's thread when it publishes the sync that covers them. An actor
+    /// hands its caller's reply over this way, so the caller is woken once, with an answer it may
+    /// give, instead of once for the reply and again for the durable end.
+    pub fn when_durable(&self, end: u64, then: impl FnOnce() + Send + 'static) {
+        if self.durable_seq() >= end {
+            return then();
+        }
+        let mut waiters = self.waiters.lock().expect("journal waiters poisoned");
+        if waiters.durable >= end {
+            drop(waiters);
+            return then();
+        }
+        waiters.by_seq.entry(end).or_default().push(Box::new(then));
+    }
+
     /// Resolves once every record below `end` is durable.
     pub async fn wait_durable(&self, end: u64) -> Result<(), WriterStopped> {
         if self.durable_seq() >= end {
             return Ok(());
         }
-        let receiver = {
-            let mut waiters = self.waiters.lock().expect("journal waiters poisoned");
-            if waiters.durable >= end {
-                return Ok(());
-            }
-            let (sender, receiver) = oneshot::channel();
-            waiters.by_seq.entry(end).or_default().push(sender);
-            receiver
-        };
+        let (sender, receiver) = oneshot::channel();
+        self.when_durable(end, move || {
+            let _ = sender.send(());
+        });
         receiver.await.map_err(|_| WriterStopped)
     }
 
@@ -121,8 +135,8 @@ impl JournalQueue {
             let later = waiters.by_seq.split_off(&(end + 1));
             std::mem::replace(&mut waiters.by_seq, later)
         };
-        for sender in ready.into_values().flatten() {
-            let _ = sender.send(());
+        for then in ready.into_values().flatten() {
+            then();
         }
     }
 

@@ -413,19 +413,18 @@ impl Engine {
                 request,
             )?);
         }
-        let (seq, mut results) = self.send(&key, vec![request]).await?;
-        self.durable(seq).await?;
+        let mut results = self.send(&key, vec![request]).await?;
         Ok(results.pop().expect("one answer per request")?)
     }
 
-    /// Hands `requests` to the user's actor, run in order, and returns their answers with the
-    /// sequence that makes them durable. Refused at the door (nothing applied) when the journal
-    /// backlog or the user's mailbox is full.
+    /// Hands `requests` to the user's actor, run in order, and returns their answers once every
+    /// change they made is durable (the actor's reply waits for that). Refused at the door
+    /// (nothing applied) when the journal backlog or the user's mailbox is full.
     async fn send(
         &self,
         key: &UserKey,
         requests: Vec<Request>,
-    ) -> Result<(u64, Vec<Result<View, Rejection>>), EngineError> {
+    ) -> Result<Vec<Result<View, Rejection>>, EngineError> {
         let writes = requests.iter().any(|r| matches!(r, Request::Command(_)));
         for _ in 0..MOVED_RETRIES_MAX {
             if self.shared.failed.contains_key(key) {
@@ -450,7 +449,7 @@ impl Engine {
                 }
             }
             match replied.await {
-                Ok(Reply::Done { seq, results }) => return Ok((seq, results)),
+                Ok(Reply::Done { results }) => return Ok(results),
                 // The user went to sleep before reading the message, which applied nothing:
                 // send it again, to the actor that starts from the packed user.
                 Ok(Reply::Moved) => tokio::task::yield_now().await,
@@ -473,39 +472,16 @@ impl Engine {
     }
 
     /// Runs a batch: one message per user carrying that user's requests in order, every user's
-    /// message in flight at once, then one wait until the last change of all of them is durable.
-    /// Each group gets its answers in order, or the error that kept its message from running; the
-    /// outer error means nothing can be said to be durable.
-    pub async fn batch(
-        &self,
-        groups: Vec<(UserKey, Vec<Request>)>,
-    ) -> Result<Vec<GroupAnswer>, EngineError> {
-        let count = groups.len();
-        let mut running = tokio::task::JoinSet::new();
-        for (i, (key, requests)) in groups.into_iter().enumerate() {
-            let engine = self.clone();
-            running.spawn(async move {
-                let sent = match engine.app(&key.app) {
-                    Ok(_) => engine.send(&key, requests).await,
-                    Err(error) => Err(error),
-                };
-                (i, sent)
-            });
-        }
-        let mut answers: Vec<Option<GroupAnswer>> = (0..count).map(|_| None).collect();
-        let mut seq = 0;
-        while let Some(joined) = running.join_next().await {
-            let (i, sent) = joined.map_err(|_| EngineError::Unavailable)?;
-            answers[i] = Some(sent.map(|(s, results)| {
-                seq = seq.max(s);
-                results
-            }));
-        }
-        self.durable(seq).await?;
-        Ok(answers
-            .into_iter()
-            .map(|a| a.expect("every group answered"))
-            .collect())
+    /// message in flight at once. Each group gets its answers in order once its changes are
+    /// durable, or the error that kept its message from running.
+    pub async fn batch(&self, groups: Vec<(UserKey, Vec<Request>)>) -> Vec<GroupAnswer> {
+        // Every message goes out on the first poll; the replies arrive as each user's changes
+        // become durable, so once all are in, the whole batch is.
+        let sends = groups.into_iter().map(|(key, requests)| async move {
+            self.app(&key.app)?;
+            self.send(&key, requests).await
+        });
+        futures_util::future::join_all(sends).await
     }
 
     async fn durable(&self, seq: u64) -> Result<(), EngineError> {

@@ -1,5 +1,6 @@
 //! The actor that owns one user's state: it runs the pure engine on each message, queues the
-//! events for the journal and answers at once with the sequence the caller must see durable.
+//! events for the journal and goes on; its reply to the caller leaves once those events are
+//! durable (see [`super::journal_writer::JournalQueue::when_durable`]).
 
 use super::Shared;
 use crate::engine::bounds::admit;
@@ -60,9 +61,8 @@ pub enum View {
 // `Moved` is rare and small; boxing `Done` would cost an allocation on every message.
 #[allow(clippy::large_enum_variant)]
 pub enum Reply {
-    /// A view per request, valid once the journal is durable up to `seq`.
+    /// A view per request, sent once the changes they made are durable.
     Done {
-        seq: u64,
         results: Vec<Result<View, Rejection>>,
     },
     /// The user went to sleep before this message was read, and nothing was applied: send it
@@ -509,10 +509,10 @@ impl Handler<Envelope> for UserActor {
         // After a panic (or to a failed actor) the reply is dropped unsent, once the user is
         // marked failed: the caller answers 503.
         let Some(results) = done else { return };
-        // A caller that gave up no longer listens; what was applied stays applied.
-        let _ = reply.send(Reply::Done {
-            seq: self.last_seq,
-            results,
+        // The reply goes once this user's changes so far are durable (at once if they are). A
+        // caller that gave up no longer listens; what was applied stays applied.
+        self.shared.journal.when_durable(self.last_seq, move || {
+            let _ = reply.send(Reply::Done { results });
         });
     }
 }

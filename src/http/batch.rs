@@ -4,7 +4,7 @@
 //! ([`reservations`]), and its answer rendered by the same [`reservations::answer`], so a slot is
 //! what the single call would have answered. The valid operations are grouped per user, in batch
 //! order; each user's group goes to its actor as one message, all users at once, and the batch
-//! answers after one wait for the last change of all of them to be durable.
+//! answers once every group's reply is in: each comes when that user's changes are durable.
 
 use super::AppState;
 use super::error::ApiError;
@@ -309,7 +309,7 @@ pub async fn batch(
             Err(error) => results[i] = Some(error_slot(&error)),
         }
     }
-    let answers = s.engine.batch(groups.requests).await?;
+    let answers = s.engine.batch(groups.requests).await;
     for ((user, members), answer) in groups.members.into_iter().zip(answers) {
         match answer {
             Ok(views) => {
