@@ -15,4 +15,5 @@ pub mod http;
 pub mod persistence;
 pub mod startup;
 pub mod stripe;
+pub mod views;
 pub mod webhooks;

@@ -15,7 +15,6 @@ pub mod serve;
 pub mod strict;
 pub mod stripe;
 pub mod users;
-pub mod views;
 pub mod webhooks;
 
 use crate::actors::Engine;
