@@ -6,6 +6,7 @@
 //! axum layer of API.md; [`stripe`] checks and reads Stripe's webhooks; [`config`] and [`startup`]
 //! put it together.
 
+pub mod access;
 pub mod actors;
 pub mod admin;
 pub mod config;

@@ -8,11 +8,12 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Body, Caller, Secret, parse_json};
+use super::extract::{Body, Secret, parse_json};
 use super::openapi::schemas as doc;
 use super::reservations::{
     self, Call, CheckBody, CommitBody, ConsumeBody, ReleaseBody, ReserveBody, Shape,
 };
+use crate::access::Caller;
 use crate::actors::user_actor::Request;
 use crate::engine::UserKey;
 use crate::engine::ids::UserId;

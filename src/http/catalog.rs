@@ -2,7 +2,8 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Body, Caller, Path, Secret};
+use super::extract::{Body, Path, Secret};
+use crate::access::Caller;
 use crate::engine::catalog::{CatalogCommand, Interval, Limit, Pack, PackItem, Plan, Price};
 use crate::engine::ids::{AMOUNT_MAX, Pattern, parse_amount, parse_limit, parse_slug};
 use crate::engine::time::{Period, Ts};

@@ -1,6 +1,7 @@
 //! `ApiError`: the one type that knows HTTP statuses. Every refusal becomes
 //! `{"error": {"type", "code", "message", "param"}}`.
 
+use crate::access::{KeyError, SandboxLimited};
 use crate::actors::EngineError;
 use crate::engine::Rejection;
 use crate::engine::catalog::CatalogRejection;
@@ -99,6 +100,28 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            error.to_string(),
+        )
+    }
+}
+
+impl From<SandboxLimited> for ApiError {
+    fn from(limited: SandboxLimited) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "sandbox_rate_limited",
+            limited.to_string(),
+        );
+        error.retry_after_s = Some(limited.retry_after_s);
+        error
     }
 }
 

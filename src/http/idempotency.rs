@@ -3,7 +3,8 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Caller, too_large};
+use super::extract::too_large;
+use crate::access::Caller;
 use crate::engine::state::StoredAnswer;
 use crate::engine::time::MS_PER_DAY;
 use axum::body::{Body, to_bytes};

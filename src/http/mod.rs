@@ -17,6 +17,7 @@ pub mod stripe;
 pub mod users;
 pub mod webhooks;
 
+use crate::access::{Keys, SandboxLimit};
 use crate::actors::Engine;
 use crate::config::Config;
 use crate::engine::Mode;
@@ -28,115 +29,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
 use error::ApiError;
-use extract::{Caller, KeyKind};
 use metrics_exporter_prometheus::PrometheusHandle;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
+use std::time::Instant;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// The configured API keys, kept as SHA-256 digests and compared in constant time.
-pub struct Keys {
-    entries: Vec<([u8; 32], Caller)>,
-}
-
-impl Keys {
-    pub fn from_config(config: &Config) -> Keys {
-        let mut entries = Vec::new();
-        for app in &config.apps {
-            let keys = [
-                (&app.secret_key_live, Mode::Live, KeyKind::Secret),
-                (&app.secret_key_test, Mode::Test, KeyKind::Secret),
-                (&app.publishable_key_live, Mode::Live, KeyKind::Publishable),
-                (&app.publishable_key_test, Mode::Test, KeyKind::Publishable),
-            ];
-            for (key, mode, kind) in keys {
-                if let Some(key) = key {
-                    let caller = Caller {
-                        app: app.id.clone(),
-                        mode,
-                        kind,
-                    };
-                    entries.push((Sha256::digest(key.as_bytes()).into(), caller));
-                }
-            }
-        }
-        Keys { entries }
-    }
-
-    pub fn identify(&self, key: &str) -> Result<Caller, ApiError> {
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        // Every entry is compared, so the time taken does not tell which one matched.
-        let mut found = None;
-        for (candidate, caller) in &self.entries {
-            if bool::from(candidate.ct_eq(&digest)) {
-                found = Some(caller.clone());
-            }
-        }
-        found.ok_or_else(|| {
-            let message = if key.starts_with("sk_live_") || key.starts_with("pk_live_") {
-                "this live key is not configured: set secret_key_live (and publishable_key_live) \
-                 for the app in the config file, inline or as env:VARIABLE, and restart"
-            } else {
-                "invalid API key"
-            };
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", message)
-        })
-    }
-}
-
-/// A per-app request budget for test keys: a token bucket refilled every second.
-pub struct SandboxLimit {
-    per_second: i64,
-    buckets: DashMap<String, (AtomicI64, std::sync::Mutex<Instant>)>,
-}
-
-impl SandboxLimit {
-    pub fn new(per_second: u32) -> SandboxLimit {
-        SandboxLimit {
-            per_second: i64::from(per_second),
-            buckets: DashMap::new(),
-        }
-    }
-
-    pub fn check(&self, app: &str) -> Result<(), ApiError> {
-        let bucket = self.buckets.entry(app.to_owned()).or_insert_with(|| {
-            (
-                AtomicI64::new(self.per_second),
-                std::sync::Mutex::new(Instant::now()),
-            )
-        });
-        let (tokens, refilled) = &*bucket;
-        {
-            let mut last = refilled.lock().expect("sandbox limit poisoned");
-            if last.elapsed() >= Duration::from_secs(1) {
-                *last = Instant::now();
-                tokens.store(self.per_second, Ordering::Relaxed);
-            }
-        }
-        if tokens.fetch_sub(1, Ordering::Relaxed) > 0 {
-            return Ok(());
-        }
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "sandbox_rate_limited",
-            format!(
-                "test mode allows {} requests per second per app",
-                self.per_second
-            ),
-        );
-        error.retry_after_s = Some(1);
-        Err(error)
-    }
-}
 
 pub struct WebhookSecrets {
     pub live: Option<String>,

@@ -6,8 +6,9 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Body, Caller, IdempotencyKey, Path, Secret};
+use super::extract::{Body, IdempotencyKey, Path, Secret};
 use super::users::{owner, unexpected, user_key};
+use crate::access::Caller;
 use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{ModelKey, UserId, parse_amount};
 use crate::engine::time::MS_PER_SECOND;

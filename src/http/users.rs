@@ -2,7 +2,8 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Body, Caller, Path, Secret};
+use super::extract::{Body, Path, Secret};
+use crate::access::Caller;
 use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{Pattern, UserId};
 use crate::engine::{Command, UserKey};
