@@ -15,6 +15,7 @@ pub mod engine;
 pub mod http;
 pub mod persistence;
 pub mod startup;
+pub mod state;
 pub mod stripe;
 pub mod views;
 pub mod webhooks;

@@ -4,8 +4,8 @@
 use super::forms::{self, Errors, Op, PackForm, PlanForm};
 use super::{Ctx, Problem, Section, Signed, SignedForm, field_error, layout, number, parse_mode};
 use crate::engine::catalog::{CatalogCommand, Pack, Plan, Price};
-use crate::http::AppState;
 use crate::http::catalog::{pack_from, plan_from};
+use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};

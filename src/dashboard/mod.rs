@@ -17,8 +17,8 @@ pub mod webhooks;
 
 use crate::config::Config;
 use crate::engine::Mode;
-use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::state::AppState;
 use auth::{Keyring, Passwords, Session, Signouts, Throttle};
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};

@@ -5,8 +5,8 @@
 use super::{Ctx, Problem, Section, Signed, SignedForm, layout, parse_mode, when};
 use crate::engine::Ts;
 use crate::engine::notice::NoticeType;
-use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::state::AppState;
 use crate::webhooks::delivery::Outcome;
 use crate::webhooks::endpoint::{self, Endpoint, EventFilter};
 use crate::webhooks::registry::EndpointPatch;

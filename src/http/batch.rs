@@ -6,7 +6,6 @@
 //! order; each user's group goes to its actor as one message, all users at once, and the batch
 //! answers after one wait for the last change of all of them to be durable.
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Body, Secret, parse_json};
 use super::openapi::schemas as doc;
@@ -17,6 +16,7 @@ use crate::access::Caller;
 use crate::actors::user_actor::Request;
 use crate::engine::UserKey;
 use crate::engine::ids::UserId;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

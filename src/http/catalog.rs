@@ -1,12 +1,12 @@
 //! Plans and credit packs: `/v1/plans` and `/v1/credit-packs`.
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Body, Path, Secret};
 use crate::access::Caller;
 use crate::engine::catalog::{CatalogCommand, Interval, Limit, Pack, PackItem, Plan, Price};
 use crate::engine::ids::{AMOUNT_MAX, Pattern, parse_amount, parse_limit, parse_slug};
 use crate::engine::time::{Period, Ts};
+use crate::state::AppState;
 use crate::views;
 use axum::Json;
 use axum::extract::{Query, State};

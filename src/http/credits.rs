@@ -1,12 +1,12 @@
 //! Grants, balances and revokes: `/v1/credits/…`.
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Body, Path, Secret};
 use super::users::{owner, unexpected, user_key};
 use crate::actors::user_actor::{Request, View};
 use crate::engine::event::GrantSource;
 use crate::engine::{Command, Ts, UserKey};
+use crate::state::AppState;
 use crate::views;
 use axum::Json;
 use axum::extract::State;

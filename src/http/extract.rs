@@ -1,11 +1,11 @@
 //! Extractors: the API key into (app, mode), and JSON bodies into typed requests with errors that
 //! name the field at fault.
 
-use super::AppState;
 use super::error::ApiError;
 use super::strict::{self, BodyError};
 use crate::access::{Caller, KeyKind};
 use crate::engine::Mode;
+use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;

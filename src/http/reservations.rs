@@ -4,7 +4,6 @@
 //! single call would: a `*_call` function turns a parsed body into a [`Call`] (the user and the
 //! actor [`Request`]), the engine runs it, and [`answer`] renders the [`View`] to JSON.
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Body, IdempotencyKey, Path, Secret};
 use super::users::{owner, unexpected, user_key};
@@ -13,6 +12,7 @@ use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{ModelKey, UserId, parse_amount};
 use crate::engine::time::MS_PER_SECOND;
 use crate::engine::{Command, UserKey};
+use crate::state::AppState;
 use crate::views;
 use axum::Json;
 use axum::extract::State;

@@ -1,12 +1,12 @@
 //! Subscriptions, usage and the ledger: `/v1/users/{userId}/…`.
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Body, Path, Secret};
 use crate::access::Caller;
 use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{Pattern, UserId};
 use crate::engine::{Command, UserKey};
+use crate::state::AppState;
 use crate::views;
 use axum::Json;
 use axum::extract::{Query, State};
