@@ -5,6 +5,7 @@ use crate::actors::journal_writer::{self, JournalQueue};
 use crate::actors::user_actor::TEST_PANIC_USER_ENV;
 use crate::actors::{Engine, EngineOptions, snapshotter};
 use crate::config::Config;
+use crate::dashboard;
 use crate::engine::Record;
 use crate::engine::bounds::Bounds;
 use crate::engine::catalog::CatalogCommand;
@@ -320,7 +321,9 @@ pub async fn run(
         write_address(path, addr)
             .with_context(|| format!("writing the address file {}", path.display()))?;
     }
-    let app = http::router(state);
+    // The API and the dashboard are two faces of one server: their routes are merged here and
+    // every answer of either goes through the same layers.
+    let app = http::layered(http::routes().merge(dashboard::router()), state);
     // A panicking user actor stops the server as a signal would (see
     // `Shared::actor_panicked`), and the process then exits non-zero.
     let stop = {

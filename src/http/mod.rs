@@ -160,13 +160,19 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(docs::page))
 }
 
-/// Every route of API.md.
-pub fn router(state: AppState) -> Router {
+/// Every route of API.md, and `/docs`. The layers every answer goes through are added by
+/// [`layered`], once the dashboard's pages are merged in (`startup` does both).
+pub fn routes() -> Router<AppState> {
     let (documented, _) = api_routes().split_for_parts();
-    let api = documented
-        // Swagger UI's own files, for `/docs`: not API operations.
-        .route("/docs/{file}", get(docs::asset))
-        .merge(crate::dashboard::router())
+    // Swagger UI's own files, for `/docs`: not API operations.
+    documented.route("/docs/{file}", get(docs::asset))
+}
+
+/// The server's routes (the API's and the dashboard's, merged) with what every answer shares:
+/// JSON answers for an unknown route or method, [`front`] (metrics by route, CORS on catalog
+/// reads, `Idempotency-Key`), the body limit, a JSON 500 for a panic, request ids and tracing.
+pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     let request_id = axum::http::HeaderName::from_static("request-id");
@@ -180,7 +186,8 @@ pub fn router(state: AppState) -> Router {
         // carry its id when the filter lets DEBUG spans through (`RUST_LOG=vevee=debug`).
         tracing::debug_span!("request", id, method = %request.method(), path = %request.uri().path())
     });
-    api.layer(middleware::from_fn_with_state(state.clone(), front))
+    routes
+        .layer(middleware::from_fn_with_state(state.clone(), front))
         .layer(DefaultBodyLimit::max(idempotency::BODY_BYTES_MAX))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(
