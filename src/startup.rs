@@ -299,7 +299,8 @@ pub async fn run(
             }
         })
     };
-    let state = AppState::new(&config, engine.clone(), metrics, webhooks)
+    let state = AppState::new(&config, engine.clone(), metrics, webhooks);
+    let dashboard_settings = dashboard::Settings::from_config(&config)
         .context("loading the dashboard's session key from the data directory")?;
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = snapshotter::spawn(
@@ -323,7 +324,8 @@ pub async fn run(
     }
     // The API and the dashboard are two faces of one server: their routes are merged here and
     // every answer of either goes through the same layers.
-    let app = http::layered(http::routes().merge(dashboard::router()), state);
+    let pages = dashboard::router(dashboard::Dashboard::new(state.clone(), dashboard_settings));
+    let app = http::layered(http::routes(state.clone()).merge(pages), state);
     // A panicking user actor stops the server as a signal would (see
     // `Shared::actor_panicked`), and the process then exits non-zero.
     let stop = {

@@ -35,7 +35,6 @@ pub struct Shared {
     pub in_flight: DashMap<(String, Mode, String), ()>,
     /// Unix seconds of the last snapshot written, 0 before the first.
     pub last_snapshot_s: Arc<AtomicI64>,
-    pub dashboard: crate::dashboard::Settings,
     pub webhooks: crate::webhooks::Webhooks,
 }
 
@@ -48,13 +47,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Fails only if the dashboard's session files in the data directory cannot be read or made.
     pub fn new(
         config: &Config,
         engine: Engine,
         metrics: PrometheusHandle,
         webhooks: crate::webhooks::Webhooks,
-    ) -> std::io::Result<AppState> {
+    ) -> AppState {
         let webhook_secrets = config
             .apps
             .iter()
@@ -66,7 +64,7 @@ impl AppState {
                 (a.id.clone(), secrets)
             })
             .collect();
-        Ok(AppState(Arc::new(Shared {
+        AppState(Arc::new(Shared {
             engine,
             keys: Keys::from_config(config),
             sandbox_limit: SandboxLimit::new(config.server.sandbox_requests_per_second),
@@ -80,9 +78,8 @@ impl AppState {
             metrics,
             in_flight: DashMap::new(),
             last_snapshot_s: Arc::new(AtomicI64::new(0)),
-            dashboard: crate::dashboard::Settings::from_config(config)?,
             webhooks,
-        })))
+        }))
     }
 
     /// The app's `expiring_notice_days`, for the grants made on its behalf.

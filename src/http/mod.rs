@@ -162,16 +162,18 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 
 /// Every route of API.md, and `/docs`. The layers every answer goes through are added by
 /// [`layered`], once the dashboard's pages are merged in (`startup` does both).
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: AppState) -> Router {
     let (documented, _) = api_routes().split_for_parts();
-    // Swagger UI's own files, for `/docs`: not API operations.
-    documented.route("/docs/{file}", get(docs::asset))
+    documented
+        // Swagger UI's own files, for `/docs`: not API operations.
+        .route("/docs/{file}", get(docs::asset))
+        .with_state(state)
 }
 
 /// The server's routes (the API's and the dashboard's, merged) with what every answer shares:
 /// JSON answers for an unknown route or method, [`front`] (metrics by route, CORS on catalog
 /// reads, `Idempotency-Key`), the body limit, a JSON 500 for a panic, request ids and tracing.
-pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
+pub fn layered(routes: Router, state: AppState) -> Router {
     let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
@@ -187,7 +189,7 @@ pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
         tracing::debug_span!("request", id, method = %request.method(), path = %request.uri().path())
     });
     routes
-        .layer(middleware::from_fn_with_state(state.clone(), front))
+        .layer(middleware::from_fn_with_state(state, front))
         .layer(DefaultBodyLimit::max(idempotency::BODY_BYTES_MAX))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(
@@ -203,7 +205,6 @@ pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
                 .layer(trace)
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
-        .with_state(state)
 }
 
 /// A browser page on any origin may read the catalog with a publishable key (GET only); writes and
