@@ -15,7 +15,7 @@ use crate::engine::ledger::{LedgerLine, LedgerPage};
 use crate::engine::read::Usage;
 use crate::engine::user::{Balance, BalanceStatus, Reservation, SubscriptionStatus};
 use crate::engine::{Command, Mode, UserKey};
-use crate::http::users::unexpected;
+use crate::http::error::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -64,7 +64,7 @@ struct UserData {
 async fn load(s: &Dashboard, key: &UserKey, after: Option<String>) -> Result<UserData, Problem> {
     let usage = match call(s, key, Request::Usage(None)).await? {
         View::Usage(u) => u,
-        other => return Err(unexpected(&other).into()),
+        other => return Err(ApiError::unexpected(&other).into()),
     };
     let page = ledger(s, key, PAGE_ENTRIES, after).await?;
     let mut scan: Vec<LedgerLine> = Vec::new();
@@ -102,7 +102,7 @@ async fn load(s: &Dashboard, key: &UserKey, after: Option<String>) -> Result<Use
     }
     let pending = match call(s, key, Request::Pending).await? {
         View::Pending(pending) => pending,
-        other => return Err(unexpected(&other).into()),
+        other => return Err(ApiError::unexpected(&other).into()),
     };
     Ok(UserData {
         consumption: super::chart::consumption(&scan, now),
@@ -834,7 +834,7 @@ async fn act(
         Action::Revoke { balance_id, .. } => {
             match call(&s, &key, Request::Balance(balance_id.clone())).await? {
                 View::Balance(b) => Some(b),
-                other => return Err(unexpected(&other).into()),
+                other => return Err(ApiError::unexpected(&other).into()),
             }
         }
         _ => None,

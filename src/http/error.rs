@@ -3,6 +3,7 @@
 
 use crate::access::{KeyError, SandboxLimited};
 use crate::actors::EngineError;
+use crate::actors::user_actor::View;
 use crate::engine::Rejection;
 use crate::engine::catalog::CatalogRejection;
 use crate::webhooks::endpoint::EndpointRejection;
@@ -257,6 +258,17 @@ impl ApiError {
     pub fn with_code(mut self, code: &'static str) -> ApiError {
         self.code = code;
         self
+    }
+
+    /// The one place an unexpected view is turned into an error rather than a panic: logged,
+    /// and answered as a 500 that names nothing internal. The API and the dashboard both use it.
+    pub fn unexpected(view: &View) -> ApiError {
+        tracing::error!(?view, "the engine answered with an unexpected view");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "unexpected answer",
+        )
     }
 }
 

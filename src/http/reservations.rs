@@ -6,7 +6,7 @@
 
 use super::error::ApiError;
 use super::extract::{Body, IdempotencyKey, Path, Secret};
-use super::users::{owner, unexpected, user_key};
+use super::users::{owner, user_key};
 use crate::access::Caller;
 use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{ModelKey, UserId, parse_amount};
@@ -132,7 +132,7 @@ pub fn answer(shape: Shape, user: &UserId, view: &View) -> Result<Value, ApiErro
         (Shape::Hold | Shape::Reservation, View::Reservation(r)) => Ok(views::reservation(user, r)),
         (Shape::Hold, View::Denied(m)) => Ok(views::denial(m)),
         (Shape::Check, View::Check(m)) => Ok(views::check(m)),
-        (_, other) => Err(unexpected(other)),
+        (_, other) => Err(ApiError::unexpected(other)),
     }
 }
 
@@ -146,7 +146,7 @@ fn respond(shape: Shape, user: &UserId, view: &View) -> Result<Response, ApiErro
         }
         (Shape::Hold, View::Denied(m)) => Ok(Json(views::DenialView::new(m)).into_response()),
         (Shape::Check, View::Check(m)) => Ok(Json(views::check(m)).into_response()),
-        (_, other) => Err(unexpected(other)),
+        (_, other) => Err(ApiError::unexpected(other)),
     }
 }
 

@@ -41,16 +41,6 @@ pub fn owner(
         })
 }
 
-/// The one place an unexpected view is turned into an error rather than a panic.
-pub fn unexpected(view: &View) -> ApiError {
-    tracing::error!(?view, "the engine answered with an unexpected view");
-    ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "unexpected answer",
-    )
-}
-
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"planId": "pro"}))]
@@ -66,7 +56,7 @@ async fn subscription_call(
     let user = key.user.clone();
     match s.engine.user(key, request).await? {
         View::Subscription(sub) => Ok(Json(views::subscription(&user, &sub))),
-        other => Err(unexpected(&other)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
 
@@ -148,7 +138,7 @@ pub async fn usage(
     let user = key.user.clone();
     match s.engine.user(key, Request::Usage(filter)).await? {
         View::Usage(u) => Ok(Json(views::usage(&user, &u))),
-        other => Err(unexpected(&other)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
 
