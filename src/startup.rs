@@ -9,6 +9,7 @@ use crate::dashboard;
 use crate::engine::Record;
 use crate::engine::bounds::Bounds;
 use crate::engine::catalog::CatalogCommand;
+use crate::engine::catalog_input::{pack_from, plan_from};
 use crate::http;
 use crate::persistence::image::Image;
 use crate::persistence::webhooks::WebhookStore;
@@ -192,16 +193,17 @@ const DEMO_PACKS: &str = r#"[
 ]"#;
 
 async fn seed_demo_catalog(engine: &Engine, app: &str) -> anyhow::Result<()> {
+    // Written as the API's JSON bodies, so read with the API's body types.
     let plans: Vec<http::catalog::PlanBody> = serde_json::from_str(DEMO_PLANS)?;
     let packs: Vec<http::catalog::PackBody> = serde_json::from_str(DEMO_PACKS)?;
     for body in plans {
-        let plan = http::catalog::plan_from(None, body).map_err(|e| anyhow::anyhow!(e.message))?;
+        let plan = plan_from(None, body.into())?;
         engine
             .change_catalog(app, CatalogCommand::PutPlan(plan))
             .await?;
     }
     for body in packs {
-        let pack = http::catalog::pack_from(None, body).map_err(|e| anyhow::anyhow!(e.message))?;
+        let pack = pack_from(None, body.into())?;
         engine
             .change_catalog(app, CatalogCommand::PutPack(pack))
             .await?;

@@ -6,7 +6,7 @@ use super::{
     Ctx, Dashboard, Problem, Section, Signed, SignedForm, field_error, layout, number, parse_mode,
 };
 use crate::engine::catalog::{CatalogCommand, Pack, Plan, Price};
-use crate::http::catalog::{pack_from, plan_from};
+use crate::engine::catalog_input::{pack_from, plan_from};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -342,7 +342,7 @@ fn plan_missing(id: &str) -> Problem {
     )
 }
 
-/// Adds or removes a row, or validates and saves through the API's own rules.
+/// Adds or removes a row, or validates and saves through the same rules as the API.
 async fn submit_pack(
     s: &Dashboard,
     ctx: &Ctx,
@@ -369,11 +369,11 @@ async fn submit_pack(
         let page = pack_form(ctx, &form, &errors, editing);
         Ok(form_page(ctx, title, StatusCode::BAD_REQUEST, page))
     };
-    let (body, rows) = match form.to_body(existing.map(|p| p.archived)) {
+    let (input, rows) = match form.to_input(existing.map(|p| p.archived)) {
         Ok(parsed) => parsed,
         Err(errors) => return refuse(errors),
     };
-    let pack = match pack_from(existing.map(|p| p.id.clone()), body) {
+    let pack = match pack_from(existing.map(|p| p.id.clone()), input) {
         Ok(pack) => pack,
         Err(e) => return refuse(forms::place(&e, &rows)),
     };
@@ -385,7 +385,7 @@ async fn submit_pack(
     };
     match s.engine.change_catalog(&ctx.app, command).await {
         Ok(_) => Ok(saved(ctx, &format!("credit pack {name}"), "packs")),
-        Err(e) => refuse(forms::place(&e.into(), &rows)),
+        Err(e) => refuse(forms::place_refusal(e)),
     }
 }
 
@@ -614,11 +614,11 @@ async fn submit_plan(
         let page = plan_form(ctx, &form, &errors, editing);
         Ok(form_page(ctx, title, StatusCode::BAD_REQUEST, page))
     };
-    let (body, rows) = match form.to_body() {
+    let (input, rows) = match form.to_input() {
         Ok(parsed) => parsed,
         Err(errors) => return refuse(errors),
     };
-    let plan = match plan_from(existing.map(|p| p.id.clone()), body) {
+    let plan = match plan_from(existing.map(|p| p.id.clone()), input) {
         Ok(plan) => plan,
         Err(e) => return refuse(forms::place(&e, &rows)),
     };
@@ -630,7 +630,7 @@ async fn submit_plan(
     };
     match s.engine.change_catalog(&ctx.app, command).await {
         Ok(_) => Ok(saved(ctx, &format!("plan {name}"), "plans-heading")),
-        Err(e) => refuse(forms::place(&e.into(), &rows)),
+        Err(e) => refuse(forms::place_refusal(e)),
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod bounds;
 pub mod catalog;
+pub mod catalog_input;
 pub mod decide;
 pub mod event;
 pub mod ids;

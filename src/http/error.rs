@@ -6,6 +6,7 @@ use crate::actors::EngineError;
 use crate::actors::user_actor::View;
 use crate::engine::Rejection;
 use crate::engine::catalog::CatalogRejection;
+use crate::engine::catalog_input::CatalogInputError;
 use crate::webhooks::endpoint::EndpointRejection;
 use crate::webhooks::registry::RegistryError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -163,6 +164,20 @@ impl From<Rejection> for ApiError {
                 ApiError::conflict("too_many_open_reservations", message)
             }
             Rejection::TooManyBalances { .. } => ApiError::conflict("too_many_balances", message),
+        }
+    }
+}
+
+impl From<CatalogInputError> for ApiError {
+    fn from(error: CatalogInputError) -> ApiError {
+        match error {
+            CatalogInputError::IdMissing => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "parameter_missing",
+                error.to_string(),
+            )
+            .param("id"),
+            CatalogInputError::Invalid { param, problem } => ApiError::invalid(&param, problem),
         }
     }
 }
