@@ -1,5 +1,6 @@
-//! Putting it together: recover, start the journal writer, the actors and the snapshotter, serve
-//! HTTP until told to stop, then flush and take a final snapshot.
+//! Putting it together: recover, start the journal writer, the actors and the snapshotter, merge
+//! the API's routes and the dashboard's pages under one set of layers, serve HTTP until told to
+//! stop, then flush and take a final snapshot.
 
 use crate::actors::journal_writer::{self, JournalQueue};
 use crate::actors::user_actor::TEST_PANIC_USER_ENV;

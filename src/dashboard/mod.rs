@@ -2,11 +2,15 @@
 //!
 //! It is a second face of the same server, not a second implementation: the pages call the same
 //! [`Engine`](crate::actors::Engine) methods as the API handlers and validate through the same
-//! functions (`plan_from`, `pack_from`). Reading works without JavaScript; htmx, served from here,
-//! only saves a page load when an item row is added or removed.
+//! functions ([`plan_from`](crate::engine::catalog_input::plan_from), `pack_from`). Its state is
+//! the shared [`AppState`] plus its own [`Settings`] ([`Dashboard`]); `startup` merges its
+//! [`router`] with the API's. Of the API's modules it uses only [`ApiError`], to show a refusal in
+//! the API's words. Reading works without JavaScript; htmx, served from here, only saves a page
+//! load when an item row is added or removed.
 //!
-//! Reading order: [`auth`] (sessions, CSRF, sign-in), [`forms`] (catalog forms into API bodies),
-//! [`catalog`] (Plans & Credit Packs), [`users`] (the support view of one user), [`chart`].
+//! Reading order: [`auth`] (sessions, CSRF, sign-in), [`forms`] (catalog forms into the catalog's
+//! inputs), [`catalog`] (Plans & Credit Packs), [`users`] (the support view of one user),
+//! [`webhooks`] (the app's endpoints), [`chart`].
 
 pub mod auth;
 pub mod catalog;
@@ -110,7 +114,7 @@ impl std::ops::Deref for Dashboard {
     }
 }
 
-/// Every page of the dashboard, each with the headers of [`page_headers`]. The layers every
+/// Every page of the dashboard, each with the headers of `page_headers`. The layers every
 /// answer of the server shares are added by `startup`, with the API's routes.
 pub fn router(state: Dashboard) -> Router {
     pages()

@@ -1,5 +1,11 @@
-//! The HTTP layer: authenticate, parse, validate, call the [`Engine`](crate::actors::Engine),
-//! render. Nothing else.
+//! The HTTP layer of API.md: authenticate, parse, validate, call the
+//! [`Engine`](crate::actors::Engine), render. Nothing else.
+//!
+//! [`routes`](fn@routes) are the API's routes (one module per resource, each handler
+//! documented for `/openapi.json` through [`api_routes`]); [`layered`] adds what every answer of
+//! the server shares. `startup` merges the dashboard's pages between the two, so this module does
+//! not know the dashboard. Refusals of every layer below become answers in [`error`] alone; the
+//! request bodies here are the API's own types, converted into the engine's inputs.
 
 pub mod batch;
 pub mod catalog;
@@ -171,7 +177,7 @@ pub fn routes(state: AppState) -> Router {
 }
 
 /// The server's routes (the API's and the dashboard's, merged) with what every answer shares:
-/// JSON answers for an unknown route or method, [`front`] (metrics by route, CORS on catalog
+/// JSON answers for an unknown route or method, `front` (metrics by route, CORS on catalog
 /// reads, `Idempotency-Key`), the body limit, a JSON 500 for a panic, request ids and tracing.
 pub fn layered(routes: Router, state: AppState) -> Router {
     let routes = routes
