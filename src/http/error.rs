@@ -292,6 +292,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_catalog_input_refusal_is_the_answer_of_its_field() {
+        let invalid = CatalogInputError::Invalid {
+            param: "items[0].amount".into(),
+            problem: "must be a positive integer".into(),
+        };
+        assert_eq!(
+            ApiError::from(invalid),
+            ApiError::invalid("items[0].amount", "must be a positive integer")
+        );
+        let missing = ApiError::from(CatalogInputError::IdMissing);
+        assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            missing.body()["error"],
+            json!({"type": "invalid_request", "code": "parameter_missing",
+                   "message": "missing required parameter 'id'", "param": "id"})
+        );
+    }
+
+    #[test]
     fn unavailable_is_503_of_type_unavailable_with_retry_after() {
         let response = ApiError::unavailable("not_ready", "still recovering", 2).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
