@@ -14,6 +14,15 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
 }
 
+/// The time limits of a connection, from `[server]`: what `http::serve` enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_deadline: Duration,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
@@ -281,9 +290,9 @@ impl Config {
         Ok(config)
     }
 
-    pub fn limits(&self) -> crate::http::serve::Limits {
+    pub fn limits(&self) -> ConnectionLimits {
         let s = &self.server;
-        crate::http::serve::Limits {
+        ConnectionLimits {
             header_read_timeout: Duration::from_secs(s.header_read_timeout_seconds),
             body_read_timeout: Duration::from_secs(s.body_read_timeout_seconds),
             idle_timeout: Duration::from_secs(s.idle_timeout_seconds),

@@ -1,17 +1,21 @@
-//! Putting it together: recover, start the journal writer, the actors and the snapshotter, serve
-//! HTTP until told to stop, then flush and take a final snapshot.
+//! Putting it together: recover, start the journal writer, the actors and the snapshotter, merge
+//! the API's routes and the dashboard's pages under one set of layers, serve HTTP until told to
+//! stop, then flush and take a final snapshot.
 
 use crate::actors::journal_writer::{self, JournalQueue};
 use crate::actors::user_actor::TEST_PANIC_USER_ENV;
 use crate::actors::{Engine, EngineOptions, snapshotter};
 use crate::config::Config;
+use crate::dashboard;
 use crate::engine::Record;
 use crate::engine::bounds::Bounds;
 use crate::engine::catalog::CatalogCommand;
-use crate::http::{self, AppState};
+use crate::engine::catalog_input::{pack_from, plan_from};
+use crate::http;
 use crate::persistence::image::Image;
 use crate::persistence::webhooks::WebhookStore;
 use crate::persistence::{History, HistoryWrite, Journal, SledJournal, SnapshotStore, replay};
+use crate::state::AppState;
 use crate::webhooks::Webhooks;
 use crate::webhooks::registry::Registry;
 use anyhow::Context;
@@ -190,16 +194,17 @@ const DEMO_PACKS: &str = r#"[
 ]"#;
 
 async fn seed_demo_catalog(engine: &Engine, app: &str) -> anyhow::Result<()> {
+    // Written as the API's JSON bodies, so read with the API's body types.
     let plans: Vec<http::catalog::PlanBody> = serde_json::from_str(DEMO_PLANS)?;
     let packs: Vec<http::catalog::PackBody> = serde_json::from_str(DEMO_PACKS)?;
     for body in plans {
-        let plan = http::catalog::plan_from(None, body).map_err(|e| anyhow::anyhow!(e.message))?;
+        let plan = plan_from(None, body.into())?;
         engine
             .change_catalog(app, CatalogCommand::PutPlan(plan))
             .await?;
     }
     for body in packs {
-        let pack = http::catalog::pack_from(None, body).map_err(|e| anyhow::anyhow!(e.message))?;
+        let pack = pack_from(None, body.into())?;
         engine
             .change_catalog(app, CatalogCommand::PutPack(pack))
             .await?;
@@ -297,7 +302,8 @@ pub async fn run(
             }
         })
     };
-    let state = AppState::new(&config, engine.clone(), metrics, webhooks)
+    let state = AppState::new(&config, engine.clone(), metrics, webhooks);
+    let dashboard_settings = dashboard::Settings::from_config(&config)
         .context("loading the dashboard's session key from the data directory")?;
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = snapshotter::spawn(
@@ -319,7 +325,10 @@ pub async fn run(
         write_address(path, addr)
             .with_context(|| format!("writing the address file {}", path.display()))?;
     }
-    let app = http::router(state);
+    // The API and the dashboard are two faces of one server: their routes are merged here and
+    // every answer of either goes through the same layers.
+    let pages = dashboard::router(dashboard::Dashboard::new(state.clone(), dashboard_settings));
+    let app = http::layered(http::routes(state.clone()).merge(pages), state);
     // A panicking user actor stops the server as a signal would (see
     // `Shared::actor_panicked`), and the process then exits non-zero.
     let stop = {

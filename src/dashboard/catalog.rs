@@ -2,10 +2,11 @@
 //! the pages still carry the mode so the switch stays where the operator is.
 
 use super::forms::{self, Errors, Op, PackForm, PlanForm};
-use super::{Ctx, Problem, Section, Signed, SignedForm, field_error, layout, number, parse_mode};
+use super::{
+    Ctx, Dashboard, Problem, Section, Signed, SignedForm, field_error, layout, number, parse_mode,
+};
 use crate::engine::catalog::{CatalogCommand, Pack, Plan, Price};
-use crate::http::AppState;
-use crate::http::catalog::{pack_from, plan_from};
+use crate::engine::catalog_input::{pack_from, plan_from};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -101,7 +102,7 @@ fn pack_card(ctx: &Ctx, pack: &Pack) -> Markup {
 
 /// `GET /dashboard/{mode}/plans`: the plans grid, then the credit packs.
 pub async fn page(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path(mode): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -292,7 +293,7 @@ fn form_page(ctx: &Ctx, title: &str, status: StatusCode, form: Markup) -> Respon
 }
 
 pub async fn new_pack(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path(mode): Path<String>,
 ) -> Result<Response, Problem> {
@@ -308,7 +309,7 @@ pub async fn new_pack(
 }
 
 pub async fn edit_pack(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path((mode, id)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
@@ -341,9 +342,9 @@ fn plan_missing(id: &str) -> Problem {
     )
 }
 
-/// Adds or removes a row, or validates and saves through the API's own rules.
+/// Adds or removes a row, or validates and saves through the same rules as the API.
 async fn submit_pack(
-    s: &AppState,
+    s: &Dashboard,
     ctx: &Ctx,
     fields: &forms::Fields,
     existing: Option<&Pack>,
@@ -368,11 +369,11 @@ async fn submit_pack(
         let page = pack_form(ctx, &form, &errors, editing);
         Ok(form_page(ctx, title, StatusCode::BAD_REQUEST, page))
     };
-    let (body, rows) = match form.to_body(existing.map(|p| p.archived)) {
+    let (input, rows) = match form.to_input(existing.map(|p| p.archived)) {
         Ok(parsed) => parsed,
         Err(errors) => return refuse(errors),
     };
-    let pack = match pack_from(existing.map(|p| p.id.clone()), body) {
+    let pack = match pack_from(existing.map(|p| p.id.clone()), input) {
         Ok(pack) => pack,
         Err(e) => return refuse(forms::place(&e, &rows)),
     };
@@ -384,7 +385,7 @@ async fn submit_pack(
     };
     match s.engine.change_catalog(&ctx.app, command).await {
         Ok(_) => Ok(saved(ctx, &format!("credit pack {name}"), "packs")),
-        Err(e) => refuse(forms::place(&e.into(), &rows)),
+        Err(e) => refuse(forms::place_refusal(e)),
     }
 }
 
@@ -403,7 +404,7 @@ fn saved(ctx: &Ctx, what: &str, anchor: &str) -> Response {
 }
 
 pub async fn create_pack(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path(mode): Path<String>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -418,7 +419,7 @@ pub async fn create_pack(
 }
 
 pub async fn save_pack(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, id)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -436,7 +437,7 @@ pub async fn save_pack(
 }
 
 pub async fn archive_page(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path((mode, id)): Path<(String, String)>,
 ) -> Result<Markup, Problem> {
@@ -461,7 +462,7 @@ pub async fn archive_page(
 }
 
 pub async fn archive(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, id)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -558,7 +559,7 @@ fn plan_form(ctx: &Ctx, form: &PlanForm, errors: &Errors, editing: bool) -> Mark
 }
 
 pub async fn new_plan(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path(mode): Path<String>,
 ) -> Result<Response, Problem> {
@@ -574,7 +575,7 @@ pub async fn new_plan(
 }
 
 pub async fn edit_plan(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path((mode, id)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
@@ -592,7 +593,7 @@ pub async fn edit_plan(
 }
 
 async fn submit_plan(
-    s: &AppState,
+    s: &Dashboard,
     ctx: &Ctx,
     fields: &forms::Fields,
     existing: Option<&Plan>,
@@ -613,11 +614,11 @@ async fn submit_plan(
         let page = plan_form(ctx, &form, &errors, editing);
         Ok(form_page(ctx, title, StatusCode::BAD_REQUEST, page))
     };
-    let (body, rows) = match form.to_body() {
+    let (input, rows) = match form.to_input() {
         Ok(parsed) => parsed,
         Err(errors) => return refuse(errors),
     };
-    let plan = match plan_from(existing.map(|p| p.id.clone()), body) {
+    let plan = match plan_from(existing.map(|p| p.id.clone()), input) {
         Ok(plan) => plan,
         Err(e) => return refuse(forms::place(&e, &rows)),
     };
@@ -629,12 +630,12 @@ async fn submit_plan(
     };
     match s.engine.change_catalog(&ctx.app, command).await {
         Ok(_) => Ok(saved(ctx, &format!("plan {name}"), "plans-heading")),
-        Err(e) => refuse(forms::place(&e.into(), &rows)),
+        Err(e) => refuse(forms::place_refusal(e)),
     }
 }
 
 pub async fn create_plan(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path(mode): Path<String>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -649,7 +650,7 @@ pub async fn create_plan(
 }
 
 pub async fn save_plan(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, id)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {

@@ -1,9 +1,13 @@
-//! The plan and credit-pack forms: what was typed, turned into the API's own body types so that
-//! `plan_from` and `pack_from` validate them exactly as they validate JSON, and their errors put
-//! back next to the field they are about.
+//! The plan and credit-pack forms: what was typed, turned into the catalog's inputs
+//! ([`crate::engine::catalog_input`]) so that `plan_from` and `pack_from` validate them exactly as
+//! they validate the API's JSON, and their errors put back next to the field they are about.
 
+use crate::actors::EngineError;
+use crate::engine::catalog::CatalogRejection;
 use crate::engine::catalog::{Pack, Plan};
-use crate::http::catalog::{ItemBody, LimitBody, PackBody, PlanBody, PriceBody};
+use crate::engine::catalog_input::{
+    CatalogInputError, ItemInput, LimitInput, PackInput, PlanInput, PriceInput,
+};
 use crate::http::error::ApiError;
 use std::collections::BTreeMap;
 
@@ -229,9 +233,9 @@ impl PackForm {
         }
     }
 
-    /// The API body this form stands for, or the errors of fields that are not even numbers.
-    /// Blank item rows are left out; `rows` maps each body item back to its row.
-    pub fn to_body(&self, archived: Option<bool>) -> Result<(PackBody, Vec<usize>), Errors> {
+    /// The catalog input this form stands for, or the errors of fields that are not even
+    /// numbers. Blank item rows are left out; `rows` maps each input item back to its row.
+    pub fn to_input(&self, archived: Option<bool>) -> Result<(PackInput, Vec<usize>), Errors> {
         let mut errors = Errors::default();
         let amount = parse_money(&self.price)
             .map_err(|e| errors.add("price", format!("Price {e}")))
@@ -272,7 +276,7 @@ impl PackForm {
                     .ok()
             };
             rows.push(i);
-            items.push(ItemBody {
+            items.push(ItemInput {
                 id: (!row.id.is_empty()).then(|| row.id.clone()),
                 pattern: row.pattern.clone(),
                 amount,
@@ -283,10 +287,10 @@ impl PackForm {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let body = PackBody {
+        let body = PackInput {
             id: Some(self.id.clone()),
             name: self.name.clone(),
-            price: Some(PriceBody {
+            price: Some(PriceInput {
                 amount,
                 currency: self.currency.clone(),
                 interval: None,
@@ -426,7 +430,7 @@ impl PlanForm {
         }
     }
 
-    pub fn to_body(&self) -> Result<(PlanBody, Vec<usize>), Errors> {
+    pub fn to_input(&self) -> Result<(PlanInput, Vec<usize>), Errors> {
         let mut errors = Errors::default();
         let amount = parse_money(&self.price)
             .map_err(|e| errors.add("price", format!("Price {e}")))
@@ -441,7 +445,7 @@ impl PlanForm {
                 .map_err(|e| errors.add(format!("limit.{i}.limit"), format!("Limit {e}")))
                 .unwrap_or(0);
             rows.push(i);
-            limits.push(LimitBody {
+            limits.push(LimitInput {
                 id: row.id.clone(),
                 name: (!row.name.trim().is_empty()).then(|| row.name.clone()),
                 patterns: row
@@ -459,10 +463,10 @@ impl PlanForm {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let body = PlanBody {
+        let body = PlanInput {
             id: Some(self.id.clone()),
             name: self.name.clone(),
-            price: Some(PriceBody {
+            price: Some(PriceInput {
                 amount,
                 currency: self.currency.clone(),
                 interval: (!self.interval.is_empty()).then(|| self.interval.clone()),
@@ -495,23 +499,16 @@ fn label(field: &str) -> &'static str {
     }
 }
 
-/// Where an API error belongs on the form, and its message in words. `rows` maps the index of an
-/// item (or limit) in the body back to its row on the form.
-pub fn place(error: &ApiError, rows: &[usize]) -> Errors {
+/// Where a refusal of the catalog's rules belongs on the form, and its message in words. `rows`
+/// maps the index of an item (or limit) in the input back to its row on the form.
+pub fn place(error: &CatalogInputError, rows: &[usize]) -> Errors {
     let mut errors = Errors::default();
-    let Some(param) = error.param.as_deref() else {
-        let key = match error.code {
-            "plan_exists" | "pack_exists" => "id",
-            _ => "form",
-        };
-        errors.add(key, error.message.clone());
-        return errors;
+    let param = error.param();
+    let whole = error.to_string();
+    let what = match error {
+        CatalogInputError::Invalid { problem, .. } => problem.as_str(),
+        CatalogInputError::IdMissing => whole.as_str(),
     };
-    // ApiError::invalid writes "{param} {what is wrong}".
-    let what = error
-        .message
-        .strip_prefix(param)
-        .map_or(error.message.as_str(), str::trim_start);
     let top = |name: &str| match name {
         "price.amount" => "price",
         "price.currency" => "currency",
@@ -538,7 +535,7 @@ pub fn place(error: &ApiError, rows: &[usize]) -> Errors {
         None => {
             let key = top(param);
             let message = if key == "form" {
-                error.message.clone()
+                whole.clone()
             } else {
                 format!("{} {what}", label(key))
             };
@@ -548,10 +545,24 @@ pub fn place(error: &ApiError, rows: &[usize]) -> Errors {
     errors
 }
 
+/// Where the engine's refusal of a valid plan or pack belongs: a taken id next to the id, anything
+/// else above the form, in the API's words.
+pub fn place_refusal(error: EngineError) -> Errors {
+    let key = match &error {
+        EngineError::Catalog(CatalogRejection::PlanExists(_) | CatalogRejection::PackExists(_)) => {
+            "id"
+        }
+        _ => "form",
+    };
+    let mut errors = Errors::default();
+    errors.add(key, ApiError::from(error).message);
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::catalog::{pack_from, plan_from};
+    use crate::engine::catalog_input::{pack_from, plan_from};
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {
         Fields(
@@ -616,9 +627,9 @@ mod tests {
     #[test]
     fn the_creator_bundle_form_becomes_the_pack_the_api_would_make() {
         let form = PackForm::from_fields(&creator_bundle());
-        let (body, rows) = form.to_body(None).unwrap();
+        let (input, rows) = form.to_input(None).unwrap();
         assert_eq!(rows, [0, 2], "the blank middle row is left out");
-        let pack = pack_from(None, body).unwrap();
+        let pack = pack_from(None, input).unwrap();
         assert_eq!(pack.id, "cpk_creator_bundle");
         assert_eq!(pack.price.amount, 1500);
         assert_eq!(pack.expires_in_days, Some(90));
@@ -640,8 +651,8 @@ mod tests {
         let mut f = creator_bundle();
         f.0[18].1 = "0".into(); // the third row's amount
         let form = PackForm::from_fields(&f);
-        let (body, rows) = form.to_body(None).unwrap();
-        let error = pack_from(None, body).unwrap_err();
+        let (input, rows) = form.to_input(None).unwrap();
+        let error = pack_from(None, input).unwrap_err();
         let errors = place(&error, &rows);
         assert_eq!(
             errors.get("item.2.amount"),
@@ -653,8 +664,8 @@ mod tests {
     fn a_malformed_model_key_is_refused_next_to_its_row() {
         let mut f = creator_bundle();
         f.0[9].1 = "Image/DALL-E".into();
-        let (body, rows) = PackForm::from_fields(&f).to_body(None).unwrap();
-        let errors = place(&pack_from(None, body).unwrap_err(), &rows);
+        let (input, rows) = PackForm::from_fields(&f).to_input(None).unwrap();
+        let errors = place(&pack_from(None, input).unwrap_err(), &rows);
         let message = errors.get("item.0.match").unwrap();
         assert!(
             message.starts_with("Model or category must be a model key"),
@@ -668,7 +679,7 @@ mod tests {
         f.0[3].1 = "fifteen".into();
         f.0[6].1 = "ninety".into();
         f.0[10].1 = "ten".into();
-        let errors = PackForm::from_fields(&f).to_body(None).unwrap_err();
+        let errors = PackForm::from_fields(&f).to_input(None).unwrap_err();
         assert!(errors.get("price").unwrap().starts_with("Price must be"));
         assert!(errors.get("expires_days").is_some());
         assert_eq!(
@@ -681,16 +692,21 @@ mod tests {
     fn errors_without_a_row_land_on_their_field() {
         let mut f = creator_bundle();
         f.0[6].1 = "0".into();
-        let (body, rows) = PackForm::from_fields(&f).to_body(None).unwrap();
-        let errors = place(&pack_from(None, body).unwrap_err(), &rows);
+        let (input, rows) = PackForm::from_fields(&f).to_input(None).unwrap();
+        let errors = place(&pack_from(None, input).unwrap_err(), &rows);
         assert_eq!(
             errors.get("expires_days"),
             Some("Expiry must be null (never) or 1 to 36500 days")
         );
-        let exists = ApiError::conflict("pack_exists", "a credit pack with id 'x' exists already");
-        assert!(place(&exists, &[]).get("id").is_some());
-        let other = ApiError::conflict("something", "went wrong");
-        assert_eq!(place(&other, &[]).get("form"), Some("went wrong"));
+        let exists = EngineError::Catalog(CatalogRejection::PackExists("x".into()));
+        assert_eq!(
+            place_refusal(exists).get("id"),
+            Some("a credit pack with id 'x' exists already")
+        );
+        assert_eq!(
+            place_refusal(EngineError::Overloaded).get("form"),
+            Some("the server is overloaded; retry later")
+        );
     }
 
     #[test]
@@ -725,8 +741,8 @@ mod tests {
             ("limit_unit", "count"),
             ("limit_period", "month"),
         ]);
-        let (body, _) = PlanForm::from_fields(&f).to_body().unwrap();
-        let plan = plan_from(None, body).unwrap();
+        let (input, _) = PlanForm::from_fields(&f).to_input().unwrap();
+        let plan = plan_from(None, input).unwrap();
         assert_eq!(plan.price.amount, 900);
         assert_eq!(plan.limits[0].patterns.len(), 2);
         assert_eq!(
@@ -735,16 +751,16 @@ mod tests {
         );
         let mut bad = f.clone();
         bad.0[10].1 = "fortnight".into();
-        let (body, rows) = PlanForm::from_fields(&bad).to_body().unwrap();
-        let errors = place(&plan_from(None, body).unwrap_err(), &rows);
+        let (input, rows) = PlanForm::from_fields(&bad).to_input().unwrap();
+        let errors = place(&plan_from(None, input).unwrap_err(), &rows);
         assert_eq!(
             errors.get("limit.0.period"),
             Some("Period must be lifetime, day, week, month or year")
         );
         let mut bad = f;
         bad.0[7].1 = "image.*, NOPE".into();
-        let (body, rows) = PlanForm::from_fields(&bad).to_body().unwrap();
-        let errors = place(&plan_from(None, body).unwrap_err(), &rows);
+        let (input, rows) = PlanForm::from_fields(&bad).to_input().unwrap();
+        let errors = place(&plan_from(None, input).unwrap_err(), &rows);
         assert!(errors.get("limit.0.match").is_some(), "{errors:?}");
     }
 }

@@ -2,11 +2,15 @@
 //!
 //! It is a second face of the same server, not a second implementation: the pages call the same
 //! [`Engine`](crate::actors::Engine) methods as the API handlers and validate through the same
-//! functions (`plan_from`, `pack_from`). Reading works without JavaScript; htmx, served from here,
-//! only saves a page load when an item row is added or removed.
+//! functions ([`plan_from`](crate::engine::catalog_input::plan_from), `pack_from`). Its state is
+//! the shared [`AppState`] plus its own [`Settings`] ([`Dashboard`]); `startup` merges its
+//! [`router`] with the API's. Of the API's modules it uses only [`ApiError`], to show a refusal in
+//! the API's words. Reading works without JavaScript; htmx, served from here, only saves a page
+//! load when an item row is added or removed.
 //!
-//! Reading order: [`auth`] (sessions, CSRF, sign-in), [`forms`] (catalog forms into API bodies),
-//! [`catalog`] (Plans & Credit Packs), [`users`] (the support view of one user), [`chart`].
+//! Reading order: [`auth`] (sessions, CSRF, sign-in), [`forms`] (catalog forms into the catalog's
+//! inputs), [`catalog`] (Plans & Credit Packs), [`users`] (the support view of one user),
+//! [`webhooks`] (the app's endpoints), [`chart`].
 
 pub mod auth;
 pub mod catalog;
@@ -17,8 +21,8 @@ pub mod webhooks;
 
 use crate::config::Config;
 use crate::engine::Mode;
-use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::state::AppState;
 use auth::{Keyring, Passwords, Session, Signouts, Throttle};
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -28,6 +32,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use forms::Fields;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use std::sync::Arc;
 
 /// What the dashboard needs from the config and the data directory, made once at startup.
 pub struct Settings {
@@ -84,12 +89,40 @@ async fn page_headers(mut response: Response) -> Response {
     response
 }
 
-/// Every page of the dashboard.
-pub fn router() -> Router<AppState> {
-    pages().layer(axum::middleware::map_response(page_headers))
+/// What the dashboard's pages share: the server's [`AppState`] (they reach its fields through
+/// `Deref`, as handlers of the API do) and the dashboard's own [`Settings`].
+#[derive(Clone)]
+pub struct Dashboard {
+    pub app: AppState,
+    pub settings: Arc<Settings>,
 }
 
-fn pages() -> Router<AppState> {
+impl Dashboard {
+    pub fn new(app: AppState, settings: Settings) -> Dashboard {
+        Dashboard {
+            app,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+impl std::ops::Deref for Dashboard {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.app
+    }
+}
+
+/// Every page of the dashboard, each with the headers of `page_headers`. The layers every
+/// answer of the server shares are added by `startup`, with the API's routes.
+pub fn router(state: Dashboard) -> Router {
+    pages()
+        .layer(axum::middleware::map_response(page_headers))
+        .with_state(state)
+}
+
+fn pages() -> Router<Dashboard> {
     Router::new()
         .route("/dashboard", get(home))
         .route("/dashboard/", get(home))
@@ -260,12 +293,12 @@ impl IntoResponse for Problem {
 /// sign-in page, and anything else is 401.
 pub struct Signed(pub Session);
 
-impl FromRequestParts<AppState> for Signed {
+impl FromRequestParts<Dashboard> for Signed {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Signed, Response> {
+    async fn from_request_parts(parts: &mut Parts, s: &Dashboard) -> Result<Signed, Response> {
         let session =
-            auth::cookie(&parts.headers, auth::SESSION_COOKIE).and_then(|v| s.dashboard.session(v));
+            auth::cookie(&parts.headers, auth::SESSION_COOKIE).and_then(|v| s.settings.session(v));
         match session {
             Some(session) => Ok(Signed(session)),
             None if parts.method == Method::GET || parts.method == Method::HEAD => {
@@ -287,10 +320,10 @@ pub struct SignedForm {
     pub fields: Fields,
 }
 
-impl FromRequest<AppState> for SignedForm {
+impl FromRequest<Dashboard> for SignedForm {
     type Rejection = Response;
 
-    async fn from_request(request: Request, s: &AppState) -> Result<SignedForm, Response> {
+    async fn from_request(request: Request, s: &Dashboard) -> Result<SignedForm, Response> {
         let (mut parts, body) = request.into_parts();
         let Signed(session) = Signed::from_request_parts(&mut parts, s).await?;
         let request = Request::from_parts(parts, body);
@@ -301,7 +334,7 @@ impl FromRequest<AppState> for SignedForm {
             })?;
         let fields = Fields(pairs);
         if !s
-            .dashboard
+            .settings
             .keyring
             .csrf_holds(&session.nonce, fields.get("csrf"))
         {
@@ -335,11 +368,17 @@ pub enum Section {
 }
 
 impl Ctx {
-    pub fn new(s: &AppState, session: &Session, mode: Mode, here: String, section: Section) -> Ctx {
+    pub fn new(
+        s: &Dashboard,
+        session: &Session,
+        mode: Mode,
+        here: String,
+        section: Section,
+    ) -> Ctx {
         Ctx {
             app: session.app.clone(),
             mode,
-            csrf: s.dashboard.keyring.csrf(&session.nonce),
+            csrf: s.settings.keyring.csrf(&session.nonce),
             here,
             section,
         }
@@ -473,9 +512,9 @@ mod auth_pages {
     use super::*;
     use axum::extract::State;
 
-    fn signin_form(s: &AppState, nonce: &str, app: &str, error: Option<&str>) -> Markup {
-        let csrf = s.dashboard.keyring.csrf(nonce);
-        let apps: Vec<&str> = s.dashboard.passwords.apps().collect();
+    fn signin_form(s: &Dashboard, nonce: &str, app: &str, error: Option<&str>) -> Markup {
+        let csrf = s.settings.keyring.csrf(nonce);
+        let apps: Vec<&str> = s.settings.passwords.apps().collect();
         html! {
             (DOCTYPE)
             html lang="en" {
@@ -492,7 +531,7 @@ mod auth_pages {
                             form method="post" action="/dashboard/sign-in" {
                                 input type="hidden" name="csrf" value=(csrf);
                                 label for="app" { "App" }
-                                @if s.dashboard.lists_apps {
+                                @if s.settings.lists_apps {
                                     select id="app" name="app" {
                                         @for id in &apps {
                                             option value=(id) selected[*id == app] { (id) }
@@ -519,9 +558,14 @@ mod auth_pages {
         }
     }
 
-    fn with_signin_cookie(s: &AppState, status: StatusCode, nonce: &str, page: Markup) -> Response {
+    fn with_signin_cookie(
+        s: &Dashboard,
+        status: StatusCode,
+        nonce: &str,
+        page: Markup,
+    ) -> Response {
         let sealed = s
-            .dashboard
+            .settings
             .keyring
             .seal_signin(nonce, auth::now_s() + auth::SIGNIN_TTL_S);
         let cookie = auth::set_cookie(auth::SIGNIN_COOKIE, &sealed, auth::SIGNIN_TTL_S);
@@ -534,7 +578,7 @@ mod auth_pages {
         response
     }
 
-    pub async fn sign_in_page(State(s): State<AppState>) -> Response {
+    pub async fn sign_in_page(State(s): State<Dashboard>) -> Response {
         let nonce = auth::new_nonce();
         let page = signin_form(&s, &nonce, "", None);
         with_signin_cookie(&s, StatusCode::OK, &nonce, page)
@@ -548,11 +592,11 @@ mod auth_pages {
             .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
     }
 
-    pub async fn sign_in(State(s): State<AppState>, request: Request) -> Response {
+    pub async fn sign_in(State(s): State<Dashboard>, request: Request) -> Response {
         let (parts, body) = request.into_parts();
         let client = client_address(&parts);
         let nonce = auth::cookie(&parts.headers, auth::SIGNIN_COOKIE)
-            .and_then(|v| s.dashboard.keyring.open_signin(v, auth::now_s()));
+            .and_then(|v| s.settings.keyring.open_signin(v, auth::now_s()));
         let request = Request::from_parts(parts, body);
         let Ok(axum::Form(pairs)) =
             axum::Form::<Vec<(String, String)>>::from_request(request, &s).await
@@ -565,7 +609,7 @@ mod auth_pages {
             .into_response();
         };
         let fields = Fields(pairs);
-        let Some(nonce) = nonce.filter(|n| s.dashboard.keyring.csrf_holds(n, fields.get("csrf")))
+        let Some(nonce) = nonce.filter(|n| s.settings.keyring.csrf_holds(n, fields.get("csrf")))
         else {
             return Problem::new(
                 StatusCode::FORBIDDEN,
@@ -578,7 +622,7 @@ mod auth_pages {
         let app = fields.get("app");
         // The budget is taken before the password is looked at, so a throttled address learns
         // nothing, and it is per address, so nobody else waits.
-        if let Err(wait_s) = s.dashboard.throttle.take(client, std::time::Instant::now()) {
+        if let Err(wait_s) = s.settings.throttle.take(client, std::time::Instant::now()) {
             tracing::warn!(%client, "dashboard sign-in throttled");
             let page = signin_form(
                 &s,
@@ -596,7 +640,7 @@ mod auth_pages {
             return response;
         }
         if !s
-            .dashboard
+            .settings
             .passwords
             .check(app, fields.get("password"))
             .await
@@ -609,19 +653,19 @@ mod auth_pages {
             );
             return with_signin_cookie(&s, StatusCode::UNAUTHORIZED, &nonce, page);
         }
-        s.dashboard.throttle.give_back(client);
+        s.settings.throttle.give_back(client);
         tracing::info!(app, "dashboard sign-in");
         let session = Session {
             app: app.to_owned(),
             nonce: auth::new_nonce(),
             expires_s: auth::now_s() + auth::SESSION_TTL_S,
         };
-        let Some(password) = s.dashboard.passwords.digest(app) else {
+        let Some(password) = s.settings.passwords.digest(app) else {
             unreachable!("a password matched, so the app has one");
         };
         let cookie = auth::set_cookie(
             auth::SESSION_COOKIE,
-            &s.dashboard.keyring.seal(&session, &password),
+            &s.settings.keyring.seal(&session, &password),
             auth::SESSION_TTL_S,
         );
         let mut response = Redirect::to("/dashboard/test/plans").into_response();
@@ -638,8 +682,8 @@ mod auth_pages {
 
     /// Ends the session on the server, not only in this browser: a copy of the cookie stops
     /// working too.
-    pub async fn sign_out(State(s): State<AppState>, form: SignedForm) -> Response {
-        if let Err(error) = s.dashboard.signouts.end(&form.session, auth::now_s()) {
+    pub async fn sign_out(State(s): State<Dashboard>, form: SignedForm) -> Response {
+        if let Err(error) = s.settings.signouts.end(&form.session, auth::now_s()) {
             tracing::error!(%error, "could not record a dashboard sign-out");
             return Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -4,7 +4,9 @@
 //! wrote.
 
 use super::forms::{Errors, Fields};
-use super::{Ctx, Problem, Section, Signed, SignedForm, bar, field_error, layout, number, when};
+use super::{
+    Ctx, Dashboard, Problem, Section, Signed, SignedForm, bar, field_error, layout, number, when,
+};
 use crate::actors::user_actor::{Request, View};
 use crate::engine::catalog::Catalog;
 use crate::engine::event::{EventKind, GrantSource};
@@ -13,8 +15,7 @@ use crate::engine::ledger::{LedgerLine, LedgerPage};
 use crate::engine::read::Usage;
 use crate::engine::user::{Balance, BalanceStatus, Reservation, SubscriptionStatus};
 use crate::engine::{Command, Mode, UserKey};
-use crate::http::AppState;
-use crate::http::users::unexpected;
+use crate::http::error::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -34,12 +35,12 @@ const ENDED_BALANCES_MAX: usize = 100;
 const TEXT_BYTES_MAX: usize = 1000;
 const EXTERNAL_REF_BYTES_MAX: usize = 255;
 
-async fn call(s: &AppState, key: &UserKey, request: Request) -> Result<View, Problem> {
+async fn call(s: &Dashboard, key: &UserKey, request: Request) -> Result<View, Problem> {
     Ok(s.engine.user(key.clone(), request).await?)
 }
 
 async fn ledger(
-    s: &AppState,
+    s: &Dashboard,
     key: &UserKey,
     limit: usize,
     starting_after: Option<String>,
@@ -60,10 +61,10 @@ struct UserData {
     has_history: bool,
 }
 
-async fn load(s: &AppState, key: &UserKey, after: Option<String>) -> Result<UserData, Problem> {
+async fn load(s: &Dashboard, key: &UserKey, after: Option<String>) -> Result<UserData, Problem> {
     let usage = match call(s, key, Request::Usage(None)).await? {
         View::Usage(u) => u,
-        other => return Err(unexpected(&other).into()),
+        other => return Err(ApiError::unexpected(&other).into()),
     };
     let page = ledger(s, key, PAGE_ENTRIES, after).await?;
     let mut scan: Vec<LedgerLine> = Vec::new();
@@ -101,7 +102,7 @@ async fn load(s: &AppState, key: &UserKey, after: Option<String>) -> Result<User
     }
     let pending = match call(s, key, Request::Pending).await? {
         View::Pending(pending) => pending,
-        other => return Err(unexpected(&other).into()),
+        other => return Err(ApiError::unexpected(&other).into()),
     };
     Ok(UserData {
         consumption: super::chart::consumption(&scan, now),
@@ -149,7 +150,7 @@ fn lookup_form(ctx: &Ctx, user: &str, errors: &Errors) -> Markup {
 
 /// `GET /dashboard/{mode}/users?user=…&after=…`.
 pub async fn page(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path(mode): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -189,7 +190,7 @@ struct ListPages {
 
 /// The user page; with `errors`, an action was refused and `typed` is what its form held.
 async fn render_user(
-    s: &AppState,
+    s: &Dashboard,
     ctx: &Ctx,
     user: &str,
     view: ListPages,
@@ -801,7 +802,7 @@ fn confirm_text(action: &Action) -> &'static str {
 }
 
 async fn act(
-    s: AppState,
+    s: Dashboard,
     mode: String,
     user: String,
     form: SignedForm,
@@ -833,7 +834,7 @@ async fn act(
         Action::Revoke { balance_id, .. } => {
             match call(&s, &key, Request::Balance(balance_id.clone())).await? {
                 View::Balance(b) => Some(b),
-                other => return Err(unexpected(&other).into()),
+                other => return Err(ApiError::unexpected(&other).into()),
             }
         }
         _ => None,
@@ -897,7 +898,7 @@ async fn act(
 }
 
 pub async fn subscribe(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, user)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -905,7 +906,7 @@ pub async fn subscribe(
 }
 
 pub async fn cancel(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, user)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -913,7 +914,7 @@ pub async fn cancel(
 }
 
 pub async fn grant(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, user)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -921,7 +922,7 @@ pub async fn grant(
 }
 
 pub async fn revoke(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, user)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {

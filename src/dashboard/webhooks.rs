@@ -2,10 +2,9 @@
 //! (add, enable, disable, delete, resend). It changes endpoints through the same registry and
 //! parse functions as `/v1/webhook-endpoints`, so the dashboard cannot accept what the API refuses.
 
-use super::{Ctx, Problem, Section, Signed, SignedForm, layout, parse_mode, when};
+use super::{Ctx, Dashboard, Problem, Section, Signed, SignedForm, layout, parse_mode, when};
 use crate::engine::Ts;
 use crate::engine::notice::NoticeType;
-use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::webhooks::delivery::Outcome;
 use crate::webhooks::endpoint::{self, Endpoint, EventFilter};
@@ -24,7 +23,7 @@ fn ms_text(ms: i64) -> String {
     when(Ts(ms))
 }
 
-fn endpoint_card(s: &AppState, ctx: &Ctx, e: &Endpoint) -> Markup {
+fn endpoint_card(s: &Dashboard, ctx: &Ctx, e: &Endpoint) -> Markup {
     let recent = s.webhooks.activity.recent(&e.id);
     let base = format!("webhooks/{}", e.id);
     html! {
@@ -123,7 +122,7 @@ fn new_endpoint_form(ctx: &Ctx, url: &str, error: Option<&str>) -> Markup {
 }
 
 fn page_markup(
-    s: &AppState,
+    s: &Dashboard,
     ctx: &Ctx,
     notice: Option<&str>,
     secret: Option<&Endpoint>,
@@ -166,7 +165,7 @@ fn page_markup(
 }
 
 fn ctx_for(
-    s: &AppState,
+    s: &Dashboard,
     session: &super::auth::Session,
     mode: &str,
     here: &str,
@@ -182,7 +181,7 @@ fn ctx_for(
 
 /// `GET /dashboard/{mode}/webhooks`.
 pub async fn page(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path(mode): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -215,7 +214,7 @@ fn done(ctx: &Ctx, what: &str) -> Response {
 /// `POST /dashboard/{mode}/webhooks/new`: the answer shows the secret once, so it is a page,
 /// not a redirect (the secret must not sit in a URL or the history).
 pub async fn create(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path(mode): Path<String>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -276,7 +275,7 @@ pub async fn create(
 }
 
 async fn set_enabled(
-    s: &AppState,
+    s: &Dashboard,
     ctx: &Ctx,
     id: &str,
     enabled: bool,
@@ -298,7 +297,7 @@ async fn set_enabled(
 }
 
 pub async fn enable(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, id)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -307,7 +306,7 @@ pub async fn enable(
 }
 
 pub async fn disable(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, id)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -317,7 +316,7 @@ pub async fn disable(
 
 /// `GET …/delete`: what deleting does, and a confirmation.
 pub async fn delete_page(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Signed(session): Signed,
     Path((mode, id)): Path<(String, String)>,
 ) -> Result<Markup, Problem> {
@@ -343,7 +342,7 @@ pub async fn delete_page(
 }
 
 pub async fn delete(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, id)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {
@@ -363,7 +362,7 @@ pub async fn delete(
 
 /// `POST …/resend`: the event goes to the endpoint again now, with the same `webhook-id`.
 pub async fn resend(
-    State(s): State<AppState>,
+    State(s): State<Dashboard>,
     Path((mode, id)): Path<(String, String)>,
     form: SignedForm,
 ) -> Result<Response, Problem> {

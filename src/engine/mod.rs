@@ -1,13 +1,15 @@
 //! The pure domain: every business rule of vevee, with no actor, clock, disk or HTTP in it.
 //!
 //! Reading order: [`ids`] and [`time`] (values that parse their input), [`catalog`] (plans and
-//! packs), [`user`] (one user's state and `apply`), [`event`] (what `apply` takes) and [`ledger`] (what
-//! it keeps of them), [`matcher`] (who pays for a request), [`decide`] (commands into events), and
-//! [`state`] (the whole engine as the journal sees it).
+//! packs) and [`catalog_input`] (the rules a plan or pack as written must meet), [`user`] (one
+//! user's state and `apply`), [`event`] (what `apply` takes) and [`ledger`] (what it keeps of
+//! them), [`matcher`] (who pays for a request), [`decide`] (commands into events), and [`state`]
+//! (the whole engine as the journal sees it).
 
 pub mod audit;
 pub mod bounds;
 pub mod catalog;
+pub mod catalog_input;
 pub mod decide;
 pub mod event;
 pub mod ids;

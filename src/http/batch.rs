@@ -6,16 +6,17 @@
 //! order; each user's group goes to its actor as one message, all users at once, and the batch
 //! answers once every group's reply is in: each comes when that user's changes are durable.
 
-use super::AppState;
 use super::error::ApiError;
-use super::extract::{Body, Caller, Secret, parse_json};
+use super::extract::{Body, Secret, parse_json};
 use super::openapi::schemas as doc;
 use super::reservations::{
     self, Call, CheckBody, CommitBody, ConsumeBody, ReleaseBody, ReserveBody, Shape,
 };
+use crate::access::Caller;
 use crate::actors::user_actor::Request;
 use crate::engine::UserKey;
 use crate::engine::ids::UserId;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -1,17 +1,20 @@
 //! Plans and credit packs: `/v1/plans` and `/v1/credit-packs`.
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, Path, Secret};
-use super::{AppState, views};
-use crate::engine::catalog::{CatalogCommand, Interval, Limit, Pack, PackItem, Plan, Price};
-use crate::engine::ids::{AMOUNT_MAX, Pattern, parse_amount, parse_limit, parse_slug};
-use crate::engine::time::{Period, Ts};
+use super::extract::{Body, Path, Secret};
+use crate::access::Caller;
+use crate::engine::catalog::CatalogCommand;
+use crate::engine::catalog_input::{
+    ItemInput, LimitInput, PackInput, PlanInput, PriceInput, pack_from, plan_from,
+};
+use crate::state::AppState;
+use crate::views;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use utoipa::ToSchema;
 
 use super::number::{optional_whole, optional_whole_u32, whole};
@@ -129,208 +132,68 @@ pub struct PackBody {
     pub items: Vec<ItemBody>,
 }
 
-/// Items and limits per plan or pack.
-const PARTS_MAX: usize = 100;
-const NAME_BYTES_MAX: usize = 200;
-const EXPIRES_IN_DAYS_MAX: u32 = 36_500;
+// The bodies are the API's own request types (they carry its JSON names and its OpenAPI
+// description); the catalog's rules take the plain inputs below, which the dashboard's forms
+// build as well.
 
-fn display_name(param: &str, text: &str) -> Result<String, ApiError> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() || trimmed.len() > NAME_BYTES_MAX {
-        return Err(ApiError::invalid(param, "must be 1 to 200 characters"));
+impl From<PriceBody> for PriceInput {
+    fn from(body: PriceBody) -> PriceInput {
+        PriceInput {
+            amount: body.amount,
+            currency: body.currency,
+            interval: body.interval,
+        }
     }
-    Ok(trimmed.to_owned())
 }
 
-fn id_of(path_id: Option<String>, body_id: Option<String>) -> Result<String, ApiError> {
-    let id = match (path_id, body_id) {
-        (Some(p), Some(b)) if p != b => {
-            return Err(ApiError::invalid("id", "must match the id in the path"));
+impl From<LimitBody> for LimitInput {
+    fn from(body: LimitBody) -> LimitInput {
+        LimitInput {
+            id: body.id,
+            name: body.name,
+            patterns: body.patterns,
+            limit: body.limit,
+            unit: body.unit,
+            period: body.period,
         }
-        (Some(id), _) | (None, Some(id)) => id,
-        (None, None) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "parameter_missing",
-                "missing required parameter 'id'",
-            )
-            .param("id"));
-        }
-    };
-    parse_slug(&id).map_err(|e| ApiError::invalid("id", e))
+    }
 }
 
-fn price(body: Option<PriceBody>, recurring: bool) -> Result<Price, ApiError> {
-    let Some(body) = body else {
-        return Ok(Price {
-            amount: 0,
-            currency: "usd".into(),
-            interval: None,
-        });
-    };
-    if body.amount > AMOUNT_MAX {
-        return Err(ApiError::invalid(
-            "price.amount",
-            "must be at most 9007199254740991",
-        ));
-    }
-    let currency = body.currency.to_ascii_lowercase();
-    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
-        return Err(ApiError::invalid(
-            "price.currency",
-            "must be a three-letter ISO currency code",
-        ));
-    }
-    let interval = match body.interval.as_deref() {
-        None => None,
-        Some(_) if !recurring => {
-            return Err(ApiError::invalid(
-                "price.interval",
-                "is not allowed on a credit pack",
-            ));
+impl From<PlanBody> for PlanInput {
+    fn from(body: PlanBody) -> PlanInput {
+        PlanInput {
+            id: body.id,
+            name: body.name,
+            price: body.price.map(PriceInput::from),
+            limits: body.limits.into_iter().map(LimitInput::from).collect(),
         }
-        Some("month") => Some(Interval::Month),
-        Some("year") => Some(Interval::Year),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "price.interval",
-                "must be month, year or null",
-            ));
-        }
-    };
-    Ok(Price {
-        amount: body.amount,
-        currency,
-        interval,
-    })
+    }
 }
 
-fn unit(param: &str, text: &str) -> Result<String, ApiError> {
-    parse_slug(text).map_err(|e| ApiError::invalid(param, e))
+impl From<ItemBody> for ItemInput {
+    fn from(body: ItemBody) -> ItemInput {
+        ItemInput {
+            id: body.id,
+            pattern: body.pattern,
+            amount: body.amount,
+            unit: body.unit,
+            low_balance_threshold: body.low_balance_threshold,
+        }
+    }
 }
 
-pub fn plan_from(path_id: Option<String>, body: PlanBody) -> Result<Plan, ApiError> {
-    let id = id_of(path_id, body.id)?;
-    let name = display_name("name", &body.name)?;
-    let price = price(body.price, true)?;
-    if body.limits.len() > PARTS_MAX {
-        return Err(ApiError::invalid("limits", "may hold at most 100 limits"));
-    }
-    let mut seen = HashSet::new();
-    let mut limits = Vec::with_capacity(body.limits.len());
-    for (i, l) in body.limits.into_iter().enumerate() {
-        let at = |field: &str| format!("limits[{i}].{field}");
-        let id = parse_slug(&l.id).map_err(|e| ApiError::invalid(&at("id"), e))?;
-        if !seen.insert(id.clone()) {
-            return Err(ApiError::invalid(&at("id"), "repeats another limit's id"));
-        }
-        if l.patterns.is_empty() {
-            return Err(ApiError::invalid(
-                &at("match"),
-                "must hold at least one pattern",
-            ));
-        }
-        let patterns = l
-            .patterns
-            .iter()
-            .enumerate()
-            .map(|(j, p)| {
-                Pattern::parse(p)
-                    .map_err(|e| ApiError::invalid(&format!("limits[{i}].match[{j}]"), e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let limit = parse_limit(l.limit).map_err(|e| ApiError::invalid(&at("limit"), e))?;
-        let period = Period::parse(&l.period).ok_or_else(|| {
-            ApiError::invalid(&at("period"), "must be lifetime, day, week, month or year")
-        })?;
-        let name = match l.name {
-            Some(n) => display_name(&at("name"), &n)?,
-            None => id.clone(),
-        };
-        limits.push(Limit {
-            id,
-            name,
-            patterns,
-            limit,
-            unit: unit(&at("unit"), &l.unit)?,
-            period,
-        });
-    }
-    Ok(Plan {
-        id,
-        name,
-        price,
-        limits,
-        created_at: Ts(0),
-        updated_at: Ts(0),
-    })
-}
-
-pub fn pack_from(path_id: Option<String>, body: PackBody) -> Result<Pack, ApiError> {
-    let id = id_of(path_id, body.id)?;
-    let name = display_name("name", &body.name)?;
-    let price = price(body.price, false)?;
-    if body
-        .expires_in_days
-        .is_some_and(|d| d == 0 || d > EXPIRES_IN_DAYS_MAX)
-    {
-        return Err(ApiError::invalid(
-            "expiresInDays",
-            "must be null (never) or 1 to 36500 days",
-        ));
-    }
-    if let Some(stripe) = &body.stripe_price_id {
-        if stripe.is_empty() || stripe.len() > 255 {
-            return Err(ApiError::invalid(
-                "stripePriceId",
-                "must be 1 to 255 characters",
-            ));
+impl From<PackBody> for PackInput {
+    fn from(body: PackBody) -> PackInput {
+        PackInput {
+            id: body.id,
+            name: body.name,
+            price: body.price.map(PriceInput::from),
+            expires_in_days: body.expires_in_days,
+            stripe_price_id: body.stripe_price_id,
+            archived: body.archived,
+            items: body.items.into_iter().map(ItemInput::from).collect(),
         }
     }
-    if body.items.is_empty() || body.items.len() > PARTS_MAX {
-        return Err(ApiError::invalid("items", "must hold 1 to 100 items"));
-    }
-    let mut seen = HashSet::new();
-    let mut items = Vec::with_capacity(body.items.len());
-    for (i, item) in body.items.into_iter().enumerate() {
-        let at = |field: &str| format!("items[{i}].{field}");
-        let pattern =
-            Pattern::parse(&item.pattern).map_err(|e| ApiError::invalid(&at("match"), e))?;
-        let amount = parse_amount(item.amount).map_err(|e| ApiError::invalid(&at("amount"), e))?;
-        let unit = unit(&at("unit"), &item.unit)?;
-        let id = match item.id {
-            Some(id) => parse_slug(&id).map_err(|e| ApiError::invalid(&at("id"), e))?,
-            None => format!("item_{}", i + 1),
-        };
-        if !seen.insert(id.clone()) {
-            return Err(ApiError::invalid(&at("id"), "repeats another item's id"));
-        }
-        let low_balance_threshold = item.low_balance_threshold;
-        if low_balance_threshold.is_some_and(|n| n == 0 || n > amount) {
-            return Err(ApiError::invalid(
-                &at("lowBalanceThreshold"),
-                "must be from 1 to the item's amount",
-            ));
-        }
-        items.push(PackItem {
-            id,
-            pattern,
-            amount,
-            unit,
-            low_balance_threshold,
-        });
-    }
-    Ok(Pack {
-        id,
-        name,
-        price,
-        expires_in_days: body.expires_in_days,
-        stripe_price_id: body.stripe_price_id,
-        archived: body.archived.unwrap_or(false),
-        items,
-        created_at: Ts(0),
-        updated_at: Ts(0),
-    })
 }
 
 #[utoipa::path(get, path = "/v1/plans", operation_id = "listPlans", tag = "Catalog",
@@ -393,7 +256,7 @@ pub async fn create_plan(
     Secret(caller): Secret,
     Body(body): Body<PlanBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let plan = plan_from(None, body)?;
+    let plan = plan_from(None, body.into())?;
     let id = plan.id.clone();
     let view = change_plan(&s, &caller.app, CatalogCommand::CreatePlan(plan), &id).await?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -413,7 +276,7 @@ pub async fn put_plan(
     Path(id): Path<String>,
     Body(body): Body<PlanBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let plan = plan_from(Some(id.clone()), body)?;
+    let plan = plan_from(Some(id.clone()), body.into())?;
     Ok(Json(
         change_plan(&s, &caller.app, CatalogCommand::PutPlan(plan), &id).await?,
     ))
@@ -515,7 +378,7 @@ pub async fn create_pack(
     Secret(caller): Secret,
     Body(body): Body<PackBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let pack = pack_from(None, body)?;
+    let pack = pack_from(None, body.into())?;
     let id = pack.id.clone();
     let view = change_pack(&s, &caller.app, CatalogCommand::CreatePack(pack), &id).await?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -534,7 +397,7 @@ pub async fn put_pack(
     Path(id): Path<String>,
     Body(body): Body<PackBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let pack = pack_from(Some(id.clone()), body)?;
+    let pack = pack_from(Some(id.clone()), body.into())?;
     Ok(Json(
         change_pack(&s, &caller.app, CatalogCommand::PutPack(pack), &id).await?,
     ))

@@ -2,11 +2,12 @@
 
 use super::error::ApiError;
 use super::extract::{Body, Path, Secret};
-use super::users::{owner, unexpected, user_key};
-use super::{AppState, views};
+use super::users::{owner, user_key};
 use crate::actors::user_actor::{Request, View};
 use crate::engine::event::GrantSource;
 use crate::engine::{Command, Ts, UserKey};
+use crate::state::AppState;
+use crate::views;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -89,7 +90,7 @@ pub async fn grant(
                 }),
             ))
         }
-        other => Err(unexpected(&other)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
 
@@ -149,7 +150,7 @@ async fn balance_call(
     let user = key.user.clone();
     match s.engine.user(key, request).await? {
         View::Balance(b) => Ok(Json(views::balance(&user, &b))),
-        other => Err(unexpected(&other)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
 

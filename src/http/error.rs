@@ -1,9 +1,12 @@
 //! `ApiError`: the one type that knows HTTP statuses. Every refusal becomes
 //! `{"error": {"type", "code", "message", "param"}}`.
 
+use crate::access::{KeyError, SandboxLimited};
 use crate::actors::EngineError;
+use crate::actors::user_actor::View;
 use crate::engine::Rejection;
 use crate::engine::catalog::CatalogRejection;
+use crate::engine::catalog_input::CatalogInputError;
 use crate::webhooks::endpoint::EndpointRejection;
 use crate::webhooks::registry::RegistryError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -102,6 +105,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            error.to_string(),
+        )
+    }
+}
+
+impl From<SandboxLimited> for ApiError {
+    fn from(limited: SandboxLimited) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "sandbox_rate_limited",
+            limited.to_string(),
+        );
+        error.retry_after_s = Some(limited.retry_after_s);
+        error
+    }
+}
+
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> ApiError {
         let message = rejection.to_string();
@@ -139,6 +164,20 @@ impl From<Rejection> for ApiError {
                 ApiError::conflict("too_many_open_reservations", message)
             }
             Rejection::TooManyBalances { .. } => ApiError::conflict("too_many_balances", message),
+        }
+    }
+}
+
+impl From<CatalogInputError> for ApiError {
+    fn from(error: CatalogInputError) -> ApiError {
+        match error {
+            CatalogInputError::IdMissing => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "parameter_missing",
+                error.to_string(),
+            )
+            .param("id"),
+            CatalogInputError::Invalid { param, problem } => ApiError::invalid(&param, problem),
         }
     }
 }
@@ -235,11 +274,41 @@ impl ApiError {
         self.code = code;
         self
     }
+
+    /// The one place an unexpected view is turned into an error rather than a panic: logged,
+    /// and answered as a 500 that names nothing internal. The API and the dashboard both use it.
+    pub fn unexpected(view: &View) -> ApiError {
+        tracing::error!(?view, "the engine answered with an unexpected view");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "unexpected answer",
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catalog_input_refusal_is_the_answer_of_its_field() {
+        let invalid = CatalogInputError::Invalid {
+            param: "items[0].amount".into(),
+            problem: "must be a positive integer".into(),
+        };
+        assert_eq!(
+            ApiError::from(invalid),
+            ApiError::invalid("items[0].amount", "must be a positive integer")
+        );
+        let missing = ApiError::from(CatalogInputError::IdMissing);
+        assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            missing.body()["error"],
+            json!({"type": "invalid_request", "code": "parameter_missing",
+                   "message": "missing required parameter 'id'", "param": "id"})
+        );
+    }
 
     #[test]
     fn unavailable_is_503_of_type_unavailable_with_retry_after() {

@@ -1,28 +1,15 @@
 //! Extractors: the API key into (app, mode), and JSON bodies into typed requests with errors that
 //! name the field at fault.
 
-use super::AppState;
 use super::error::ApiError;
 use super::strict::{self, BodyError};
+use crate::access::{Caller, KeyKind};
 use crate::engine::Mode;
+use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    Secret,
-    Publishable,
-}
-
-/// Who is calling: an app, in one mode, with a secret or a publishable key.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub app: String,
-    pub mode: Mode,
-    pub kind: KeyKind,
-}
 
 /// A caller with a secret key: every endpoint but the catalog reads needs one.
 #[derive(Debug, Clone)]
@@ -54,7 +41,7 @@ impl FromRequestParts<AppState> for Caller {
                     "the Authorization header must be 'Bearer KEY'",
                 )
             })?;
-        state.keys.identify(key)
+        Ok(state.keys.identify(key)?)
     }
 }
 

@@ -1,11 +1,12 @@
 //! `Idempotency-Key` on POST: a 2xx answer is kept 24 h, durably, and replayed for the same key,
 //! method, path and body; the same key with anything else is refused.
 
-use super::AppState;
 use super::error::ApiError;
-use super::extract::{Caller, too_large};
+use super::extract::too_large;
+use crate::access::Caller;
 use crate::engine::state::StoredAnswer;
 use crate::engine::time::MS_PER_DAY;
+use crate::state::AppState;
 use axum::body::{Body, to_bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};

@@ -1,4 +1,11 @@
-//! The HTTP layer: authenticate, parse, validate, call the [`Engine`], render. Nothing else.
+//! The HTTP layer of API.md: authenticate, parse, validate, call the
+//! [`Engine`](crate::actors::Engine), render. Nothing else.
+//!
+//! [`routes`](fn@routes) are the API's routes (one module per resource, each handler
+//! documented for `/openapi.json` through [`api_routes`]); [`layered`] adds what every answer of
+//! the server shares. `startup` merges the dashboard's pages between the two, so this module does
+//! not know the dashboard. Refusals of every layer below become answers in [`error`] alone; the
+//! request bodies here are the API's own types, converted into the engine's inputs.
 
 pub mod batch;
 pub mod catalog;
@@ -15,216 +22,24 @@ pub mod serve;
 pub mod strict;
 pub mod stripe;
 pub mod users;
-pub mod views;
 pub mod webhooks;
 
-use crate::actors::Engine;
-use crate::config::Config;
-use crate::engine::Mode;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dashmap::DashMap;
 use error::ApiError;
-use extract::{Caller, KeyKind};
-use metrics_exporter_prometheus::PrometheusHandle;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
+use std::time::Instant;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// The configured API keys, kept as SHA-256 digests and compared in constant time.
-pub struct Keys {
-    entries: Vec<([u8; 32], Caller)>,
-}
-
-impl Keys {
-    pub fn from_config(config: &Config) -> Keys {
-        let mut entries = Vec::new();
-        for app in &config.apps {
-            let keys = [
-                (&app.secret_key_live, Mode::Live, KeyKind::Secret),
-                (&app.secret_key_test, Mode::Test, KeyKind::Secret),
-                (&app.publishable_key_live, Mode::Live, KeyKind::Publishable),
-                (&app.publishable_key_test, Mode::Test, KeyKind::Publishable),
-            ];
-            for (key, mode, kind) in keys {
-                if let Some(key) = key {
-                    let caller = Caller {
-                        app: app.id.clone(),
-                        mode,
-                        kind,
-                    };
-                    entries.push((Sha256::digest(key.as_bytes()).into(), caller));
-                }
-            }
-        }
-        Keys { entries }
-    }
-
-    pub fn identify(&self, key: &str) -> Result<Caller, ApiError> {
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        // Every entry is compared, so the time taken does not tell which one matched.
-        let mut found = None;
-        for (candidate, caller) in &self.entries {
-            if bool::from(candidate.ct_eq(&digest)) {
-                found = Some(caller.clone());
-            }
-        }
-        found.ok_or_else(|| {
-            let message = if key.starts_with("sk_live_") || key.starts_with("pk_live_") {
-                "this live key is not configured: set secret_key_live (and publishable_key_live) \
-                 for the app in the config file, inline or as env:VARIABLE, and restart"
-            } else {
-                "invalid API key"
-            };
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", message)
-        })
-    }
-}
-
-/// A per-app request budget for test keys: a token bucket refilled every second.
-pub struct SandboxLimit {
-    per_second: i64,
-    buckets: DashMap<String, (AtomicI64, std::sync::Mutex<Instant>)>,
-}
-
-impl SandboxLimit {
-    pub fn new(per_second: u32) -> SandboxLimit {
-        SandboxLimit {
-            per_second: i64::from(per_second),
-            buckets: DashMap::new(),
-        }
-    }
-
-    pub fn check(&self, app: &str) -> Result<(), ApiError> {
-        let bucket = self.buckets.entry(app.to_owned()).or_insert_with(|| {
-            (
-                AtomicI64::new(self.per_second),
-                std::sync::Mutex::new(Instant::now()),
-            )
-        });
-        let (tokens, refilled) = &*bucket;
-        {
-            let mut last = refilled.lock().expect("sandbox limit poisoned");
-            if last.elapsed() >= Duration::from_secs(1) {
-                *last = Instant::now();
-                tokens.store(self.per_second, Ordering::Relaxed);
-            }
-        }
-        if tokens.fetch_sub(1, Ordering::Relaxed) > 0 {
-            return Ok(());
-        }
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "sandbox_rate_limited",
-            format!(
-                "test mode allows {} requests per second per app",
-                self.per_second
-            ),
-        );
-        error.retry_after_s = Some(1);
-        Err(error)
-    }
-}
-
-pub struct WebhookSecrets {
-    pub live: Option<String>,
-    pub test: Option<String>,
-}
-
-/// What every handler shares. axum clones the state for every extractor and middleware that
-/// asks for it, so it is one `Arc`: one reference count to touch per clone, not one per field.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-pub struct Shared {
-    pub engine: Engine,
-    pub keys: Keys,
-    pub sandbox_limit: SandboxLimit,
-    pub webhook_secrets: HashMap<String, WebhookSecrets>,
-    pub webhook_tolerance_s: i64,
-    /// Each app's `expiring_notice_days`.
-    pub expiring_notice_days: HashMap<String, u32>,
-    pub metrics: PrometheusHandle,
-    pub in_flight: DashMap<(String, Mode, String), ()>,
-    /// Unix seconds of the last snapshot written, 0 before the first.
-    pub last_snapshot_s: Arc<AtomicI64>,
-    pub dashboard: crate::dashboard::Settings,
-    pub webhooks: crate::webhooks::Webhooks,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// Fails only if the dashboard's session files in the data directory cannot be read or made.
-    pub fn new(
-        config: &Config,
-        engine: Engine,
-        metrics: PrometheusHandle,
-        webhooks: crate::webhooks::Webhooks,
-    ) -> std::io::Result<AppState> {
-        let webhook_secrets = config
-            .apps
-            .iter()
-            .map(|a| {
-                let secrets = WebhookSecrets {
-                    live: a.stripe_webhook_secret_live.clone(),
-                    test: a.stripe_webhook_secret_test.clone(),
-                };
-                (a.id.clone(), secrets)
-            })
-            .collect();
-        Ok(AppState(Arc::new(Shared {
-            engine,
-            keys: Keys::from_config(config),
-            sandbox_limit: SandboxLimit::new(config.server.sandbox_requests_per_second),
-            webhook_secrets,
-            webhook_tolerance_s: config.server.webhook_tolerance_seconds,
-            expiring_notice_days: config
-                .apps
-                .iter()
-                .map(|a| (a.id.clone(), a.expiring_notice_days))
-                .collect(),
-            metrics,
-            in_flight: DashMap::new(),
-            last_snapshot_s: Arc::new(AtomicI64::new(0)),
-            dashboard: crate::dashboard::Settings::from_config(config)?,
-            webhooks,
-        })))
-    }
-
-    /// The app's `expiring_notice_days`, for the grants made on its behalf.
-    pub fn expiring_notice_days(&self, app: &str) -> u32 {
-        self.expiring_notice_days
-            .get(app)
-            .copied()
-            .unwrap_or(crate::config::EXPIRING_NOTICE_DAYS_DEFAULT)
-    }
-
-    pub fn snapshot_age_s(&self) -> Option<f64> {
-        let last = self.last_snapshot_s.load(Ordering::Relaxed);
-        let now = crate::actors::clock::real_now().0 / 1000;
-        (last > 0).then(|| (now - last) as f64)
-    }
-}
 
 async fn not_found() -> ApiError {
     ApiError::not_found(
@@ -351,13 +166,21 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(docs::page))
 }
 
-/// Every route of API.md.
-pub fn router(state: AppState) -> Router {
+/// Every route of API.md, and `/docs`. The layers every answer goes through are added by
+/// [`layered`], once the dashboard's pages are merged in (`startup` does both).
+pub fn routes(state: AppState) -> Router {
     let (documented, _) = api_routes().split_for_parts();
-    let api = documented
+    documented
         // Swagger UI's own files, for `/docs`: not API operations.
         .route("/docs/{file}", get(docs::asset))
-        .merge(crate::dashboard::router())
+        .with_state(state)
+}
+
+/// The server's routes (the API's and the dashboard's, merged) with what every answer shares:
+/// JSON answers for an unknown route or method, `front` (metrics by route, CORS on catalog
+/// reads, `Idempotency-Key`), the body limit, a JSON 500 for a panic, request ids and tracing.
+pub fn layered(routes: Router, state: AppState) -> Router {
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     let request_id = axum::http::HeaderName::from_static("request-id");
@@ -371,7 +194,8 @@ pub fn router(state: AppState) -> Router {
         // carry its id when the filter lets DEBUG spans through (`RUST_LOG=vevee=debug`).
         tracing::debug_span!("request", id, method = %request.method(), path = %request.uri().path())
     });
-    api.layer(middleware::from_fn_with_state(state.clone(), front))
+    routes
+        .layer(middleware::from_fn_with_state(state, front))
         .layer(DefaultBodyLimit::max(idempotency::BODY_BYTES_MAX))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(
@@ -387,7 +211,6 @@ pub fn router(state: AppState) -> Router {
                 .layer(trace)
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
-        .with_state(state)
 }
 
 /// A browser page on any origin may read the catalog with a publishable key (GET only); writes and

@@ -1,10 +1,10 @@
 //! Operations and the test clock: `/healthz`, `/readyz`, `/metrics`, `/v1/test/clock`.
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Body, Secret};
 use crate::engine::Mode;
 use crate::engine::ids::parse_amount;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -5,13 +5,15 @@
 //! actor [`Request`]), the engine runs it, and [`answer`] renders the [`View`] to JSON.
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, IdempotencyKey, Path, Secret};
-use super::users::{owner, unexpected, user_key};
-use super::{AppState, views};
+use super::extract::{Body, IdempotencyKey, Path, Secret};
+use super::users::{owner, user_key};
+use crate::access::Caller;
 use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{ModelKey, UserId, parse_amount};
 use crate::engine::time::MS_PER_SECOND;
 use crate::engine::{Command, UserKey};
+use crate::state::AppState;
+use crate::views;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -150,7 +152,7 @@ pub fn answer<'a>(shape: Shape, user: &'a UserId, view: &'a View) -> Result<Answ
         }
         (Shape::Hold, View::Denied(m)) => Ok(Answer::Denial(views::DenialView::new(m))),
         (Shape::Check, View::Check(m)) => Ok(Answer::Check(views::check(m))),
-        (_, other) => Err(unexpected(other)),
+        (_, other) => Err(ApiError::unexpected(other)),
     }
 }
 

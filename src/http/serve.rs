@@ -14,6 +14,7 @@
 //! connection still open after `shutdown_deadline` is dropped.
 
 use super::idempotency::BODY_BYTES_MAX;
+use crate::config::ConnectionLimits;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -33,15 +34,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
-
-/// The time limits of a connection, from `[server]` in the config.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub shutdown_deadline: Duration,
-}
 
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
@@ -82,7 +74,7 @@ impl Phase {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: Limits,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -127,7 +119,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
-    limits: Limits,
+    limits: ConnectionLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let phase = Arc::new(Phase::default());
@@ -224,14 +216,14 @@ async fn read_body(body: Incoming, max: usize) -> Result<axum::body::Bytes, axum
 struct Watched {
     stream: TcpStream,
     phase: Arc<Phase>,
-    limits: Limits,
+    limits: ConnectionLimits,
     /// The deadline being enforced and the phase it is for.
     armed: Option<(u8, Instant)>,
     sleep: Pin<Box<Sleep>>,
 }
 
 impl Watched {
-    fn new(stream: TcpStream, phase: Arc<Phase>, limits: Limits) -> Watched {
+    fn new(stream: TcpStream, phase: Arc<Phase>, limits: ConnectionLimits) -> Watched {
         Watched {
             stream,
             phase,

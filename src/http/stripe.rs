@@ -1,6 +1,5 @@
 //! The Stripe webhook: paid checkouts become grants, full refunds become revokes.
 
-use super::AppState;
 use super::credits::{EXTERNAL_REF_BYTES_MAX, external_ref_fits, grant};
 use super::error::ApiError;
 use super::extract::{Path, RawBody};
@@ -9,6 +8,7 @@ use crate::actors::user_actor::Request;
 use crate::engine::event::GrantSource;
 use crate::engine::ids::UserId;
 use crate::engine::{Command, Mode, UserKey};
+use crate::state::AppState;
 use crate::stripe::{EventKind, parse_event, peek_livemode, verify};
 use axum::Json;
 use axum::extract::State;

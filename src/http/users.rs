@@ -1,11 +1,13 @@
 //! Subscriptions, usage and the ledger: `/v1/users/{userId}/…`.
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, Path, Secret};
-use super::{AppState, views};
+use super::extract::{Body, Path, Secret};
+use crate::access::Caller;
 use crate::actors::user_actor::{Request, View};
 use crate::engine::ids::{Pattern, UserId};
 use crate::engine::{Command, UserKey};
+use crate::state::AppState;
+use crate::views;
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::Deserialize;
@@ -39,16 +41,6 @@ pub fn owner(
         })
 }
 
-/// The one place an unexpected view is turned into an error rather than a panic.
-pub fn unexpected(view: &View) -> ApiError {
-    tracing::error!(?view, "the engine answered with an unexpected view");
-    ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "unexpected answer",
-    )
-}
-
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"planId": "pro"}))]
@@ -64,7 +56,7 @@ async fn subscription_call(
     let user = key.user.clone();
     match s.engine.user(key, request).await? {
         View::Subscription(sub) => Ok(Json(views::subscription(&user, &sub))),
-        other => Err(unexpected(&other)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
 
@@ -146,7 +138,7 @@ pub async fn usage(
     let user = key.user.clone();
     match s.engine.user(key, Request::Usage(filter)).await? {
         View::Usage(u) => Ok(Json(views::usage(&user, &u))),
-        other => Err(unexpected(&other)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
 

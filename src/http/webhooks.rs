@@ -2,13 +2,13 @@
 //! endpoints belong to the key's app and mode; delivery itself runs in `crate::webhooks`, never
 //! here: a handler only reads or changes the registry.
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Body, Path, Secret};
 use super::openapi::schemas::{self as doc, Error};
-use super::views;
 use crate::engine::notice::NoticeType;
 use crate::persistence::history::EVENTS_KEEP_MS;
+use crate::state::AppState;
+use crate::views;
 use crate::webhooks::endpoint::{self, Endpoint, EventFilter};
 use crate::webhooks::registry::EndpointPatch;
 use axum::Json;

@@ -1,7 +1,7 @@
 //! The JSON shapes of API.md as OpenAPI schemas.
 //!
 //! Request bodies are documented by the very structs the handlers parse (they derive `ToSchema`
-//! where they are declared). Answers are built as JSON in `views.rs`; the types below describe
+//! where they are declared). Answers are built as JSON in `crate::views`; the types below describe
 //! them and are never constructed. They are closed (`additionalProperties: false`) and every field
 //! is required (API.md: a field with no value is present as `null`), so an answer that gains,
 //! loses or retypes a field without this file fails schemathesis's response-conformance check in

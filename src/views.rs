@@ -1,5 +1,7 @@
-//! JSON shapes of API.md, built from the engine's read models. The HTTP layer owns these: the
-//! domain types never go on the wire as they are.
+//! JSON shapes of API.md, built from the engine's read models: the HTTP answers and the payloads
+//! of outgoing webhooks (an event is sent as the object `GET /v1/events` lists), so both
+//! [`http`](crate::http) and [`webhooks`](crate::webhooks) use them. The domain types never go on
+//! the wire as they are.
 
 use crate::engine::catalog::{Limit, Pack, Plan};
 use crate::engine::event::{CreditHold, EventKind, PlanHold};
