@@ -7,7 +7,7 @@ use crate::engine::Ts;
 use crate::engine::notice::NoticeType;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::webhooks::delivery::Outcome;
+use crate::webhooks::delivery::{OUTBOX_ROWS_PER_ENDPOINT_MAX, Outcome};
 use crate::webhooks::endpoint::{self, Endpoint, EventFilter};
 use crate::webhooks::registry::EndpointPatch;
 use axum::extract::{Path, Query, State};
@@ -37,9 +37,13 @@ fn endpoint_card(s: &AppState, ctx: &Ctx, e: &Endpoint) -> Markup {
                 @if let Some(d) = &e.description { " · " (d) }
             }
             @if let Some(reason) = &e.disabled_reason {
-                p.error role="alert" {
-                    "The server disabled this endpoint: " (reason) ". Its pending deliveries wait; \
-                     enable it to send them."
+                p.error role="alert" { "The server disabled this endpoint: " (reason) "." }
+            }
+            @if !e.enabled {
+                p.muted {
+                    "Nothing is sent to it while it is disabled. Its pending deliveries and the \
+                     events made since wait for it (up to " (OUTBOX_ROWS_PER_ENDPOINT_MAX) "; \
+                     beyond, they are dropped); enabling it sends them."
                 }
             }
             div.actions {
