@@ -260,7 +260,8 @@ pub async fn create(
         Ok(parsed) => parsed,
         Err(e) => return refuse(e.to_string()),
     };
-    let now = s.engine.now(&ctx.app, ctx.mode)?;
+    let clock = s.engine.clock(&ctx.app)?;
+    let now = || clock.now(ctx.mode);
     match s
         .webhooks
         .registry

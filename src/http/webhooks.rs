@@ -97,7 +97,8 @@ pub async fn create_endpoint(
     let url = endpoint::parse_url(&body.url)?;
     let events = parse_events(body.events)?;
     let description = endpoint::parse_description(body.description)?;
-    let now = s.engine.now(&caller.app, caller.mode)?;
+    let clock = s.engine.clock(&caller.app)?;
+    let now = || clock.now(caller.mode);
     let created = s
         .webhooks
         .registry

@@ -380,7 +380,7 @@ impl Deliverer {
                 return;
             }
         };
-        let endpoints = self.registry.all();
+        let endpoints = self.registry.settled().await;
         let now = now_ms();
         let mut rows: Vec<(Vec<u8>, Row)> = Vec::new();
         let mut full: Vec<(Endpoint, Attempt)> = Vec::new();
@@ -761,11 +761,16 @@ impl Deliverer {
 }
 
 /// Whether `endpoint` gets an outbox row for `event`: the same app and mode (test-mode events
-/// never reach a live endpoint) and subscribed to its type. Enabled or not: a disabled endpoint's rows are parked until it is enabled again, so that the
+/// never reach a live endpoint), subscribed to its type, and made after the endpoint was created.
+/// Both times are the mode's clock (the test clock in test mode), so an endpoint never gets an
+/// event from before it existed, however late the deliverer looks (see [`Registry::settled`]).
+/// Enabled or not: a disabled endpoint's rows are parked until it is enabled again, so that the
 /// app that repairs its receiver and enables it gets what happened meanwhile (up to the outbox
 /// bound).
 fn wants(endpoint: &Endpoint, event: &Undelivered, kind: NoticeType) -> bool {
-    endpoint.in_scope(&event.app, event.mode) && endpoint.events.matches(kind)
+    endpoint.in_scope(&event.app, event.mode)
+        && endpoint.events.matches(kind)
+        && event.stored.notice.at > endpoint.created_at
 }
 
 /// One POST, signed as the Standard Webhooks spec says. The status if the receiver answered.

@@ -869,3 +869,32 @@ async fn an_endpoint_the_app_disables_is_sent_nothing_until_enabled_then_gets_wh
     let resumed = newest_event(&app).await;
     rx.wait_delivered(resumed["id"].as_str().unwrap()).await;
 }
+
+#[tokio::test]
+async fn an_endpoint_receives_only_the_events_made_after_it_was_created() {
+    let app = spawn_with_fast_retries().await;
+    // The test clock a day ahead of the wall clock: each mode is judged by its own clock.
+    app.advance_clock(DAY).await;
+    for key in [SK_TEST, SK_LIVE] {
+        let rx = receiver(0).await;
+        app.grant(key, "ana", "cpk_gemini_topup", &format!("cs_before_{key}"))
+            .await;
+        // At once: before the deliverer's next look for new events.
+        let endpoint = create_endpoint(&app, key, &rx.url, json!(["*"])).await;
+        app.grant(key, "ana", "cpk_gemini_topup", &format!("cs_after_{key}"))
+            .await;
+        let events = all_events(&app, key).await;
+        let [before, after] = &events[..] else {
+            panic!("two events: {events:#?}");
+        };
+        rx.wait_delivered(after["id"].as_str().unwrap()).await;
+        let created = ts(&endpoint["createdAt"]);
+        assert!(ts(&before["createdAt"]) <= created, "{before} {endpoint}");
+        assert!(ts(&after["createdAt"]) > created, "{after} {endpoint}");
+        assert!(
+            rx.all().iter().all(|d| d.id == after["id"]),
+            "only the later event: {:#?}",
+            rx.all()
+        );
+    }
+}
