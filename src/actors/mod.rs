@@ -757,8 +757,9 @@ impl Engine {
         page.ok_or_else(|| Rejection::UnknownCursor(starting_after.unwrap_or_default()).into())
     }
 
-    /// Drops stored answers and request keys past their 24 hours, by each app's and mode's clock.
-    /// Reads check the age themselves; this frees the disk.
+    /// Drops stored answers and request keys past their 24 hours, by each app's and mode's clock,
+    /// and delivered events past their 30 days (a bounded number a pass, see
+    /// `History::sweep`). Reads check the age themselves; this frees the disk.
     pub async fn sweep_history(&self) {
         let Some(history) = self.shared.history.clone() else {
             return;
