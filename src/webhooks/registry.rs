@@ -16,6 +16,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
+/// How long a creation waits at most for its app's clock to pass the new endpoint's
+/// `createdAt` (normally under a millisecond, and the disk sync before it has taken longer).
+const CLOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
@@ -141,7 +145,9 @@ impl Registry {
                 created_at,
             ))
             .await?;
-        while now() <= created_at {
+        // Bounded: a wall clock stepped back (NTP) must not hold every endpoint change up.
+        let waited_max = std::time::Instant::now() + CLOCK_WAIT_MAX;
+        while now() <= created_at && std::time::Instant::now() < waited_max {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         Ok(created)
