@@ -10,6 +10,21 @@
 //! `VEVEE_BENCH_TASKS` (4000) pairs in flight, `VEVEE_BENCH_ACTOR_THREADS` and
 //! `VEVEE_BENCH_TOKIO_THREADS` (both: the number of cores), `VEVEE_BENCH_ROWS` (a comma list of
 //! `durable`, `off`, `hot`, `hot-off`; default `durable,off,hot`).
+//!
+//! Webhooks out (issue 15: reserves with an endpoint subscribed to `*` at a slow receiver, within
+//! noise of those without). The pairs alone make next to no event in a run of seconds (a user
+//! reaches Pro's 40 images, `plan.limit_reached`, only after 40 pairs), so:
+//! - `VEVEE_BENCH_EVENTS_PER_SEC` (0) grants a small pack to a random user at this rate while
+//!   the pairs run, one `credits.granted` event each, through the same engine;
+//! - `VEVEE_BENCH_WEBHOOK_MS` (unset) starts the real deliverer (`Webhooks::start`, as
+//!   `startup::run` does) with one endpoint subscribed to `*`, created after the setup, at a
+//!   receiver in this process that answers each POST after this many milliseconds. Durable rows
+//!   only (the deliverer reads the history). With it, the events rate defaults to 200/s. Before
+//!   the pairs start, the deliverer has taken every setup event (they predate the endpoint and
+//!   are not sent), so what it does during the run is the run's own events.
+//!
+//! Compare `VEVEE_BENCH_EVENTS_PER_SEC=200 VEVEE_BENCH_ROWS=durable,hot` with the same plus
+//! `VEVEE_BENCH_WEBHOOK_MS=500`: the same work on the actors, with and without the deliverer.
 
 /// The same allocator as the `vevee` binary.
 #[global_allocator]
@@ -24,13 +39,18 @@ use std::time::{Duration, Instant};
 use vevee::actors::journal_writer::{self, JournalQueue};
 use vevee::actors::user_actor::{Request, View};
 use vevee::actors::{Engine, EngineOptions};
+use vevee::config::Config;
 use vevee::engine::catalog::{CatalogCommand, Limit, Pack, PackItem, Plan, Price};
 use vevee::engine::event::GrantSource;
 use vevee::engine::ids::{ModelKey, Pattern, UserId};
 use vevee::engine::time::Period;
 use vevee::engine::{Command, Mode, Ts, UserKey};
 use vevee::persistence::image::Image;
+use vevee::persistence::webhooks::WebhookStore;
 use vevee::persistence::{History, SledJournal};
+use vevee::webhooks::Webhooks;
+use vevee::webhooks::endpoint::EventFilter;
+use vevee::webhooks::registry::Registry;
 
 const APP: &str = "bench";
 /// No single step of the bench (a setup, a drain, a shutdown) may take longer than this.
@@ -138,6 +158,22 @@ struct Settings {
     users: usize,
     tasks: usize,
     actor_threads: usize,
+    /// Grants (one event each) per second while the pairs run.
+    events_per_sec: f64,
+    /// With the deliverer: the receiver's delay per answer.
+    webhook_ms: Option<u64>,
+}
+
+/// What the webhook side of a row did, when it ran.
+struct WebhookOutcome {
+    /// Grants answered during the run: one event each.
+    events: u64,
+    /// POSTs the receiver answered during the run (deliveries, with the deliverer).
+    received: Option<u64>,
+    /// The deliverer catching up with the setup's events, before the run.
+    drain: Duration,
+    /// Whether the endpoint was still enabled at the end (not if its outbox filled).
+    enabled: bool,
 }
 
 struct Outcome {
@@ -149,6 +185,7 @@ struct Outcome {
     records: u64,
     flush: Duration,
     setup: Duration,
+    webhooks: WebhookOutcome,
 }
 
 fn pattern(text: &str) -> Pattern {
@@ -199,6 +236,92 @@ fn pack(id: &str, amount: u64) -> Pack {
         created_at: Ts(0),
         updated_at: Ts(0),
     }
+}
+
+/// What one grant of the events workload gives: a single credit, so balances stay cheap.
+fn event_pack() -> Pack {
+    pack("events", 1)
+}
+
+/// A receiver that answers every POST with 200 after `delay`, counting them.
+async fn slow_receiver(
+    delay: Duration,
+    count: Arc<AtomicU64>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let count = count.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                count.fetch_add(1, Ordering::Relaxed);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+/// The config the deliverer reads: the bench app with the default retries and window.
+fn webhook_config() -> Config {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"d\"\nsnapshot_dir = \"s\"\n\
+         [[apps]]\nid = \"{APP}\"\n"
+    );
+    Config::parse(&text).expect("the bench's webhook config parses")
+}
+
+/// Waits until the deliverer has taken every event the history holds.
+async fn drained(history: &History) {
+    loop {
+        let history = history.clone();
+        let left = tokio::task::spawn_blocking(move || history.undelivered(u64::MAX, 1))
+            .await
+            .expect("join")
+            .expect("read undelivered events");
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Grants the events pack to random users at `per_sec` until `deadline`; returns how many were
+/// answered (one `credits.granted` event each).
+async fn make_events(
+    engine: Engine,
+    keys: Arc<Vec<UserKey>>,
+    per_sec: f64,
+    deadline: Instant,
+) -> u64 {
+    let made = Arc::new(AtomicU64::new(0));
+    let mut every = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut grants = tokio::task::JoinSet::new();
+    let mut i = 0usize;
+    while Instant::now() < deadline {
+        every.tick().await;
+        let key = keys[rng.below(keys.len())].clone();
+        let (engine, made) = (engine.clone(), made.clone());
+        // Each on its own task: a grant waits for its flush, the rate must not.
+        let command = grant("events", 1_000_000_000 + i);
+        grants.spawn(async move {
+            if engine.user(key, Request::Command(command)).await.is_ok() {
+                made.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        i += 1;
+    }
+    while grants.join_next().await.is_some() {}
+    made.load(Ordering::Relaxed)
 }
 
 fn user_key(i: usize) -> UserKey {
@@ -268,20 +391,35 @@ async fn set_up_users(engine: &Engine, keys: &Arc<Vec<UserKey>>, tasks: usize) {
 async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
     let dir = tempfile::tempdir().expect("temporary directory");
     let queue = JournalQueue::new(0);
-    let (writer, history) = if row.durable() {
+    let webhook_ms = s.webhook_ms.filter(|_| row.durable());
+    let (writer, history, registry) = if row.durable() {
         let journal = SledJournal::open(&dir.path().join("data")).expect("open the sled journal");
         let history = History::open(&journal).expect("open the history");
+        let registry = webhook_ms.map(|_| {
+            let store = WebhookStore::open(&journal).expect("open the webhook store");
+            Registry::load(store).expect("load the webhook endpoints")
+        });
         let writer = journal_writer::spawn(queue.clone(), Some((journal, history.clone())));
-        (writer, Some(history))
+        (writer, Some(history), registry)
     } else {
         let writer = journal_writer::spawn(queue.clone(), None::<(SledJournal, History)>);
-        (writer, None)
+        (writer, None, None)
+    };
+    // Started before the setup, as `startup::run` starts it before serving.
+    let deliverer = match (&registry, &history) {
+        (Some(registry), Some(history)) => Some(Webhooks::start(
+            &webhook_config(),
+            registry.clone(),
+            history.clone(),
+            queue.clone(),
+        )),
+        _ => None,
     };
     let engine = Engine::start(
         Image::default(),
         &[APP.to_string()],
         queue.clone(),
-        history,
+        history.clone(),
         EngineOptions {
             threads: s.actor_threads,
             idle: Duration::from_secs(300),
@@ -296,6 +434,7 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
         CatalogCommand::PutPlan(plan()),
         CatalogCommand::PutPack(pack("credits", 1_000_000)),
         CatalogCommand::PutPack(pack("hot", 1 << 50)),
+        CatalogCommand::PutPack(event_pack()),
     ];
     for command in catalog {
         timed("a catalog change", engine.change_catalog(APP, command))
@@ -319,7 +458,25 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
         timed("the users' setup", set_up_users(&engine, &keys, s.tasks)).await;
         keys
     };
+    let received = Arc::new(AtomicU64::new(0));
+    let mut receiver = None;
+    let mut drain = Duration::ZERO;
+    if let (Some(ms), Some(registry), Some(history)) = (webhook_ms, &registry, &history) {
+        let (url, task) = slow_receiver(Duration::from_millis(ms), received.clone()).await;
+        receiver = Some(task);
+        let clock = engine.clock(APP).expect("the bench app");
+        let create = registry.create(APP, Mode::Live, url, EventFilter::All, None, || {
+            clock.now(Mode::Live)
+        });
+        timed("creating the endpoint", create)
+            .await
+            .expect("endpoint created");
+        let drain_started = Instant::now();
+        timed("the deliverer taking the setup's events", drained(history)).await;
+        drain = drain_started.elapsed();
+    }
     let setup = setup_started.elapsed();
+    let received_before = received.load(Ordering::Relaxed);
 
     let batches_before = counter.batches.load(Ordering::Relaxed);
     let records_before = counter.records.load(Ordering::Relaxed);
@@ -370,6 +527,10 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
             (pairs, errors, latency)
         }));
     }
+    let events = (s.events_per_sec > 0.0).then(|| {
+        let future = make_events(engine.clone(), keys.clone(), s.events_per_sec, deadline);
+        tokio::spawn(future)
+    });
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
     let (mut pairs, mut errors) = (0, 0);
     let collect = async {
@@ -386,6 +547,26 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
     let batches = counter.batches.load(Ordering::Relaxed) - batches_before;
     let records = counter.records.load(Ordering::Relaxed) - records_before;
     let flush = counter.flush_nanos.load(Ordering::Relaxed) - flush_before;
+    let events = match events {
+        Some(task) => timed("the events task", task).await.expect("events task"),
+        None => 0,
+    };
+    let webhooks = WebhookOutcome {
+        events,
+        received: receiver
+            .is_some()
+            .then(|| received.load(Ordering::Relaxed) - received_before),
+        drain,
+        enabled: registry
+            .as_ref()
+            .is_none_or(|r| r.all().iter().all(|e| e.enabled)),
+    };
+    if let Some((_, task)) = deliverer {
+        task.abort();
+    }
+    if let Some(task) = receiver {
+        task.abort();
+    }
 
     timed("the final flush", engine.flush())
         .await
@@ -408,6 +589,7 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
         records,
         flush: Duration::from_nanos(flush),
         setup,
+        webhooks,
     }
 }
 
@@ -434,6 +616,23 @@ fn report(row: Row, users: usize, o: &Outcome) -> f64 {
         ms(h.value_at_quantile(0.999)),
         ms(h.max())
     );
+    let w = &o.webhooks;
+    if w.events > 0 || w.received.is_some() {
+        let delivered = match w.received {
+            Some(n) => format!(
+                "{n} POSTs answered by the slow receiver; deliverer took the setup's events in \
+                 {:.1} s",
+                w.drain.as_secs_f64()
+            ),
+            None => "no deliverer".into(),
+        };
+        println!("  events: {} made during the run; {delivered}", w.events);
+        if !w.enabled {
+            println!(
+                "  WARNING: the endpoint was disabled (outbox full): a shorter run or fewer events"
+            );
+        }
+    }
     if o.batches > 0 {
         let mean_flush = o.flush.as_secs_f64() * 1000.0 / o.batches as f64;
         println!(
@@ -449,11 +648,17 @@ fn report(row: Row, users: usize, o: &Outcome) -> f64 {
 
 fn main() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let webhook_ms: Option<u64> = std::env::var("VEVEE_BENCH_WEBHOOK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let default_events_per_sec: f64 = if webhook_ms.is_some() { 200.0 } else { 0.0 };
     let settings = Settings {
         secs: env_or("VEVEE_BENCH_SECS", 10),
         users: env_or("VEVEE_BENCH_USERS", 100_000),
         tasks: env_or("VEVEE_BENCH_TASKS", 4_000).max(1),
         actor_threads: env_or("VEVEE_BENCH_ACTOR_THREADS", cores),
+        events_per_sec: env_or("VEVEE_BENCH_EVENTS_PER_SEC", default_events_per_sec).max(0.0),
+        webhook_ms,
     };
     let tokio_threads = env_or("VEVEE_BENCH_TOKIO_THREADS", cores);
     let rows: Vec<Row> = std::env::var("VEVEE_BENCH_ROWS")
@@ -477,6 +682,19 @@ fn main() {
          {} actor threads, {} tokio threads, {} cores",
         settings.users, settings.tasks, settings.secs, settings.actor_threads, tokio_threads, cores
     );
+    if settings.events_per_sec > 0.0 || settings.webhook_ms.is_some() {
+        let deliverer = match settings.webhook_ms {
+            Some(ms) => format!(
+                "the deliverer on, one endpoint on * at a receiver answering after {ms} ms \
+                 (durable rows)"
+            ),
+            None => "no deliverer".into(),
+        };
+        println!(
+            "events: {} grants/s while the pairs run; {deliverer}",
+            settings.events_per_sec
+        );
+    }
     let mut rates = Vec::new();
     for row in rows {
         let outcome = runtime.block_on(run_row(row, &settings, &counter));

@@ -110,6 +110,10 @@ pub struct AppConfig {
     /// Waits between delivery attempts of an outgoing webhook, in seconds, then it is given up.
     #[serde(default = "defaults::webhook_retry_seconds")]
     pub webhook_retry_seconds: Vec<u64>,
+    /// A webhook endpoint whose every attempt has failed for this long (wall clock, since its
+    /// last success) is disabled. API.md: 24 h.
+    #[serde(default = "defaults::webhook_disable_after_seconds")]
+    pub webhook_disable_after_seconds: u64,
 }
 
 /// API.md's default for `expiring_notice_days`.
@@ -121,6 +125,9 @@ mod defaults {
     }
     pub fn webhook_retry_seconds() -> Vec<u64> {
         vec![5, 300, 1800, 7200, 18000, 36000, 36000]
+    }
+    pub fn webhook_disable_after_seconds() -> u64 {
+        24 * 3600
     }
     pub fn sandbox_requests_per_second() -> u32 {
         10_000
@@ -268,6 +275,11 @@ impl Config {
                 &app.publishable_key_test,
                 "pk_test_",
             )?;
+            if app.webhook_disable_after_seconds == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "app '{id}': webhook_disable_after_seconds must be positive"
+                )));
+            }
         }
         let server = &config.server;
         if [
@@ -332,6 +344,7 @@ secret_key_test = "sk_test_1"
         assert_eq!(limits.shutdown_deadline, Duration::from_secs(10));
         assert_eq!(config.server.address_file, None);
         assert_eq!(config.apps[0].secret_key_live, None);
+        assert_eq!(config.apps[0].webhook_disable_after_seconds, 86_400);
         assert!(
             !config.apps[0].seed_demo_catalog,
             "an app gets the demo catalog only when its config asks for it"
@@ -359,6 +372,18 @@ secret_key_test = "sk_test_1"
                 .unwrap_err()
                 .to_string()
                 .contains("secret_key_test")
+        );
+    }
+
+    #[test]
+    fn webhook_endpoints_are_disabled_after_a_positive_time() {
+        let zero = format!("{MINIMAL}webhook_disable_after_seconds = 0\n");
+        let error = Config::parse(&zero).unwrap_err().to_string();
+        assert!(error.contains("webhook_disable_after_seconds"), "{error}");
+        let short = format!("{MINIMAL}webhook_disable_after_seconds = 60\n");
+        assert_eq!(
+            Config::parse(&short).unwrap().apps[0].webhook_disable_after_seconds,
+            60
         );
     }
 

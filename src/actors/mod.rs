@@ -57,7 +57,8 @@ pub enum EngineError {
 /// sleeping users.
 pub struct AppShared {
     pub catalog: ArcSwap<Catalog>,
-    pub clock: AppClock,
+    /// Shared with the webhook registry, which stamps endpoints with the same time as events.
+    pub clock: Arc<AppClock>,
     /// Serialises catalog and clock changes of the app: they are rare and must not interleave.
     writes: tokio::sync::Mutex<()>,
     /// Sleeping users by the deadline they must be woken for, live mode first: one index for all
@@ -227,7 +228,9 @@ impl Engine {
             .map(|id| {
                 let shared = AppShared {
                     catalog: ArcSwap::from_pointee(catalogs.remove(id).unwrap_or_default()),
-                    clock: AppClock::new(test_clock_offsets_ms.get(id).copied().unwrap_or(0)),
+                    clock: Arc::new(AppClock::new(
+                        test_clock_offsets_ms.get(id).copied().unwrap_or(0),
+                    )),
                     writes: tokio::sync::Mutex::new(()),
                     deadlines: Default::default(),
                 };
@@ -327,6 +330,12 @@ impl Engine {
 
     pub fn now(&self, app: &str, mode: Mode) -> Result<Ts, EngineError> {
         Ok(self.app(app)?.clock.now(mode))
+    }
+
+    /// The app's clock itself, for what must be stamped by the same time as its users' events
+    /// and read it more than once (a webhook endpoint's `createdAt`).
+    pub fn clock(&self, app: &str) -> Result<Arc<AppClock>, EngineError> {
+        Ok(self.app(app)?.clock.clone())
     }
 
     /// The test clock as a caller may be told it: once the advance that set it is durable.
@@ -724,8 +733,9 @@ impl Engine {
         page.ok_or_else(|| Rejection::UnknownCursor(starting_after.unwrap_or_default()).into())
     }
 
-    /// Drops stored answers and request keys past their 24 hours, by each app's and mode's clock.
-    /// Reads check the age themselves; this frees the disk.
+    /// Drops stored answers and request keys past their 24 hours, by each app's and mode's clock,
+    /// and delivered events past their 30 days (a bounded number a pass, see
+    /// `History::sweep`). Reads check the age themselves; this frees the disk.
     pub async fn sweep_history(&self) {
         let Some(history) = self.shared.history.clone() else {
             return;

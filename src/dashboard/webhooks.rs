@@ -6,7 +6,7 @@ use super::{Ctx, Dashboard, Problem, Section, Signed, SignedForm, layout, parse_
 use crate::engine::Ts;
 use crate::engine::notice::NoticeType;
 use crate::http::error::ApiError;
-use crate::webhooks::delivery::Outcome;
+use crate::webhooks::delivery::{OUTBOX_ROWS_PER_ENDPOINT_MAX, Outcome};
 use crate::webhooks::endpoint::{self, Endpoint, EventFilter};
 use crate::webhooks::registry::EndpointPatch;
 use axum::extract::{Path, Query, State};
@@ -36,9 +36,13 @@ fn endpoint_card(s: &Dashboard, ctx: &Ctx, e: &Endpoint) -> Markup {
                 @if let Some(d) = &e.description { " · " (d) }
             }
             @if let Some(reason) = &e.disabled_reason {
-                p.error role="alert" {
-                    "The server disabled this endpoint: " (reason) ". Its pending deliveries wait; \
-                     enable it to send them."
+                p.error role="alert" { "The server disabled this endpoint: " (reason) "." }
+            }
+            @if !e.enabled {
+                p.muted {
+                    "Nothing is sent to it while it is disabled. Its pending deliveries and the \
+                     events made since wait for it (up to " (OUTBOX_ROWS_PER_ENDPOINT_MAX) "; \
+                     beyond, they are dropped); enabling it sends them."
                 }
             }
             div.actions {
@@ -255,7 +259,8 @@ pub async fn create(
         Ok(parsed) => parsed,
         Err(e) => return refuse(e.to_string()),
     };
-    let now = s.engine.now(&ctx.app, ctx.mode)?;
+    let clock = s.engine.clock(&ctx.app)?;
+    let now = || clock.now(ctx.mode);
     match s
         .webhooks
         .registry

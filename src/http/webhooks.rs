@@ -97,7 +97,8 @@ pub async fn create_endpoint(
     let url = endpoint::parse_url(&body.url)?;
     let events = parse_events(body.events)?;
     let description = endpoint::parse_description(body.description)?;
-    let now = s.engine.now(&caller.app, caller.mode)?;
+    let clock = s.engine.clock(&caller.app)?;
+    let now = || clock.now(caller.mode);
     let created = s
         .webhooks
         .registry
@@ -139,8 +140,11 @@ pub async fn get_endpoint(
 
 #[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", operation_id = "updateWebhookEndpoint",
     tag = "Webhooks", summary = "Change a webhook endpoint",
-    description = "Only the fields sent change. `enabled: true` turns an endpoint the server \
-        disabled back on; its pending deliveries resume.",
+    description = "Only the fields sent change. `enabled: false` pauses the endpoint: nothing \
+        is sent to it, and its pending deliveries and the events made meanwhile wait for it (at \
+        most 10,000; beyond, they are dropped). `enabled: true` turns it back on, also one the \
+        server disabled (failing too long, outbox full): what waited is sent, and new \
+        events again.",
     security(("secretKey" = [])),
     request_body(content = Option<UpdateEndpointBody>, description = "The fields to change; none (or no body) changes nothing"),
     params(("id" = String, Path, description = "The endpoint's id, `we_…`")),

@@ -187,6 +187,10 @@ pub struct Undelivered {
 /// Outgoing events are kept this long for `GET /v1/events` (API.md: the last 30 days).
 pub const EVENTS_KEEP_MS: i64 = 30 * crate::engine::time::MS_PER_DAY;
 
+/// Event keys one sweep looks at, at most: a pass (every 10 minutes) is bounded however far
+/// behind it is, and drops up to 14.4 million events a day.
+pub const EVENTS_SWEPT_PER_PASS_MAX: usize = 100_000;
+
 #[derive(Serialize, Deserialize)]
 struct StoredRefund {
     charge_id: String,
@@ -635,8 +639,6 @@ impl History {
         Ok(dropped)
     }
 
-    /// Drops stored answers and request keys older than [`KEEP_MS`] by `now` of their app and
-    /// mode. Returns how many were dropped. Reads check the age themselves: this only frees disk.
     /// The scope's events newest first, from just before `starting_after` if given (`None` if
     /// that id is not one of the scope's events).
     pub fn events_newest_first(
@@ -735,8 +737,10 @@ impl History {
     }
 
     /// Drops stored answers and request keys older than [`KEEP_MS`] by `now` of their app and
-    /// mode, delivered events older than [`EVENTS_KEEP_MS`] by the same clock, and early refunds older than [`EARLY_REFUND_KEEP_MS`] by `wall_now`. Returns how
-    /// many were dropped. Reads check the age themselves: this only frees disk.
+    /// mode, delivered events older than [`EVENTS_KEEP_MS`] of the apps `now` knows (at most
+    /// [`EVENTS_SWEPT_PER_PASS_MAX`] looked at, see [`History::sweep_events`]), and early refunds
+    /// older than [`EARLY_REFUND_KEEP_MS`] by `wall_now`. Returns how many were dropped. Reads
+    /// check the age themselves: this only frees disk.
     pub fn sweep(
         &self,
         now: impl Fn(&str, Mode) -> Option<Ts>,
@@ -763,19 +767,66 @@ impl History {
         }
         dropped += old.len() as u64;
         self.request_keys.write(old)?;
-        let mut old = Vec::new();
-        for item in self.events.scan_prefix(&[]) {
-            let (key, value) = item?;
-            let stored: StoredNotice = decode_value(&value)?;
-            if scope_now(&key, &now)
-                .is_some_and(|now| stored.notice.at.plus_ms(EVENTS_KEEP_MS) <= now)
-                && self.undelivered.get(&key)?.is_none()
-            {
-                old.push((key.to_vec(), None));
+        let known = |app: &str, mode: Mode| now(app, mode).is_some();
+        dropped += self.sweep_events(wall_now, known, EVENTS_SWEPT_PER_PASS_MAX)?;
+        Ok(dropped)
+    }
+
+    /// Drops events older than [`EVENTS_KEEP_MS`] at `wall_now` that delivery has taken, in the
+    /// scopes (app and mode) that `known` accepts, looking at no more than `max` keys. Returns
+    /// how many were dropped; a pass that stops at `max` leaves the rest to the next.
+    ///
+    /// By key range, reading no value: after its scope an event's key holds the sort part of its
+    /// id, a ULID whose first characters are the wall-clock millisecond it was made at, so the
+    /// old events of a scope are the keys from the scope up to the ULID of `wall_now` − 30 days.
+    /// The wall clock in test mode too: an event's `createdAt` is no later than its id's time
+    /// plus the test clock's offset, and the offset only grows, so an event 30 days old by its
+    /// id is also 30 days old by its mode's clock. (One the test clock aged sooner is hidden by
+    /// `GET /v1/events` and waits here for the wall clock.)
+    fn sweep_events(
+        &self,
+        wall_now: Ts,
+        known: impl Fn(&str, Mode) -> bool,
+        max: usize,
+    ) -> Result<u64, HistoryError> {
+        let Ok(cutoff_ms) = u64::try_from(wall_now.0 - EVENTS_KEEP_MS) else {
+            return Ok(0);
+        };
+        let cutoff = ulid::Ulid::from_parts(cutoff_ms, 0).to_string();
+        let mut dropped = 0;
+        let mut left = max;
+        // One seek per scope: from the first key of the next scope on disk.
+        let mut from: Vec<u8> = Vec::new();
+        while left > 0 {
+            let Some(first) = self.events.range_from(&from).next() else {
+                break;
+            };
+            let (key, _) = first?;
+            let Some(scope) = scope_len(&key).map(|len| key[..len].to_vec()) else {
+                // Not an event key: step over it.
+                from = key.to_vec();
+                from.push(0);
+                left -= 1;
+                continue;
+            };
+            from = prefix_end(&scope);
+            if !scope_of(&scope).is_some_and(|(app, mode)| known(&app, mode)) {
+                continue;
             }
+            let mut end = scope.clone();
+            end.extend_from_slice(cutoff.as_bytes());
+            let mut old = Vec::new();
+            for item in self.events.range(&scope, &end).take(left) {
+                let (key, _) = item?;
+                left -= 1;
+                // Not taken by delivery yet (its records are not durable): kept until it is.
+                if self.undelivered.get(&key)?.is_none() {
+                    old.push((key.to_vec(), None));
+                }
+            }
+            dropped += old.len() as u64;
+            self.events.write(old)?;
         }
-        dropped += old.len() as u64;
-        self.events.write(old)?;
         Ok(dropped)
     }
 }
@@ -936,6 +987,10 @@ mod tests {
     }
 
     fn notice(id: &str) -> HistoryWrite {
+        notice_in("a", Mode::Test, id)
+    }
+
+    fn notice_in(app: &str, mode: Mode, id: &str) -> HistoryWrite {
         let subscription = Subscription {
             plan_id: "pro".into(),
             status: SubscriptionStatus::Active,
@@ -944,8 +999,8 @@ mod tests {
         };
         HistoryWrite::Notice {
             user: UserKey {
-                app: "a".into(),
-                mode: Mode::Test,
+                app: app.into(),
+                mode,
                 user: UserId::parse("u").unwrap(),
             },
             notice: Box::new(SentNotice {
@@ -984,5 +1039,84 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(kept.len(), 1, "GET /v1/events does not show it either");
+    }
+
+    /// An event id as the user actors make them: a ULID of `ms` (wall clock), a user tag.
+    fn event_id(ms: i64, n: u128) -> String {
+        let ms = u64::try_from(ms).unwrap();
+        format!("evt_{}_00000000000000a1", ulid::Ulid::from_parts(ms, n))
+    }
+
+    #[test]
+    fn the_events_sweep_drops_delivered_events_past_thirty_days_by_key_range_a_bounded_number_a_pass()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = SledJournal::open(dir.path()).unwrap();
+        let history = History::open(&journal).unwrap();
+        let now = Ts(1_800_000_000_000);
+        let old = now.0 - EVENTS_KEEP_MS - 1;
+        let recent = now.0 - EVENTS_KEEP_MS + 60_000;
+        let old_test: Vec<String> = (1..=3).map(|n| event_id(old - 10, n)).collect();
+        let old_live: Vec<String> = (1..=2).map(|n| event_id(old, n)).collect();
+        let undelivered = event_id(old, 9);
+        let kept = [
+            ("a", Mode::Test, event_id(recent, 1)),
+            ("a", Mode::Live, event_id(recent, 2)),
+            // An app the sweep is not told about: its events are left alone.
+            ("gone", Mode::Test, event_id(old, 3)),
+            ("a", Mode::Test, undelivered.clone()),
+        ];
+        let mut writes: Vec<HistoryWrite> = Vec::new();
+        writes.extend(old_test.iter().map(|id| notice_in("a", Mode::Test, id)));
+        writes.extend(old_live.iter().map(|id| notice_in("a", Mode::Live, id)));
+        writes.extend(kept.iter().map(|(app, mode, id)| notice_in(app, *mode, id)));
+        history.write(&writes).unwrap();
+        // Delivery took them all but one.
+        let taken: Vec<NoticeKey> = history
+            .undelivered(u64::MAX, 100)
+            .unwrap()
+            .into_iter()
+            .map(|u| u.key)
+            .filter(|k| k != &NoticeKey::of("a", Mode::Test, &undelivered))
+            .collect();
+        history.taken(taken).unwrap();
+        // An old event no decoder can read: the sweep goes by keys, it never reads a value.
+        let unreadable = event_id(old, 7);
+        let key = notice_key("a", Mode::Live, &unreadable);
+        history
+            .events
+            .write([(key, Some(b"not an event".to_vec()))])
+            .unwrap();
+
+        let known = |app: &str, _: Mode| app == "a";
+        let old_count = (old_test.len() + old_live.len() + 1) as u64;
+        let mut dropped = Vec::new();
+        loop {
+            let n = history.sweep_events(now, known, 2).unwrap();
+            assert!(n <= 2, "at most 2 keys looked at a pass, {n} dropped");
+            if n == 0 {
+                break;
+            }
+            dropped.push(n);
+        }
+        assert_eq!(dropped.iter().sum::<u64>(), old_count, "{dropped:?}");
+        assert!(dropped.len() >= 3, "over several passes: {dropped:?}");
+        let left: Vec<Vec<u8>> = history
+            .events
+            .scan_prefix(&[])
+            .map(|item| item.unwrap().0.to_vec())
+            .collect();
+        let expected: Vec<Vec<u8>> = {
+            let mut keys: Vec<Vec<u8>> = kept
+                .iter()
+                .map(|(app, mode, id)| notice_key(app, *mode, id))
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(left, expected);
+        // Through `sweep`, with the clocks of the known apps: nothing more to drop.
+        let clocks = |app: &str, _: Mode| (app == "a").then_some(now);
+        assert_eq!(history.sweep(clocks, now).unwrap(), 0);
     }
 }

@@ -321,6 +321,15 @@ impl KvTree {
         )
     }
 
+    /// Keys from `from` (inclusive) to the end, in order.
+    pub fn range_from(&self, from: &[u8]) -> KvRange {
+        Box::new(
+            self.0
+                .range(from.to_vec()..)
+                .map(|item| item.map_err(JournalError::from)),
+        )
+    }
+
     /// Every pair whose key starts with `prefix`.
     pub fn scan_prefix(&self, prefix: &[u8]) -> KvRange {
         Box::new(

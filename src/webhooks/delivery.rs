@@ -9,14 +9,19 @@
 //!    each with a [`ATTEMPT_TIMEOUT`]. A 2xx deletes the row; anything else schedules the next
 //!    attempt after the app's `webhook_retry_seconds` plus up to 10 % jitter (so endpoints that
 //!    failed together do not retry together), and past the last wait the row is given up.
-//! 3. **Endpoint health.** An endpoint that has failed for 24 h without a success is disabled;
-//!    one whose outbox is full ([`OUTBOX_ROWS_PER_ENDPOINT_MAX`]) is disabled and further events
-//!    for it are dropped and counted (they stay in `GET /v1/events`).
+//! 3. **Endpoint health.** An endpoint that has failed for the app's
+//!    `webhook_disable_after_seconds` (24 h) without a success is disabled; one whose outbox is
+//!    full ([`OUTBOX_ROWS_PER_ENDPOINT_MAX`]) is disabled and further events for it are dropped
+//!    and counted (they stay in `GET /v1/events`).
+//! 4. **Disabled endpoints** (by the server or by the app) are sent nothing, and lose nothing
+//!    more: they keep their outbox, get rows for new events, and a last attempt that fails is
+//!    kept rather than given up; all of it is parked until the endpoint is enabled again, up to
+//!    the outbox bound.
 //!
 //! The schedule lives in memory and is rebuilt from the outbox at start, so a restart (or kill -9)
 //! resumes where the disk says. The only thing the request path shares with this task is sled.
 
-use super::endpoint::{Endpoint, FAILING_DISABLE_MS};
+use super::endpoint::Endpoint;
 use super::registry::Registry;
 use super::signing;
 use crate::actors::journal_writer::JournalQueue;
@@ -149,6 +154,17 @@ pub(super) enum Command {
     },
 }
 
+/// What an attempt's answer says about its endpoint.
+enum Health {
+    /// It answered 2xx after failures.
+    Answered,
+    /// Its first failure since its last success, at this wall-clock millisecond.
+    FailingSince(i64),
+    /// It has failed for this many milliseconds, the app's limit: it is disabled.
+    FailedTooLong(i64),
+    Unchanged,
+}
+
 /// The answer of one attempt: the status, or why there was none.
 struct Sent {
     row_key: Vec<u8>,
@@ -162,8 +178,39 @@ pub(super) struct Deliverer {
     pub history: History,
     pub journal: Arc<JournalQueue>,
     pub activity: Arc<Activity>,
-    /// Each app's `webhook_retry_seconds`.
-    pub retry_seconds: HashMap<String, Vec<u64>>,
+    /// Each app's retries and patience.
+    pub policies: HashMap<String, Policy>,
+}
+
+/// How one app's deliveries are retried and when its endpoints are given up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// `webhook_retry_seconds`: the waits before each retry.
+    pub retry_seconds: Vec<u64>,
+    /// `webhook_disable_after_seconds`, in milliseconds: failing this long disables an endpoint.
+    pub disable_after_ms: i64,
+}
+
+impl Policy {
+    pub fn of(app: &crate::config::AppConfig) -> Policy {
+        let seconds = i64::try_from(app.webhook_disable_after_seconds).unwrap_or(i64::MAX / 1000);
+        Policy {
+            retry_seconds: app.webhook_retry_seconds.clone(),
+            disable_after_ms: seconds.saturating_mul(1000),
+        }
+    }
+}
+
+/// The reason shown for an endpoint disabled after `ms` of failures: "24 hours", "2 seconds".
+fn failing_reason(ms: i64) -> String {
+    let seconds = ms / 1000;
+    let (n, unit) = match seconds {
+        s if s % 3600 == 0 => (s / 3600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    let plural = if n == 1 { "" } else { "s" };
+    format!("every delivery failed for {n} {unit}{plural}")
 }
 
 /// What the task keeps in memory: the schedule of pending rows and counts per endpoint.
@@ -333,7 +380,7 @@ impl Deliverer {
                 return;
             }
         };
-        let endpoints = self.registry.all();
+        let endpoints = self.registry.settled().await;
         let now = now_ms();
         let mut rows: Vec<(Vec<u8>, Row)> = Vec::new();
         let mut full: Vec<(Endpoint, Attempt)> = Vec::new();
@@ -399,10 +446,18 @@ impl Deliverer {
             }
             None => return,
         };
+        let enabled: HashSet<&str> = endpoints
+            .iter()
+            .filter(|e| e.enabled)
+            .map(|e| e.id.as_str())
+            .collect();
         for (key, row) in rows {
             let endpoint = endpoint_of(&key);
+            // A disabled endpoint's rows are parked: enabling it schedules them.
+            if enabled.contains(endpoint.as_str()) {
+                schedule.put(key, row.next_at_ms);
+            }
             *schedule.depth.entry(endpoint).or_default() += 1;
-            schedule.put(key, row.next_at_ms);
         }
         for (endpoint, attempt) in full {
             self.activity.record(&endpoint.id, attempt);
@@ -495,14 +550,21 @@ impl Deliverer {
         let now = now_ms();
         row.attempts += 1;
         let delivered = matches!(sent.result, Ok(status) if (200..300).contains(&status));
-        let waits = self
-            .retry_seconds
-            .get(&endpoint.app)
-            .map_or(&[][..], Vec::as_slice);
-        let next = (!delivered)
-            .then(|| waits.get(row.attempts as usize - 1))
-            .flatten()
-            .map(|&seconds| now + with_jitter(seconds));
+        let policy = self.policies.get(&endpoint.app);
+        let waits = policy.map_or(&[][..], |p| p.retry_seconds.as_slice());
+        let disable_after_ms = policy.map_or(i64::MAX, |p| p.disable_after_ms);
+        let disables = !delivered
+            && endpoint
+                .failing_since_ms
+                .is_some_and(|since| now - since >= disable_after_ms);
+        let next = match waits.get(row.attempts as usize - 1) {
+            _ if delivered => None,
+            Some(&seconds) => Some(now + with_jitter(seconds)),
+            // The last attempt, but the endpoint is (or is now being) disabled: the row is kept,
+            // parked, so that a disabled endpoint loses nothing more until it is enabled again.
+            None if disables || !endpoint.enabled => Some(now),
+            None => None,
+        };
         let outcome = match (delivered, next) {
             (true, _) => Outcome::Delivered,
             (false, Some(_)) => Outcome::Retrying,
@@ -555,24 +617,30 @@ impl Deliverer {
                 self.report_depths(schedule);
             }
         }
-        self.health(&endpoint, delivered, now).await;
+        let health = match (delivered, endpoint.failing_since_ms) {
+            (true, Some(_)) => Health::Answered,
+            (false, None) => Health::FailingSince(now),
+            _ if disables => Health::FailedTooLong(disable_after_ms),
+            _ => Health::Unchanged,
+        };
+        self.health(&endpoint, health).await;
     }
 
-    /// Notes an endpoint's failures since its last success, and disables it after 24 h of them.
-    async fn health(&self, endpoint: &Endpoint, delivered: bool, now: i64) {
-        let result = match (delivered, endpoint.failing_since_ms) {
-            (true, Some(_)) => self.registry.set_failing_since(&endpoint.id, None).await,
-            (false, None) => {
+    /// Notes an endpoint's failures since its last success, and disables it once they have
+    /// lasted the app's `webhook_disable_after_seconds`.
+    async fn health(&self, endpoint: &Endpoint, health: Health) {
+        let result = match health {
+            Health::Answered => self.registry.set_failing_since(&endpoint.id, None).await,
+            Health::FailingSince(now) => {
                 self.registry
                     .set_failing_since(&endpoint.id, Some(now))
                     .await
             }
-            (false, Some(since)) if now - since >= FAILING_DISABLE_MS => {
-                self.registry
-                    .disable(&endpoint.id, "every delivery failed for 24 hours")
-                    .await
+            Health::FailedTooLong(window_ms) => {
+                let reason = failing_reason(window_ms);
+                self.registry.disable(&endpoint.id, &reason).await
             }
-            _ => Ok(()),
+            Health::Unchanged => Ok(()),
         };
         if let Err(error) = result {
             tracing::error!(%error, "recording a webhook endpoint's health failed");
@@ -692,10 +760,17 @@ impl Deliverer {
     }
 }
 
-/// Whether `endpoint` receives `event`: the same app and mode (test-mode events never reach a
-/// live endpoint), enabled, and subscribed to its type.
+/// Whether `endpoint` gets an outbox row for `event`: the same app and mode (test-mode events
+/// never reach a live endpoint), subscribed to its type, and made after the endpoint was created.
+/// Both times are the mode's clock (the test clock in test mode), so an endpoint never gets an
+/// event from before it existed, however late the deliverer looks (see [`Registry::settled`]).
+/// Enabled or not: a disabled endpoint's rows are parked until it is enabled again, so that the
+/// app that repairs its receiver and enables it gets what happened meanwhile (up to the outbox
+/// bound).
 fn wants(endpoint: &Endpoint, event: &Undelivered, kind: NoticeType) -> bool {
-    endpoint.enabled && endpoint.in_scope(&event.app, event.mode) && endpoint.events.matches(kind)
+    endpoint.in_scope(&event.app, event.mode)
+        && endpoint.events.matches(kind)
+        && event.stored.notice.at > endpoint.created_at
 }
 
 /// One POST, signed as the Standard Webhooks spec says. The status if the receiver answered.
@@ -740,6 +815,16 @@ mod tests {
             let ms = with_jitter(10);
             assert!((10_000..=11_000).contains(&ms), "{ms}");
         }
+    }
+
+    #[test]
+    fn the_disabled_reason_names_the_app_s_window() {
+        assert_eq!(
+            failing_reason(24 * 3600 * 1000),
+            "every delivery failed for 24 hours"
+        );
+        assert_eq!(failing_reason(60_000), "every delivery failed for 1 minute");
+        assert_eq!(failing_reason(2_000), "every delivery failed for 2 seconds");
     }
 
     #[test]

@@ -15,8 +15,6 @@ pub const DESCRIPTION_CHARS_MAX: usize = 500;
 pub const ENDPOINTS_PER_SCOPE_MAX: usize = 16;
 /// After a rotation the previous secret signs too, for this long (API.md: 24 h).
 pub const PREVIOUS_SECRET_MS: i64 = 24 * 3600 * 1000;
-/// An endpoint whose deliveries have failed for this long without a success is disabled.
-pub const FAILING_DISABLE_MS: i64 = 24 * 3600 * 1000;
 
 /// Why endpoint input or an endpoint change was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,8 +138,8 @@ pub struct Endpoint {
     pub events: EventFilter,
     pub description: Option<String>,
     pub enabled: bool,
-    /// Why the server disabled it (failing for 24 h, outbox full); `None` if enabled, or
-    /// disabled by the app.
+    /// Why the server disabled it (failing for the app's `webhook_disable_after_seconds`, outbox
+    /// full); `None` if enabled, or disabled by the app.
     pub disabled_reason: Option<String>,
     pub secret: String,
     pub previous_secret: Option<PreviousSecret>,

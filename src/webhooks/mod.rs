@@ -53,10 +53,10 @@ impl Webhooks {
             history: history.clone(),
             journal,
             activity: activity.clone(),
-            retry_seconds: config
+            policies: config
                 .apps
                 .iter()
-                .map(|a| (a.id.clone(), a.webhook_retry_seconds.clone()))
+                .map(|a| (a.id.clone(), delivery::Policy::of(a)))
                 .collect(),
         };
         let task = tokio::spawn(deliverer.run(receiver));

@@ -16,6 +16,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
+/// How long a creation waits at most for its app's clock to pass the new endpoint's
+/// `createdAt` (normally under a millisecond, and the disk sync before it has taken longer).
+const CLOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
@@ -102,6 +106,21 @@ impl Registry {
         Ok(endpoint)
     }
 
+    /// Every endpoint, once no change is under way: what the deliverer matches events against.
+    ///
+    /// With [`Registry::create`] this makes "an endpoint receives the events made after its
+    /// `createdAt`" exact. An endpoint being created holds the lock from reading its `createdAt`
+    /// until it is shown, so an event the deliverer matches either finds it here, or was made
+    /// before this call and so no later than the `createdAt` of any endpoint created after it.
+    pub async fn settled(&self) -> Vec<Endpoint> {
+        let _write = self.writes.lock().await;
+        self.all()
+    }
+
+    /// Creates an endpoint stamped `createdAt` = `now()` (its app's and mode's clock, the one that
+    /// stamps events). It receives the events made strictly after that: the answer waits until
+    /// `now()` has passed it (the disk sync nearly always has), so that an event made after the
+    /// answer is never in the same millisecond.
     pub async fn create(
         &self,
         app: &str,
@@ -109,14 +128,29 @@ impl Registry {
         url: String,
         events: EventFilter,
         description: Option<String>,
-        now: Ts,
+        now: impl Fn() -> Ts,
     ) -> Result<Endpoint, RegistryError> {
         let _write = self.writes.lock().await;
         if self.list(app, mode).len() >= ENDPOINTS_PER_SCOPE_MAX {
             return Err(EndpointRejection::TooMany.into());
         }
-        self.save(Endpoint::new(app, mode, url, events, description, now))
-            .await
+        let created_at = now();
+        let created = self
+            .save(Endpoint::new(
+                app,
+                mode,
+                url,
+                events,
+                description,
+                created_at,
+            ))
+            .await?;
+        // Bounded: a wall clock stepped back (NTP) must not hold every endpoint change up.
+        let waited_max = std::time::Instant::now() + CLOCK_WAIT_MAX;
+        while now() <= created_at && std::time::Instant::now() < waited_max {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Ok(created)
     }
 
     pub async fn update(

@@ -7,18 +7,18 @@ use reqwest::header::HeaderMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-const PASSWORD: &str = "it-dashboard-password";
+pub(crate) const PASSWORD: &str = "it-dashboard-password";
 
 /// A browser from one address: no redirects followed, cookies passed by hand.
-struct Browser {
+pub(crate) struct Browser {
     client: reqwest::Client,
     base: String,
 }
 
-struct Page {
-    status: StatusCode,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
     headers: HeaderMap,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Page {
@@ -51,7 +51,7 @@ impl Page {
 }
 
 impl Browser {
-    fn new(app: &TestApp, from: &str) -> Browser {
+    pub(crate) fn new(app: &TestApp, from: &str) -> Browser {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .local_address(from.parse::<IpAddr>().unwrap())
@@ -64,7 +64,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, path: &str, cookie: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str, cookie: &str) -> Page {
         let r = self
             .client
             .get(format!("{}{path}", self.base))
@@ -111,7 +111,7 @@ impl Browser {
     }
 
     /// A session cookie, or a panic with the page that refused it.
-    async fn session(&self, password: &str) -> String {
+    pub(crate) async fn session(&self, password: &str) -> String {
         let page = self.sign_in(password).await;
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
         page.cookie("vevee_dashboard").expect("a session cookie")

@@ -3,6 +3,7 @@
 //! spec, not with the server's code; `scripts/test.d/45-webhooks.sh` checks them with the spec's
 //! own Python library).
 
+use crate::dashboard::{Browser, PASSWORD};
 use crate::support::*;
 use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine as _;
@@ -35,6 +36,8 @@ pub(crate) struct Delivery {
 pub(crate) struct Receiver {
     pub(crate) url: String,
     got: Arc<Mutex<Vec<Delivery>>>,
+    /// How many more POSTs are answered 500.
+    failures: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,6 +56,7 @@ fn receiver_on(listener: tokio::net::TcpListener, fail_first: usize) -> Receiver
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(AtomicUsize::new(fail_first));
+    let control = failures.clone();
     let record = got.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -86,12 +90,22 @@ fn receiver_on(listener: tokio::net::TcpListener, fail_first: usize) -> Receiver
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Receiver { url, got, task }
+    Receiver {
+        url,
+        got,
+        failures: control,
+        task,
+    }
 }
 
 impl Receiver {
     pub(crate) fn all(&self) -> Vec<Delivery> {
         self.got.lock().unwrap().clone()
+    }
+
+    /// From now on every POST is answered 200 (the receiver was repaired).
+    fn succeed_from_now(&self) {
+        self.failures.store(0, Ordering::SeqCst);
     }
 
     /// The deliveries answered 2xx.
@@ -728,4 +742,159 @@ async fn an_endpoint_whose_outbox_fills_is_disabled_and_its_events_stay_listed()
         .filter(|e| e["type"] == "credits.granted")
         .count();
     assert_eq!(granted, GRANTS, "every event stays in GET /v1/events");
+}
+
+/// Retries a second apart for ten seconds, and an endpoint disabled after 2 s of failures (the
+/// default is 24 h).
+const DISABLE_AFTER_TWO_SECONDS: &str = "webhook_retry_seconds = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n\
+                                         webhook_disable_after_seconds = 2\n";
+
+/// Waits until the endpoint at `path` reads `enabled: want`; panics after [`WAIT`].
+async fn wait_enabled(app: &TestApp, path: &str, want: bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let shown = ok(&app.get(path, SK_TEST).await, 200).clone();
+        if shown["enabled"] == want {
+            return shown;
+        }
+        assert!(started.elapsed() < WAIT, "enabled is not {want}: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The newest event of the test mode.
+async fn newest_event(app: &TestApp) -> Value {
+    all_events(app, SK_TEST).await.pop().expect("an event")
+}
+
+/// The dashboard's webhooks page of test mode, signed in.
+async fn webhooks_page(app: &TestApp) -> String {
+    let browser = Browser::new(app, "127.0.0.1");
+    let cookie = browser.session(PASSWORD).await;
+    let page = browser.get("/dashboard/test/webhooks", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.body
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_for_the_window_is_disabled_and_enabling_it_sends_what_waited() {
+    let app = spawn_app_tweaked(Tweaks {
+        app_lines: DISABLE_AFTER_TWO_SECONDS.into(),
+        ..Tweaks::default()
+    })
+    .await;
+    let rx = receiver(usize::MAX).await;
+    let endpoint = create_endpoint(&app, SK_TEST, &rx.url, json!(["*"])).await;
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
+    let path = format!("/v1/webhook-endpoints/{}", endpoint["id"].as_str().unwrap());
+
+    // Every attempt fails: after 2 s of failures the server disables the endpoint.
+    app.grant(SK_TEST, "ana", "cpk_gemini_topup", "cs_down_1")
+        .await;
+    let pending = newest_event(&app).await;
+    wait_enabled(&app, &path, false).await;
+    let failed = rx.all();
+    assert!(failed.len() >= 2, "{failed:#?}");
+    assert!(
+        failed
+            .iter()
+            .all(|d| d.status == 500 && d.id == pending["id"])
+    );
+    let page = webhooks_page(&app).await;
+    assert!(
+        page.contains("was disabled") && page.contains("every delivery failed for 2 seconds"),
+        "{page}"
+    );
+
+    // Disabled, it is sent nothing: neither its pending event nor one made now.
+    app.grant(SK_TEST, "ana", "cpk_gemini_topup", "cs_down_2")
+        .await;
+    let made_while_disabled = newest_event(&app).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // three retry waits
+    assert_eq!(rx.all().len(), failed.len(), "{:#?}", rx.all());
+
+    // The receiver is repaired and the app enables the endpoint: what waited for it arrives,
+    // and so do new events.
+    rx.succeed_from_now();
+    let enabled = patch(&app, &path, SK_TEST, json!({"enabled": true})).await;
+    assert_eq!(ok(&enabled, 200)["enabled"], true);
+    rx.wait_delivered(pending["id"].as_str().unwrap()).await;
+    rx.wait_delivered(made_while_disabled["id"].as_str().unwrap())
+        .await;
+    app.grant(SK_TEST, "ana", "cpk_gemini_topup", "cs_up").await;
+    let after = newest_event(&app).await;
+    rx.wait_delivered(after["id"].as_str().unwrap()).await;
+
+    let events = all_events(&app, SK_TEST).await;
+    let delivered = rx.delivered();
+    assert_eq!(delivered.len(), 3, "each once: {delivered:#?}");
+    for d in &delivered {
+        assert_eq!(d.signature, expected_signature(&secret, d));
+        assert!(
+            events.contains(&d.body),
+            "{:?} is an event of GET /v1/events",
+            d.body
+        );
+    }
+    assert_eq!(wait_enabled(&app, &path, true).await["enabled"], true);
+    assert!(!webhooks_page(&app).await.contains("was disabled"));
+}
+
+#[tokio::test]
+async fn an_endpoint_the_app_disables_is_sent_nothing_until_enabled_then_gets_what_waited() {
+    let app = spawn_with_fast_retries().await;
+    let rx = receiver(0).await;
+    let endpoint = create_endpoint(&app, SK_TEST, &rx.url, json!(["credits.granted"])).await;
+    let path = format!("/v1/webhook-endpoints/{}", endpoint["id"].as_str().unwrap());
+    let off = patch(&app, &path, SK_TEST, json!({"enabled": false})).await;
+    assert_eq!(ok(&off, 200)["enabled"], false);
+
+    app.grant(SK_TEST, "ana", "cpk_gemini_topup", "cs_paused")
+        .await;
+    let paused = newest_event(&app).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // ten looks of the deliverer
+    assert!(rx.all().is_empty(), "{:#?}", rx.all());
+    let page = webhooks_page(&app).await;
+    assert!(
+        page.contains("Nothing is sent to it while it is disabled"),
+        "{page}"
+    );
+    assert!(!page.contains("The server disabled"), "{page}");
+
+    let on = patch(&app, &path, SK_TEST, json!({"enabled": true})).await;
+    assert_eq!(ok(&on, 200)["enabled"], true);
+    rx.wait_delivered(paused["id"].as_str().unwrap()).await;
+    app.grant(SK_TEST, "ana", "cpk_gemini_topup", "cs_resumed")
+        .await;
+    let resumed = newest_event(&app).await;
+    rx.wait_delivered(resumed["id"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn an_endpoint_receives_only_the_events_made_after_it_was_created() {
+    let app = spawn_with_fast_retries().await;
+    // The test clock a day ahead of the wall clock: each mode is judged by its own clock.
+    app.advance_clock(DAY).await;
+    for key in [SK_TEST, SK_LIVE] {
+        let rx = receiver(0).await;
+        app.grant(key, "ana", "cpk_gemini_topup", &format!("cs_before_{key}"))
+            .await;
+        // At once: before the deliverer's next look for new events.
+        let endpoint = create_endpoint(&app, key, &rx.url, json!(["*"])).await;
+        app.grant(key, "ana", "cpk_gemini_topup", &format!("cs_after_{key}"))
+            .await;
+        let events = all_events(&app, key).await;
+        let [before, after] = &events[..] else {
+            panic!("two events: {events:#?}");
+        };
+        rx.wait_delivered(after["id"].as_str().unwrap()).await;
+        let created = ts(&endpoint["createdAt"]);
+        assert!(ts(&before["createdAt"]) <= created, "{before} {endpoint}");
+        assert!(ts(&after["createdAt"]) > created, "{after} {endpoint}");
+        assert!(
+            rx.all().iter().all(|d| d.id == after["id"]),
+            "only the later event: {:#?}",
+            rx.all()
+        );
+    }
 }
