@@ -256,14 +256,19 @@ pub fn spawn<J: Journal>(
                 let started = Instant::now();
                 let end = first_seq + records.len() as u64;
                 if let Some((journal, history)) = &mut journal {
-                    // History first: the sync after the journal append makes both durable, and
-                    // recovery writes again the history of every record it replays.
-                    if let Err(e) = history.write(&history_writes) {
-                        stop_on_failure(e, first_seq);
-                    }
+                    // The journal frame first, then the history its records cause. sled can put
+                    // either on disk before the sync (its own flusher writes its buffers every
+                    // half second; a kill -9 keeps whatever reached the file), and its log comes
+                    // back as a prefix. In this order a crash can only keep the frame without
+                    // its history, which replay writes again; history without its frame (a page
+                    // of lines that are still in the recovered tail, or of lines never made) is
+                    // what the other order allowed.
                     let frame = encode_batch(first_seq, &records)
                         .unwrap_or_else(|e| stop_on_failure(e, first_seq));
                     if let Err(e) = journal.append(first_seq, &frame) {
+                        stop_on_failure(e, first_seq);
+                    }
+                    if let Err(e) = history.write(&history_writes) {
                         stop_on_failure(e, first_seq);
                     }
                     if let Err(e) = journal.write_out() {

@@ -24,9 +24,11 @@
 //! part of its oldest line's id (ids of one user sort in the order they were made), so the page
 //! that holds any id is the last page keyed at or below it.
 //!
-//! Everything here is written by the journal writer, before the journal batch it comes from, and
-//! made durable by the same flush; recovery writes again what it replays (every key is written
-//! with the same value again), so a crash between the two writes loses nothing. The one exception:
+//! Everything here is written by the journal writer, right after the journal batch it comes from,
+//! and made durable by the same sync. sled's log comes back from a crash as a prefix, so a crash
+//! can keep a batch without its history but never history without its batch; recovery writes
+//! again what it replays (every key is written with the same value again), so a crash between the
+//! two writes loses nothing. The one exception:
 //! an event already in `events` is not put back in `undelivered`, so replay does not send again
 //! what was delivered.
 
