@@ -1,9 +1,9 @@
-//! The journal writer: one thread that turns everything queued during the previous flush into one
-//! batch and one sled value (group commit), and a syncer beside it whose fdatasync makes what was
-//! written out durable and publishes the durable sequence.
+//! The journal writer: one thread that turns everything queued since its last append into one
+//! batch and one sled value, and a syncer beside it that makes what was appended durable (group
+//! commit) and publishes the durable sequence.
 
 use crate::engine::Record;
-use crate::persistence::{DataSync, History, HistoryWrite, Journal, encode_batch};
+use crate::persistence::{DiskSync, History, HistoryWrite, Journal, encode_batch};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -188,7 +188,7 @@ impl JournalQueue {
     }
 }
 
-/// The end of what the writer has written out, waiting for the syncer's fdatasync.
+/// The end of what the writer has appended, waiting for the syncer.
 struct WrittenOut {
     state: Mutex<(u64, bool)>,
     more: Condvar,
@@ -235,11 +235,12 @@ fn stop_on_failure(error: impl std::fmt::Display, first_seq: u64) -> ! {
 /// Runs the writer on its own thread until the queue is closed and drained. Without a journal it
 /// only publishes sequences: the ceiling of a benchmark, never a way to run a server.
 ///
-/// With a journal, a group commit is two steps on two threads: the writer writes the batch out
-/// (history, frame, sled's flush) and goes on to the next batch, while the syncer's fdatasync
-/// makes everything written out before it started durable and publishes that end. The disk's
-/// wait and the next batch's preparation overlap; no caller is answered before the fdatasync
-/// that covers its records has returned.
+/// With a journal, a group commit is two steps on two threads: the writer appends the batch (its
+/// frame, then its history) to sled's buffers and goes on to the next batch, while the syncer
+/// writes out everything appended before it began (sled's flush, which waits for the disk) and
+/// fdatasyncs it, then publishes that end. The disk's waits and the next batches' appends
+/// overlap, and the batches appended during one sync share the next; no caller is answered
+/// before the sync that covers its records has returned.
 pub fn spawn<J: Journal>(
     queue: Arc<JournalQueue>,
     mut journal: Option<(J, History)>,
@@ -250,7 +251,7 @@ pub fn spawn<J: Journal>(
             let written_out = WrittenOut::new(queue.durable_seq());
             let syncer = journal
                 .as_ref()
-                .map(|(j, _)| spawn_syncer(queue.clone(), j.data_sync(), written_out.clone()));
+                .map(|(j, _)| spawn_syncer(queue.clone(), j.disk_sync(), written_out.clone()));
             let mut spare = Vec::new();
             while let Some((first_seq, records, history_writes)) = queue.take(spare) {
                 let started = Instant::now();
@@ -271,9 +272,6 @@ pub fn spawn<J: Journal>(
                     if let Err(e) = history.write(&history_writes) {
                         stop_on_failure(e, first_seq);
                     }
-                    if let Err(e) = journal.write_out() {
-                        stop_on_failure(e, first_seq);
-                    }
                     written_out.advance(end);
                 } else {
                     queue.publish(end);
@@ -291,10 +289,11 @@ pub fn spawn<J: Journal>(
         .expect("spawn the journal writer thread")
 }
 
-/// The syncer: one fdatasync at a time, each covering every batch written out before it began.
+/// The syncer: one sync (sled's flush, then fdatasync) at a time, each covering every batch
+/// appended before it began.
 fn spawn_syncer(
     queue: Arc<JournalQueue>,
-    sync: DataSync,
+    sync: DiskSync,
     written_out: Arc<WrittenOut>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()

@@ -21,17 +21,12 @@ pub trait Journal: Send + 'static {
 
     /// Makes every appended batch durable (fsync). Answer callers only after this returns `Ok`.
     fn flush(&mut self) -> Result<(), JournalError> {
-        self.write_out()?;
-        self.data_sync().sync()
+        self.disk_sync().sync()
     }
 
-    /// Hands every appended batch to the operating system: after it, a [`DataSync::sync`] that
-    /// starts makes them durable. Split from the sync so the writer can prepare the next batch
-    /// while the disk works on the last one.
-    fn write_out(&mut self) -> Result<(), JournalError>;
-
-    /// What makes written-out batches durable, usable from another thread.
-    fn data_sync(&self) -> DataSync;
+    /// What makes appended batches durable, usable from another thread while appends go on: a
+    /// sync covers every batch whose `append` returned before it began.
+    fn disk_sync(&self) -> DiskSync;
 
     /// The batch with the highest first sequence number, if any.
     fn last_batch(&self) -> Result<Option<(u64, Self::Frame)>, JournalError>;
@@ -243,13 +238,11 @@ impl Journal for SledJournal {
         Ok(())
     }
 
-    fn write_out(&mut self) -> Result<(), JournalError> {
-        self.tree.flush()?;
-        Ok(())
-    }
-
-    fn data_sync(&self) -> DataSync {
-        DataSync(self.data_file.clone())
+    fn disk_sync(&self) -> DiskSync {
+        DiskSync {
+            db: self.db.clone(),
+            data_file: self.data_file.clone(),
+        }
     }
 
     fn last_batch(&self) -> Result<Option<(u64, sled::IVec)>, JournalError> {
@@ -360,19 +353,13 @@ impl SledJournal {
     pub fn tree(&self, name: &str) -> Result<KvTree, JournalError> {
         Ok(KvTree(self.db.open_tree(name)?))
     }
-
-    /// A handle that makes writes to this database's trees durable apart from the journal
-    /// writer, for stores that must answer only once their own write is on disk.
-    pub fn disk_sync(&self) -> DiskSync {
-        DiskSync {
-            db: self.db.clone(),
-            data_file: self.data_file.clone(),
-        }
-    }
 }
 
-/// Flushes the whole database (every tree) the way [`Journal::flush`] does: sled's flush, then
-/// the fdatasync it leaves out.
+/// Makes every write to the database (every tree) durable: sled's flush writes its buffers out,
+/// but on Linux it only calls `sync_file_range`, which neither flushes the drive's cache nor the
+/// file's metadata, so a power cut could lose what it wrote; the fdatasync after it makes it
+/// durable. Shared by the journal writer and the stores that must answer only once their own
+/// write is on disk.
 #[derive(Clone)]
 pub struct DiskSync {
     db: sled::Db,
@@ -382,19 +369,7 @@ pub struct DiskSync {
 impl DiskSync {
     pub fn sync(&self) -> Result<(), JournalError> {
         self.db.flush()?;
-        DataSync(self.data_file.clone()).sync()
-    }
-}
-
-/// The fdatasync of the journal's data file. sled's own flush writes its buffers out but on Linux
-/// only calls `sync_file_range`, which neither flushes the drive's cache nor the file's metadata:
-/// a power cut could lose what it wrote. This makes it durable.
-#[derive(Clone)]
-pub struct DataSync(Arc<std::fs::File>);
-
-impl DataSync {
-    pub fn sync(&self) -> Result<(), JournalError> {
-        self.0.sync_data().map_err(JournalError::Sync)
+        self.data_file.sync_data().map_err(JournalError::Sync)
     }
 }
 

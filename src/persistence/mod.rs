@@ -27,7 +27,7 @@ pub use codec::{
     decode_batch_into, decode_snapshot, encode_batch, encode_snapshot, verify_batch,
 };
 pub use history::{History, HistoryError, HistoryWrite};
-pub use journal::{Batches, DataSync, Journal, JournalError, SledJournal};
+pub use journal::{Batches, DiskSync, Journal, JournalError, SledJournal};
 pub use recovery::{
     BatchDefect, DroppedBatch, RecoveryError, ReplayReport, journal_end, read_records, replay,
 };

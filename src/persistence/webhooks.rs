@@ -15,7 +15,7 @@
 //! losing one to a crash sends that event once more, which at-least-once delivery allows.
 
 use super::codec::{CodecError, decode_value, encode_value};
-use super::journal::{DiskSync, JournalError, KvTree, SledJournal};
+use super::journal::{DiskSync, Journal, JournalError, KvTree, SledJournal};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -99,9 +99,11 @@ fn json_str<'a>(body: &'a [u8], field: &str) -> Option<&'a str> {
     let end = s[start..].find('"')?;
     Some(&s[start..start + end])
 }
+/// `VEVEE_LOAD_SERVER_TOML`: extra `[server]` lines for an experiment (e.g. `actor_threads = 1`).
 fn vevee_config(dir: &Path, port: u16) -> String {
+    let extra = std::env::var("VEVEE_LOAD_SERVER_TOML").unwrap_or_default();
     format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nsandbox_requests_per_second = 100000000\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nsandbox_requests_per_second = 100000000\n{extra}\n\
          [storage]\ndata_dir = \"{}\"\nsnapshot_dir = \"{}\"\n\
          [[apps]]\nid = \"bench\"\nsecret_key_live = \"sk_live_bench\"\nseed_demo_catalog = false\n",
         dir.join("data").display(),
