@@ -189,37 +189,37 @@ impl JournalQueue {
 }
 
 /// The end of what the writer has appended, waiting for the syncer.
-struct WrittenOut {
+struct Appended {
     state: Mutex<(u64, bool)>,
     more: Condvar,
 }
 
-impl WrittenOut {
-    fn new(end: u64) -> Arc<WrittenOut> {
-        Arc::new(WrittenOut {
+impl Appended {
+    fn new(end: u64) -> Arc<Appended> {
+        Arc::new(Appended {
             state: Mutex::new((end, false)),
             more: Condvar::new(),
         })
     }
 
     fn advance(&self, end: u64) {
-        self.state.lock().expect("written-out end poisoned").0 = end;
+        self.state.lock().expect("appended end poisoned").0 = end;
         self.more.notify_one();
     }
 
     fn close(&self) {
-        self.state.lock().expect("written-out end poisoned").1 = true;
+        self.state.lock().expect("appended end poisoned").1 = true;
         self.more.notify_one();
     }
 
     /// Waits for an end past `synced`; `None` once closed with nothing left to sync.
     fn next_after(&self, synced: u64) -> Option<u64> {
-        let mut state = self.state.lock().expect("written-out end poisoned");
+        let mut state = self.state.lock().expect("appended end poisoned");
         while state.0 <= synced {
             if state.1 {
                 return None;
             }
-            state = self.more.wait(state).expect("written-out end poisoned");
+            state = self.more.wait(state).expect("appended end poisoned");
         }
         Some(state.0)
     }
@@ -248,10 +248,10 @@ pub fn spawn<J: Journal>(
     std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || {
-            let written_out = WrittenOut::new(queue.durable_seq());
+            let appended = Appended::new(queue.durable_seq());
             let syncer = journal
                 .as_ref()
-                .map(|(j, _)| spawn_syncer(queue.clone(), j.disk_sync(), written_out.clone()));
+                .map(|(j, _)| spawn_syncer(queue.clone(), j.disk_sync(), appended.clone()));
             let mut spare = Vec::new();
             while let Some((first_seq, records, history_writes)) = queue.take(spare) {
                 let started = Instant::now();
@@ -272,7 +272,7 @@ pub fn spawn<J: Journal>(
                     if let Err(e) = history.write(&history_writes) {
                         stop_on_failure(e, first_seq);
                     }
-                    written_out.advance(end);
+                    appended.advance(end);
                 } else {
                     queue.publish(end);
                 }
@@ -281,7 +281,7 @@ pub fn spawn<J: Journal>(
                     .record(started.elapsed().as_secs_f64());
                 spare = records;
             }
-            written_out.close();
+            appended.close();
             if let Some(syncer) = syncer {
                 syncer.join().expect("the journal syncer thread panicked");
             }
@@ -294,13 +294,13 @@ pub fn spawn<J: Journal>(
 fn spawn_syncer(
     queue: Arc<JournalQueue>,
     sync: DiskSync,
-    written_out: Arc<WrittenOut>,
+    appended: Arc<Appended>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("journal-syncer".into())
         .spawn(move || {
             let mut synced = queue.durable_seq();
-            while let Some(end) = written_out.next_after(synced) {
+            while let Some(end) = appended.next_after(synced) {
                 let started = Instant::now();
                 if let Err(e) = sync.sync() {
                     stop_on_failure(e, synced);
