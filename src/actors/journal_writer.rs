@@ -313,3 +313,107 @@ fn spawn_syncer(
         })
         .expect("spawn the journal syncer thread")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::event::{Event, EventKind};
+    use crate::engine::ids::UserId;
+    use crate::engine::ledger::LedgerLine;
+    use crate::engine::time::Ts;
+    use crate::engine::{Mode, UserKey};
+    use crate::persistence::{Batches, JournalError, SledJournal};
+
+    /// The sled journal, checking at every append that the batch's history is not on the store
+    /// yet: a crash can then keep a frame without its history, never history without its frame.
+    struct FrameFirst {
+        inner: SledJournal,
+        history: History,
+        user: UserKey,
+        appends: Arc<AtomicU64>,
+    }
+
+    impl Journal for FrameFirst {
+        type Frame = <SledJournal as Journal>::Frame;
+
+        fn append(&mut self, first_seq: u64, frame: &[u8]) -> Result<(), JournalError> {
+            let lines = self.history.lines_newest_first(&self.user, None).count();
+            assert_eq!(
+                lines, 0,
+                "batch {first_seq}'s history was written before its frame"
+            );
+            self.appends.fetch_add(1, Ordering::SeqCst);
+            self.inner.append(first_seq, frame)
+        }
+        fn disk_sync(&self) -> DiskSync {
+            self.inner.disk_sync()
+        }
+        fn last_batch(&self) -> Result<Option<(u64, Self::Frame)>, JournalError> {
+            self.inner.last_batch()
+        }
+        fn batches_from(&self, seq: u64) -> Batches<'_, Self::Frame> {
+            self.inner.batches_from(seq)
+        }
+        fn truncate_from(&mut self, first_seq: u64) -> Result<u64, JournalError> {
+            self.inner.truncate_from(first_seq)
+        }
+        fn remove_before(&mut self, seq: u64) -> Result<u64, JournalError> {
+            self.inner.remove_before(seq)
+        }
+        fn size_on_disk(&self) -> Result<u64, JournalError> {
+            self.inner.size_on_disk()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_frame_is_appended_before_the_history_it_causes_and_both_are_durable_at_its_answer()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = SledJournal::open(dir.path()).expect("open");
+        let history = History::open(&journal).expect("history");
+        let user = UserKey {
+            app: "a".into(),
+            mode: Mode::Live,
+            user: UserId::parse("ana").expect("user id"),
+        };
+        let appends = Arc::new(AtomicU64::new(0));
+        let checked = FrameFirst {
+            inner: journal,
+            history: history.clone(),
+            user: user.clone(),
+            appends: appends.clone(),
+        };
+        let queue = JournalQueue::new(0);
+        let writer = spawn(queue.clone(), Some((checked, history.clone())));
+        let line = LedgerLine {
+            event: Event {
+                id: "evt_01M85J543XM195EGYG1A595XY4_715dfd2b8dd727ce".into(),
+                at: Ts(0),
+                kind: EventKind::UsageExpired {
+                    reservation_id: "res_x".into(),
+                },
+            },
+            reservation: None,
+            pack_id: None,
+        };
+        let page = HistoryWrite::Page {
+            user: user.clone(),
+            lines: vec![line],
+        };
+        let record = Record::FlushLedger { key: user.clone() };
+        let end = queue.push_with_history([record], [page]);
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_secs(10), queue.wait_durable(end)).await;
+        if waited.is_err() {
+            // The writer stopped on the check in `append`: show its panic.
+            let stopped = writer
+                .join()
+                .expect_err("a writer that publishes nothing has stopped");
+            std::panic::resume_unwind(stopped);
+        }
+        assert_eq!(appends.load(Ordering::SeqCst), 1);
+        assert_eq!(history.lines_newest_first(&user, None).count(), 1);
+        queue.close();
+        writer.join().expect("the writer stops cleanly");
+    }
+}
