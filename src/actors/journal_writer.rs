@@ -398,7 +398,7 @@ mod tests {
         };
         let page = HistoryWrite::Page {
             user: user.clone(),
-            lines: vec![line],
+            lines: Arc::new(vec![line]),
         };
         let record = Record::FlushLedger { key: user.clone() };
         let end = queue.push_with_history([record], [page]);

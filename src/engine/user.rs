@@ -12,6 +12,7 @@ use super::time::Ts;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SubscriptionStatus {
@@ -196,8 +197,9 @@ pub struct RequestKey {
 /// the state, so replay hands over the same.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// A full tail of ledger lines that leaves memory as one page.
-    pub page: Option<Vec<LedgerLine>>,
+    /// A full tail of ledger lines that leaves memory as one page. Shared: the actor keeps it
+    /// for reads until it is durable while the journal writer stores it, without a deep copy.
+    pub page: Option<Arc<Vec<LedgerLine>>>,
     /// `(reservation id, id of the line that ended it)` for a reservation whose `usage.reserved`
     /// line had already left memory, so that it is found again without a scan.
     pub far_end: Option<(String, String)>,
@@ -280,7 +282,7 @@ impl UserState {
             pack_id,
         });
         if self.ledger_tail.len() >= LEDGER_PAGE_LINES {
-            applied.page = Some(std::mem::take(&mut self.ledger_tail));
+            applied.page = Some(Arc::new(std::mem::take(&mut self.ledger_tail)));
         }
         applied
     }
@@ -288,7 +290,8 @@ impl UserState {
     /// Moves the ledger lines still in memory out as one page, however short.
     pub fn flush_ledger(&mut self) -> Applied {
         Applied {
-            page: (!self.ledger_tail.is_empty()).then(|| std::mem::take(&mut self.ledger_tail)),
+            page: (!self.ledger_tail.is_empty())
+                .then(|| Arc::new(std::mem::take(&mut self.ledger_tail))),
             ..Applied::default()
         }
     }

@@ -58,7 +58,7 @@ pub enum HistoryError {
 pub enum HistoryWrite {
     Page {
         user: UserKey,
-        lines: Vec<LedgerLine>,
+        lines: Arc<Vec<LedgerLine>>,
     },
     FarEnd {
         user: UserKey,
@@ -344,7 +344,7 @@ impl History {
                 HistoryWrite::Page { user, lines } => {
                     let Some(first) = lines.first() else { continue };
                     let key = keyed(&user_prefix(user), sort_part(&first.event.id));
-                    ledger.push((key, Some(encode_value(lines)?)));
+                    ledger.push((key, Some(encode_value(&**lines)?)));
                 }
                 HistoryWrite::FarEnd {
                     user,

@@ -33,12 +33,12 @@ impl MemPast {
     pub fn keep(&mut self, applied: &[Applied]) {
         for a in applied {
             if let Some(page) = &a.page {
-                for line in page {
+                for line in page.iter() {
                     if let Some(r) = &line.reservation {
                         self.ended.insert(r.id.clone(), (**r).clone());
                     }
                 }
-                self.pages.push(page.clone());
+                self.pages.push(page.to_vec());
             }
             if let Some(k) = &a.request_key {
                 self.request_keys

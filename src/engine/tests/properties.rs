@@ -352,7 +352,11 @@ fn world() -> World {
 /// The state and the pages that left memory, from the events alone.
 fn replay(events: &[Event]) -> (UserState, Vec<Vec<LedgerLine>>) {
     let mut s = UserState::default();
-    let pages = events.iter().filter_map(|e| s.apply(e).page).collect();
+    let pages = events
+        .iter()
+        .filter_map(|e| s.apply(e).page)
+        .map(std::sync::Arc::unwrap_or_clone)
+        .collect();
     (s, pages)
 }
 
