@@ -15,8 +15,9 @@ use tokio::sync::oneshot;
 struct Queue {
     next_seq: u64,
     records: Vec<Record>,
-    /// What the queued records move to the history store; written with them.
-    history: Vec<HistoryWrite>,
+    /// What the queued records move to the history store, each with the end of the push that
+    /// caused it (nondecreasing): written right after the frame that holds those records.
+    history: Vec<(u64, HistoryWrite)>,
     closed: bool,
 }
 
@@ -89,7 +90,7 @@ impl JournalQueue {
         let end = q.next_seq;
         // An event may go out once its own records are durable, also where a batch is split.
         q.history
-            .extend(history.into_iter().map(|w| w.durable_at(end)));
+            .extend(history.into_iter().map(|w| (end, w.durable_at(end))));
         self.queued.store(end, Ordering::Release);
         drop(q);
         if was_empty {
@@ -164,9 +165,9 @@ impl JournalQueue {
     }
 
     /// Takes the queued records and history writes, leaving `spare` (empty, with its capacity) in
-    /// place of the records so the queue does not grow a new vector for every batch. History
-    /// writes go with the first part of a split batch: they only need to be written no later than
-    /// their records.
+    /// place of the records so the queue does not grow a new vector for every batch. A split batch
+    /// takes only the history writes of the pushes it ends: the rest goes with the part that holds
+    /// their records, since history must never reach the disk before its frame.
     fn take(&self, mut spare: Vec<Record>) -> Option<(u64, Vec<Record>, Vec<HistoryWrite>)> {
         let mut q = self.queue.lock().expect("journal queue poisoned");
         while q.records.is_empty() {
@@ -183,7 +184,11 @@ impl JournalQueue {
         } else {
             q.records.drain(..take).collect()
         };
-        let history = std::mem::take(&mut q.history);
+        let end = first_seq + take as u64;
+        let ended = q
+            .history
+            .partition_point(|(pushed_end, _)| *pushed_end <= end);
+        let history = q.history.drain(..ended).map(|(_, write)| write).collect();
         Some((first_seq, batch, history))
     }
 }
@@ -365,9 +370,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_frame_is_appended_before_the_history_it_causes_and_both_are_durable_at_its_answer()
-     {
+    /// Queues `records` records in one push whose last one pages a line out, and checks every
+    /// append of the writer (see [`FrameFirst`]) until they are durable.
+    async fn frame_before_history(records: usize) {
         let dir = tempfile::tempdir().expect("tempdir");
         let journal = SledJournal::open(dir.path()).expect("open");
         let history = History::open(&journal).expect("history");
@@ -384,7 +389,6 @@ mod tests {
             appends: appends.clone(),
         };
         let queue = JournalQueue::new(0);
-        let writer = spawn(queue.clone(), Some((checked, history.clone())));
         let line = LedgerLine {
             event: Event {
                 id: "evt_01M85J543XM195EGYG1A595XY4_715dfd2b8dd727ce".into(),
@@ -400,10 +404,12 @@ mod tests {
             user: user.clone(),
             lines: Arc::new(vec![line]),
         };
-        let record = Record::FlushLedger { key: user.clone() };
-        let end = queue.push_with_history([record], [page]);
+        let batch = (0..records).map(|_| Record::FlushLedger { key: user.clone() });
+        // Queued before the writer starts, so it finds them all at once.
+        let end = queue.push_with_history(batch, [page]);
+        let writer = spawn(queue.clone(), Some((checked, history.clone())));
         let waited =
-            tokio::time::timeout(std::time::Duration::from_secs(10), queue.wait_durable(end)).await;
+            tokio::time::timeout(std::time::Duration::from_secs(20), queue.wait_durable(end)).await;
         if waited.is_err() {
             // The writer stopped on the check in `append`: show its panic.
             let stopped = writer
@@ -411,9 +417,21 @@ mod tests {
                 .expect_err("a writer that publishes nothing has stopped");
             std::panic::resume_unwind(stopped);
         }
-        assert_eq!(appends.load(Ordering::SeqCst), 1);
+        let frames = records.div_ceil(BATCH_RECORDS_MAX) as u64;
+        assert_eq!(appends.load(Ordering::SeqCst), frames);
         assert_eq!(history.lines_newest_first(&user, None).count(), 1);
         queue.close();
         writer.join().expect("the writer stops cleanly");
+    }
+
+    #[tokio::test]
+    async fn a_batch_frame_is_appended_before_the_history_it_causes_and_both_are_durable_at_its_answer()
+     {
+        frame_before_history(1).await;
+    }
+
+    #[tokio::test]
+    async fn a_split_batch_writes_each_history_write_with_the_part_that_holds_its_records() {
+        frame_before_history(BATCH_RECORDS_MAX + 10).await;
     }
 }
