@@ -390,16 +390,7 @@ async fn submit_pack(
 }
 
 fn saved(ctx: &Ctx, what: &str, anchor: &str) -> Response {
-    let query: String = what
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let query = super::query_value(what);
     Redirect::to(&format!("{}?saved={query}#{anchor}", ctx.url("plans"))).into_response()
 }
 

@@ -701,6 +701,20 @@ mod auth_pages {
     }
 }
 
+/// `text` as a query-string value: RFC 3986's unreserved characters as they are, every other
+/// byte percent-encoded.
+fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,16 +202,7 @@ pub async fn page(
 }
 
 fn done(ctx: &Ctx, what: &str) -> Response {
-    let query: String = what
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let query = super::query_value(what);
     Redirect::to(&format!("{}?done={query}", ctx.url("webhooks"))).into_response()
 }
 

@@ -39,18 +39,7 @@ impl HttpConn {
         path: &str,
         body: String,
     ) -> Result<(StatusCode, Bytes)> {
-        self.sender.ready().await?;
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "127.0.0.1")
-            .header("authorization", &self.auth)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((status, bytes))
+        self.call_bytes(method, path, Bytes::from(body)).await
     }
 
     /// A request with a body already encoded (the batch bench cycles a few).
