@@ -22,21 +22,7 @@ cargo build --release --bin vevee
 cargo build --release -p load
 LOAD=target/release/load
 
-TMP=$(mktemp -d /tmp/vevee-batch.XXXXXX)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cleanup() {
-  set +e
-  [ -f "$TMP/redis.pid" ] && kill "$(cat "$TMP/redis.pid")" 2>/dev/null
-  sleep 1
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-echo "== starting Redis on 127.0.0.1:$PORT (appendfsync always)" >&2
-redis-server --bind 127.0.0.1 --port "$PORT" --dir "$TMP" --daemonize yes \
-  --pidfile "$TMP/redis.pid" --logfile "$TMP/redis.log" --save "" \
-  --appendonly yes --appendfsync always --protected-mode yes
-for _ in $(seq 50); do [ -f "$TMP/redis.pid" ] && break; sleep 0.1; done
+. benches/baselines/start-redis-always.sh vevee-batch
 
 timeout 1800 "$LOAD" batch --vevee-bin target/release/vevee --work-dir "$TMP" \
   --secs "${SECS:-5}" --depths "${DEPTHS:-1,10,100,1000}" --conns "${CONNS:-64}" \
