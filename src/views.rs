@@ -268,75 +268,137 @@ pub fn usage(user: &UserId, u: &Usage) -> Value {
     })
 }
 
-pub fn ledger_entry(user: &UserId, line: &LedgerLine) -> Value {
-    let e = &line.event;
-    let mut entry = json!({
-        "id": e.id, "at": ts(e.at), "type": e.kind.type_name(), "userId": user.as_str(),
-        "amount": null, "balanceId": null, "packId": line.pack_id, "limitId": null,
-        "reservationId": null, "allocations": null, "externalRef": null, "source": null,
-        "reason": null, "notes": null, "planId": null,
-    });
-    let reservation_allocations =
-        |r: &Reservation| allocations(r.plan.as_ref(), &r.credits, r.plan_amount());
-    let fields = match &e.kind {
-        EventKind::CreditsGranted(g) => json!({
-            "amount": g.amount, "balanceId": g.balance_id, "packId": g.pack_id,
-            "externalRef": g.external_ref, "source": g.source.as_str(), "notes": g.notes,
-        }),
-        EventKind::CreditsRevoked {
-            balance_id,
-            amount,
-            reason,
-            reservation_id,
-        } => json!({
-            "amount": amount, "balanceId": balance_id, "reason": reason,
-            "reservationId": reservation_id,
-        }),
-        EventKind::CreditsExpired {
-            balance_id,
-            amount,
-            reservation_id,
-        } => json!({
-            "amount": amount, "balanceId": balance_id, "reservationId": reservation_id,
-        }),
-        EventKind::UsageReserved(r) => json!({
-            "amount": r.amount, "reservationId": r.reservation_id,
-            "allocations": allocations(r.plan.as_ref(), &r.credits,
-                r.plan.as_ref().map_or(0, |p| p.amount)),
-        }),
-        EventKind::UsageCommitted {
-            reservation_id,
-            amount,
-            plan_amount,
-            credits,
-            ..
-        } => json!({
-            "amount": amount, "reservationId": reservation_id,
-            "allocations": allocations(
-                line.reservation.as_ref().and_then(|r| r.plan.as_ref()), credits, *plan_amount),
-        }),
-        EventKind::UsageReleased {
-            reservation_id,
-            error_code,
-        } => json!({
-            "amount": line.reservation.as_ref().map(|r| r.amount),
-            "reservationId": reservation_id, "reason": error_code,
-            "allocations": line.reservation.as_deref().map(reservation_allocations),
-        }),
-        EventKind::UsageExpired { reservation_id } => json!({
-            "amount": line.reservation.as_ref().map(|r| r.amount),
-            "reservationId": reservation_id,
-            "allocations": line.reservation.as_deref().map(reservation_allocations),
-        }),
-        EventKind::SubscriptionUpdated { plan_id, .. }
-        | EventKind::SubscriptionCanceled { plan_id } => json!({"planId": plan_id}),
-        // Notices have no ledger line.
-        EventKind::Noticed(_) => Value::Null,
-    };
-    if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, fields) {
-        entry.extend(fields);
+/// A page of the ledger, newest first.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerPageView<'a> {
+    pub data: Vec<LedgerEntryView<'a>>,
+    pub has_more: bool,
+}
+
+/// A ledger entry (API.md, "Ledger"). Every field is present; those the entry's type does not use
+/// are null.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntryView<'a> {
+    allocations: Option<Allocations<'a>>,
+    amount: Option<u64>,
+    at: Rfc3339,
+    balance_id: Option<&'a str>,
+    external_ref: Option<&'a str>,
+    id: &'a str,
+    limit_id: Option<&'a str>,
+    notes: Option<&'a str>,
+    pack_id: Option<&'a str>,
+    plan_id: Option<&'a str>,
+    reason: Option<&'a str>,
+    reservation_id: Option<&'a str>,
+    source: Option<&'static str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    user_id: &'a str,
+}
+
+impl<'a> LedgerEntryView<'a> {
+    pub fn new(user: &'a UserId, line: &'a LedgerLine) -> LedgerEntryView<'a> {
+        let e = &line.event;
+        let mut view = LedgerEntryView {
+            allocations: None,
+            amount: None,
+            at: Rfc3339(e.at),
+            balance_id: None,
+            external_ref: None,
+            id: &e.id,
+            limit_id: None,
+            notes: None,
+            pack_id: line.pack_id.as_deref(),
+            plan_id: None,
+            reason: None,
+            reservation_id: None,
+            source: None,
+            kind: e.kind.type_name(),
+            user_id: user.as_str(),
+        };
+        let ended = line.reservation.as_deref();
+        let ended_allocations = |r: &'a Reservation| Allocations {
+            plan: r.plan.as_ref(),
+            credits: &r.credits,
+            plan_amount: r.plan_amount(),
+        };
+        match &e.kind {
+            EventKind::CreditsGranted(g) => {
+                view.amount = Some(g.amount);
+                view.balance_id = Some(&g.balance_id);
+                view.pack_id = Some(&g.pack_id);
+                view.external_ref = Some(&g.external_ref);
+                view.source = Some(g.source.as_str());
+                view.notes = g.notes.as_deref();
+            }
+            EventKind::CreditsRevoked {
+                balance_id,
+                amount,
+                reason,
+                reservation_id,
+            } => {
+                view.amount = Some(*amount);
+                view.balance_id = Some(balance_id);
+                view.reason = reason.as_deref();
+                view.reservation_id = reservation_id.as_deref();
+            }
+            EventKind::CreditsExpired {
+                balance_id,
+                amount,
+                reservation_id,
+            } => {
+                view.amount = Some(*amount);
+                view.balance_id = Some(balance_id);
+                view.reservation_id = reservation_id.as_deref();
+            }
+            EventKind::UsageReserved(r) => {
+                view.amount = Some(r.amount);
+                view.reservation_id = Some(&r.reservation_id);
+                view.allocations = Some(Allocations {
+                    plan: r.plan.as_ref(),
+                    credits: &r.credits,
+                    plan_amount: r.plan.as_ref().map_or(0, |p| p.amount),
+                });
+            }
+            EventKind::UsageCommitted {
+                reservation_id,
+                amount,
+                plan_amount,
+                credits,
+                ..
+            } => {
+                view.amount = Some(*amount);
+                view.reservation_id = Some(reservation_id);
+                view.allocations = Some(Allocations {
+                    plan: ended.and_then(|r| r.plan.as_ref()),
+                    credits,
+                    plan_amount: *plan_amount,
+                });
+            }
+            EventKind::UsageReleased {
+                reservation_id,
+                error_code,
+            } => {
+                view.amount = ended.map(|r| r.amount);
+                view.reservation_id = Some(reservation_id);
+                view.reason = error_code.as_deref();
+                view.allocations = ended.map(ended_allocations);
+            }
+            EventKind::UsageExpired { reservation_id } => {
+                view.amount = ended.map(|r| r.amount);
+                view.reservation_id = Some(reservation_id);
+                view.allocations = ended.map(ended_allocations);
+            }
+            EventKind::SubscriptionUpdated { plan_id, .. }
+            | EventKind::SubscriptionCanceled { plan_id } => view.plan_id = Some(plan_id),
+            // Notices have no ledger line.
+            EventKind::Noticed(_) => {}
+        }
+        view
     }
-    entry
 }
 
 fn limit(l: &Limit) -> Value {

@@ -10,6 +10,7 @@ use crate::state::AppState;
 use crate::views;
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -158,7 +159,7 @@ pub async fn ledger(
     Secret(caller): Secret,
     Path(user): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let key = user_key(&caller, &user, "userId")?;
     let limit = match query.get("limit") {
         None => LEDGER_PAGE_DEFAULT,
@@ -175,8 +176,13 @@ pub async fn ledger(
     let starting_after = query.get("startingAfter").cloned();
     let user = key.user.clone();
     let page = s.engine.ledger(key, limit, starting_after).await?;
-    Ok(Json(serde_json::json!({
-        "data": page.entries.iter().map(|e| views::ledger_entry(&user, e)).collect::<Vec<_>>(),
-        "hasMore": page.has_more,
-    })))
+    Ok(Json(views::LedgerPageView {
+        data: page
+            .entries
+            .iter()
+            .map(|line| views::LedgerEntryView::new(&user, line))
+            .collect(),
+        has_more: page.has_more,
+    })
+    .into_response())
 }
