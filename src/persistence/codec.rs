@@ -295,7 +295,24 @@ pub fn decode_snapshot<S: DeserializeOwned>(bytes: &[u8]) -> Result<(u64, S), Co
 /// No CRC of our own: sled checksums what it stores, and a history value is never the only copy
 /// of a balance (the journal and the snapshots are).
 pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = FORMAT_VERSION.to_be_bytes().to_vec();
+    encode_versioned(FORMAT_VERSION, value)
+}
+
+/// Decodes a value written by [`encode_value`].
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (found, payload) = split_version(bytes)?;
+    if found != FORMAT_VERSION {
+        return Err(CodecError::UnsupportedVersion {
+            kind: FrameKind::History,
+            found,
+        });
+    }
+    decode_payload(payload)
+}
+
+/// [`encode_value`] with a version of the caller's, for values whose own layout has changed.
+pub fn encode_versioned<T: Serialize>(version: u16, value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = version.to_be_bytes().to_vec();
     bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| {
         CodecError::Encode {
             kind: FrameKind::History,
@@ -305,23 +322,23 @@ pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
-/// Decodes a value written by [`encode_value`].
-pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let kind = FrameKind::History;
-    let Some((version, payload)) = bytes.split_first_chunk::<2>() else {
-        return Err(CodecError::Truncated {
-            kind,
+/// The version and the payload of a value written by [`encode_versioned`]; the payload decodes
+/// with [`decode_payload`] into the type of that version.
+pub fn split_version(bytes: &[u8]) -> Result<(u16, &[u8]), CodecError> {
+    match bytes.split_first_chunk::<2>() {
+        Some((version, payload)) => Ok((u16::from_be_bytes(*version), payload)),
+        None => Err(CodecError::Truncated {
+            kind: FrameKind::History,
             needed: 2,
             actual: bytes.len() as u64,
-        });
-    };
-    let found = u16::from_be_bytes(*version);
-    if found != FORMAT_VERSION {
-        return Err(CodecError::UnsupportedVersion { kind, found });
+        }),
     }
+}
+
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     let (value, _) = bincode::serde::decode_from_slice::<T, _>(payload, config()).map_err(|e| {
         CodecError::Decode {
-            kind,
+            kind: FrameKind::History,
             reason: e.to_string(),
         }
     })?;

@@ -6,12 +6,14 @@
 //! Replay opens a user on its first record, applies records through the engine's own `apply`,
 //! and packs it again at the end ([`Replay::finish`]).
 
-use super::codec::{CodecError, decode_value, encode_value};
+use super::codec::{CodecError, FrameKind, decode_payload, encode_versioned, split_version};
 use crate::engine::catalog::Catalog;
-use crate::engine::user::{Applied, UserState};
+use crate::engine::ledger::LedgerLine;
+use crate::engine::user::{Applied, Balance, Counter, Reservation, Subscription, UserState};
 use crate::engine::{Record, Ts, UserKey, next_deadline};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeSet;
 
 /// One user at rest: its state as bytes, and the deadline it must be woken for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,16 +51,80 @@ impl<'de> Deserialize<'de> for PackedBytes {
     }
 }
 
+/// The layout of packed bytes: 2 leaves out the indexes derived from the balances (see
+/// [`UserState`]'s serialization); 1
+/// (snapshots of earlier builds) holds them.
+const PACKED_VERSION: u16 = 2;
+
+/// A user packed by a build that wrote version 1: every field, the indexes included.
+#[derive(Deserialize)]
+struct PackedV1 {
+    subscription: Option<Subscription>,
+    counters: FxHashMap<(String, String), Counter>,
+    balances: Vec<Balance>,
+    _balance_index: FxHashMap<String, usize>,
+    _grants: FxHashMap<(String, String), Vec<String>>,
+    reservations: FxHashMap<String, Reservation>,
+    pending: BTreeSet<(Ts, String)>,
+    request_keys: FxHashMap<String, String>,
+    ledger_tail: Vec<LedgerLine>,
+}
+
 impl Packed {
     pub fn pack(state: &UserState) -> Result<Packed, CodecError> {
         Ok(Packed {
-            bytes: PackedBytes(encode_value(state)?.into_boxed_slice()),
+            bytes: PackedBytes(encode_versioned(PACKED_VERSION, state)?.into_boxed_slice()),
             deadline: next_deadline(state),
         })
     }
 
     pub fn unpack(&self) -> Result<UserState, CodecError> {
-        decode_value(&self.bytes.0)
+        match split_version(&self.bytes.0)? {
+            (PACKED_VERSION, payload) => decode_payload(payload),
+            (1, payload) => {
+                let v1: PackedV1 = decode_payload(payload)?;
+                // The indexes it holds are rebuilt from the balances, as in version 2.
+                Ok(UserState {
+                    subscription: v1.subscription,
+                    counters: v1.counters,
+                    balances: v1.balances,
+                    reservations: v1.reservations,
+                    pending: v1.pending,
+                    request_keys: v1.request_keys,
+                    ledger_tail: v1.ledger_tail,
+                    ..UserState::default()
+                }
+                .reindexed())
+            }
+            (found, _) => Err(CodecError::UnsupportedVersion {
+                kind: FrameKind::History,
+                found,
+            }),
+        }
+    }
+
+    /// The layout earlier builds wrote (version 1), for the test that they still unpack.
+    #[cfg(test)]
+    pub fn pack_as_v1(state: &UserState) -> Packed {
+        let fields = (
+            &state.subscription,
+            &state.counters,
+            &state.balances,
+            &state.balance_index,
+            &state.grants,
+            &state.reservations,
+            &state.pending,
+            &state.request_keys,
+            &state.ledger_tail,
+        );
+        Packed {
+            bytes: PackedBytes(
+                encode_versioned(1, &fields)
+                    .expect("encodes")
+                    .into_boxed_slice(),
+            ),
+            deadline: next_deadline(state),
+        }
     }
 
     /// Bytes this user takes at rest, for reports.

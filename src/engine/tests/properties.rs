@@ -620,6 +620,9 @@ proptest! {
                 prop_assert!(slept.state.ledger_tail.is_empty());
                 let packed = Packed::pack(&slept.state).expect("packs");
                 prop_assert_eq!(packed.deadline, crate::engine::next_deadline(&slept.state));
+                // Packed by an earlier build, with the indexes: the same user.
+                let v1 = Packed::pack_as_v1(&slept.state).unpack().expect("unpacks");
+                prop_assert_eq!(&v1, &slept.state);
                 slept.state = packed.unpack().expect("unpacks");
             }
             run_op(&mut awake, op);
