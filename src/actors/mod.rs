@@ -153,6 +153,14 @@ impl Shared {
             self.dormant.insert(key.clone(), packed);
         }
         self.users.remove_if(key, |_, addr| addr == me);
+        // After a burst of users has gone to sleep, the map of awake ones would keep the
+        // buckets of its peak (about 150 bytes a user at a million): give them back once it is
+        // a quarter full. Shrinking to fit leaves it about full, so it happens again only after
+        // as many users again have slept: O(1) per sleep, amortized.
+        let capacity = self.users.capacity();
+        if capacity > USERS_MAP_SHRINK_ABOVE && self.users.len() < capacity / 4 {
+            self.users.shrink_to_fit();
+        }
     }
 
     /// Called by a user's actor that caught a panic, before it drops its caller's reply and
@@ -184,6 +192,9 @@ impl Shared {
         });
     }
 }
+
+/// Below this many buckets the map of awake users is not worth shrinking.
+const USERS_MAP_SHRINK_ABOVE: usize = 1 << 16;
 
 /// The maps on the request path hash with Fx: SipHash's protection against chosen keys costs more
 /// than it buys for keys that are authenticated apps' own user ids.
