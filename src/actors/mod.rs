@@ -258,8 +258,10 @@ impl Engine {
                 .collect(),
             history,
             users: FxDashMap::default(),
-            dormant: FxDashMap::default(),
-            tags: FxDashMap::default(),
+            // Sized for the recovered users at once: growing by doubling would leave the
+            // smaller tables' memory behind in the allocator.
+            dormant: FxDashMap::with_capacity_and_hasher(users.len(), Default::default()),
+            tags: FxDashMap::with_capacity_and_hasher(users.len(), Default::default()),
             idle: options.idle,
             journal_backlog_max: options.journal_backlog_records_max,
             bounds: options.bounds,
