@@ -147,7 +147,7 @@ impl Reservation {
 }
 
 /// Serialized without the indexes derived from its balances; deserializing rebuilds them (see
-/// [`UserState::reindex`]), so a state comes back whole from its bytes.
+/// [`UserState::reindexed`]), so a state comes back whole from its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredUserState")]
 pub struct UserState {
@@ -156,7 +156,7 @@ pub struct UserState {
     pub counters: FxHashMap<(String, String), Counter>,
     /// In grant order. Balances never leave a user.
     pub balances: Vec<Balance>,
-    /// Derived from `balances` and left out of the packed form (see [`UserState::reindex`]).
+    /// Derived from `balances` and left out of the packed form (see [`UserState::reindexed`]).
     #[serde(skip)]
     pub balance_index: FxHashMap<String, usize>,
     /// (pack id, external ref) → the balances of that grant, in item order. Derived from
@@ -250,7 +250,7 @@ impl From<StoredUserState> for UserState {
 impl UserState {
     /// Rebuilds the indexes derived from `balances`. A grant makes one balance per pack item (a
     /// pack has at least one) and balances are never removed, so the balances alone say which
-    /// grants were made; the indexes are two thirds of a sleeping user's bytes otherwise.
+    /// grants were made; stored, the indexes were about half of a sleeping user's bytes.
     pub fn reindexed(mut self) -> UserState {
         self.reindex();
         self

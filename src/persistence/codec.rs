@@ -335,6 +335,7 @@ pub fn split_version(bytes: &[u8]) -> Result<(u16, &[u8]), CodecError> {
     }
 }
 
+/// Decodes the payload that [`split_version`] found.
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     let (value, _) = bincode::serde::decode_from_slice::<T, _>(payload, config()).map_err(|e| {
         CodecError::Decode {

@@ -52,8 +52,7 @@ impl<'de> Deserialize<'de> for PackedBytes {
 }
 
 /// The layout of packed bytes: 2 leaves out the indexes derived from the balances (see
-/// [`UserState`]'s serialization); 1
-/// (snapshots of earlier builds) holds them.
+/// [`UserState`]'s serialization); 1, written by earlier builds, holds them.
 const PACKED_VERSION: u16 = 2;
 
 /// A user packed by a build that wrote version 1: every field, the indexes included.
