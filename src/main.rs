@@ -10,6 +10,30 @@ use vevee::config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How often the allocator is asked to give back what it freed.
+const ALLOCATOR_COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// mimalloc gives freed memory back to the system a second after it was freed, but only when some
+/// allocator call runs to notice: a thread that goes quiet (an actor thread once its users went
+/// to sleep) leaves it held. A periodic `mi_collect(false)` runs the purges that are due: a
+/// million users gone to sleep took 1,388 bytes each with it, 1,540 without (BENCHMARKS.md).
+/// Purging at once (`MIMALLOC_PURGE_DELAY=0`, 1,346) would put a purge on the request path.
+fn collect_allocator_periodically() {
+    let spawned = std::thread::Builder::new()
+        .name("allocator-collect".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(ALLOCATOR_COLLECT_EVERY);
+                // SAFETY: mi_collect takes no pointers and may be called from any thread at any
+                // time; `false` only does the work that is due, it does not force.
+                unsafe { libmimalloc_sys::mi_collect(false) };
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start the allocator's collect thread");
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "vevee",
@@ -84,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve { config } => {
             let config = Config::load(&config)?;
             init_logs(config.server.json_logs);
+            collect_allocator_periodically();
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             runtime.block_on(vevee::startup::run(config, shutdown_signal()))
         }
