@@ -128,6 +128,27 @@ pub fn open_offline(dir: &Path) -> Result<sled::Db, JournalError> {
         })
 }
 
+/// Opens a database a test has just dropped a handle of. sled lets go of its file lock when its
+/// last I/O thread drops the file, which can come just after the drop returns (sled's own tests
+/// block on the lock for that reason, under its `testing` feature); a busy machine widens the
+/// window. Retries while the lock is held, up to 10 s.
+#[cfg(test)]
+pub fn reopen_after_drop<T>(open: impl Fn() -> Result<T, JournalError>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(opened) => return opened,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
 /// The segment size to open `dir` with: the one it was made with, or [`SEGMENT_BYTES`] for a new
 /// database.
 fn segment_bytes(dir: &Path) -> usize {
@@ -404,6 +425,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reopen_in_a_test_waits_for_the_lock_of_a_handle_being_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = SledJournal::open(dir.path()).expect("open");
+        let refused = SledJournal::open(dir.path()).err().map(|e| e.to_string());
+        assert!(
+            refused.is_some_and(|e| e.contains("could not acquire lock")),
+            "sled locks its database against a second handle"
+        );
+        let dropper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(journal);
+        });
+        let reopened = reopen_after_drop(|| SledJournal::open(dir.path()));
+        dropper.join().expect("dropper");
+        assert!(reopened.last_batch().expect("read").is_none());
+    }
+
+    #[test]
     fn batches_are_listed_in_sequence_order_even_past_byte_boundaries() {
         let dir = tempfile::tempdir().expect("tempdir");
         let journal = journal_with(dir.path(), &[0, 10, 255, 256, 70_000]);
@@ -440,7 +479,7 @@ mod tests {
             Err(JournalError::OutOfOrder { .. })
         ));
         drop(journal);
-        let mut reopened = SledJournal::open(dir.path()).expect("reopen");
+        let mut reopened = reopen_after_drop(|| SledJournal::open(dir.path()));
         assert!(matches!(
             reopened.append(10, b"x"),
             Err(JournalError::OutOfOrder { .. })
@@ -485,7 +524,7 @@ mod tests {
     fn a_batch_survives_a_reopen_after_flush() {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(journal_with(dir.path(), &[1, 2]));
-        let journal = SledJournal::open(dir.path()).expect("reopen");
+        let journal = reopen_after_drop(|| SledJournal::open(dir.path()));
         assert_eq!(keys(&journal, 0), vec![1, 2]);
         assert!(journal.size_on_disk().expect("size") > 0);
     }

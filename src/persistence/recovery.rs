@@ -262,7 +262,7 @@ fn drop_torn_batch<J: Journal>(
 mod tests {
     use super::*;
     use crate::persistence::codec::encode_batch;
-    use crate::persistence::journal::SledJournal;
+    use crate::persistence::journal::{SledJournal, reopen_after_drop};
     use serde::{Deserialize, Serialize};
     use std::path::Path;
 
@@ -305,7 +305,7 @@ mod tests {
     ) -> SledJournal {
         // Rewrite one stored frame through sled itself, as a damaged disk block would present it.
         drop(journal);
-        let db = crate::persistence::journal::open_offline(dir).expect("open raw");
+        let db = reopen_after_drop(|| crate::persistence::journal::open_offline(dir));
         let tree = db.open_tree("journal").expect("tree");
         let mut frame = tree
             .get(first_seq.to_be_bytes())
@@ -316,7 +316,7 @@ mod tests {
         tree.insert(first_seq.to_be_bytes(), frame).expect("insert");
         db.flush().expect("flush");
         drop((tree, db));
-        SledJournal::open(dir).expect("reopen")
+        reopen_after_drop(|| SledJournal::open(dir))
     }
 
     #[test]
@@ -388,7 +388,7 @@ mod tests {
 
         // The torn batch is gone for good, so the writer can reuse its sequence numbers.
         drop(journal);
-        let mut journal = SledJournal::open(dir.path()).expect("reopen");
+        let mut journal = reopen_after_drop(|| SledJournal::open(dir.path()));
         assert_eq!(journal_end(&journal).expect("end"), Some(5));
         append_batches(&mut journal, 5, &[1]);
         assert_eq!(
@@ -587,7 +587,7 @@ mod tests {
         let mut journal = SledJournal::open(dir.path()).expect("open");
         append_batches(&mut journal, 0, &[3, 2, 6]);
         drop(journal);
-        let mut journal = SledJournal::open(dir.path()).expect("reopen");
+        let mut journal = reopen_after_drop(|| SledJournal::open(dir.path()));
         assert_eq!(
             read_records::<_, Event>(&mut journal, 0).expect("replay"),
             expected(0..11)
@@ -602,7 +602,7 @@ mod tests {
         let mut journal = SledJournal::open(dir.path()).expect("open");
         append_batches(&mut journal, 0, &[100; 10_000]);
         drop(journal);
-        let mut journal = SledJournal::open(dir.path()).expect("reopen");
+        let mut journal = reopen_after_drop(|| SledJournal::open(dir.path()));
         let started = std::time::Instant::now();
         let mut total = 0u64;
         let report = replay(&mut journal, 0, |_, e: Event| total += e.amount).expect("replay");
