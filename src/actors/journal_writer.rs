@@ -257,6 +257,8 @@ pub fn spawn<J: Journal>(
             let syncer = journal
                 .as_ref()
                 .map(|(j, _)| spawn_syncer(queue.clone(), j.disk_sync(), appended.clone()));
+            let batch_records = metrics::histogram!("vevee_journal_batch_records");
+            let flush_seconds = metrics::histogram!("vevee_journal_flush_seconds");
             let mut spare = Vec::new();
             while let Some((first_seq, records, history_writes)) = queue.take(spare) {
                 let started = Instant::now();
@@ -281,9 +283,8 @@ pub fn spawn<J: Journal>(
                 } else {
                     queue.publish(end);
                 }
-                metrics::histogram!("vevee_journal_batch_records").record(records.len() as f64);
-                metrics::histogram!("vevee_journal_flush_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                batch_records.record(records.len() as f64);
+                flush_seconds.record(started.elapsed().as_secs_f64());
                 spare = records;
             }
             appended.close();
@@ -304,14 +305,14 @@ fn spawn_syncer(
     std::thread::Builder::new()
         .name("journal-syncer".into())
         .spawn(move || {
+            let sync_seconds = metrics::histogram!("vevee_journal_sync_seconds");
             let mut synced = queue.durable_seq();
             while let Some(end) = appended.next_after(synced) {
                 let started = Instant::now();
                 if let Err(e) = sync.sync() {
                     stop_on_failure(e, synced);
                 }
-                metrics::histogram!("vevee_journal_sync_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                sync_seconds.record(started.elapsed().as_secs_f64());
                 queue.publish(end);
                 synced = end;
             }

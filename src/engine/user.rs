@@ -147,7 +147,7 @@ impl Reservation {
 }
 
 /// Serialized without the indexes derived from its balances; deserializing rebuilds them (see
-/// [`UserState::reindexed`]), so a state comes back whole from its bytes.
+/// [`StoredUserState`]), so a state comes back whole from its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredUserState")]
 pub struct UserState {
@@ -156,7 +156,7 @@ pub struct UserState {
     pub counters: FxHashMap<(String, String), Counter>,
     /// In grant order. Balances never leave a user.
     pub balances: Vec<Balance>,
-    /// Derived from `balances` and left out of the packed form (see [`UserState::reindexed`]).
+    /// Derived from `balances` and left out of the packed form (see [`StoredUserState`]).
     #[serde(skip)]
     pub balance_index: FxHashMap<String, usize>,
     /// (pack id, external ref) → the balances of that grant, in item order. Derived from
@@ -219,16 +219,19 @@ pub struct Applied {
 
 /// The fields of [`UserState`] that its bytes hold, in its order.
 #[derive(Deserialize)]
-struct StoredUserState {
-    subscription: Option<Subscription>,
-    counters: FxHashMap<(String, String), Counter>,
-    balances: Vec<Balance>,
-    reservations: FxHashMap<String, Reservation>,
-    pending: BTreeSet<(Ts, String)>,
-    request_keys: FxHashMap<String, String>,
-    ledger_tail: Vec<LedgerLine>,
+pub struct StoredUserState {
+    pub subscription: Option<Subscription>,
+    pub counters: FxHashMap<(String, String), Counter>,
+    pub balances: Vec<Balance>,
+    pub reservations: FxHashMap<String, Reservation>,
+    pub pending: BTreeSet<(Ts, String)>,
+    pub request_keys: FxHashMap<String, String>,
+    pub ledger_tail: Vec<LedgerLine>,
 }
 
+/// Rebuilds the indexes derived from `balances`. A grant makes one balance per pack item (a pack
+/// has at least one) and balances are never removed, so the balances alone say which grants were
+/// made; stored, the indexes were about half of a sleeping user's bytes.
 impl From<StoredUserState> for UserState {
     fn from(s: StoredUserState) -> UserState {
         let mut state = UserState {
@@ -248,14 +251,6 @@ impl From<StoredUserState> for UserState {
 }
 
 impl UserState {
-    /// Rebuilds the indexes derived from `balances`. A grant makes one balance per pack item (a
-    /// pack has at least one) and balances are never removed, so the balances alone say which
-    /// grants were made; stored, the indexes were about half of a sleeping user's bytes.
-    pub fn reindexed(mut self) -> UserState {
-        self.reindex();
-        self
-    }
-
     fn reindex(&mut self) {
         self.balance_index.clear();
         self.grants.clear();

@@ -127,20 +127,12 @@ pub struct Call {
 
 /// The answer of a call whose engine answer was `view`, as typed views serialized straight into
 /// the body (no `Value` in between): the single routes' whole body and a batch slot's `body`.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
 pub enum Answer<'a> {
     Reservation(views::ReservationView<'a>),
     Denial(views::DenialView),
     Check(Value),
-}
-
-impl serde::Serialize for Answer<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Answer::Reservation(view) => view.serialize(serializer),
-            Answer::Denial(view) => view.serialize(serializer),
-            Answer::Check(value) => value.serialize(serializer),
-        }
-    }
 }
 
 /// Renders `view` in the call's shape, counting reserves and consumes by outcome.

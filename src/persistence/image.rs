@@ -9,7 +9,9 @@
 use super::codec::{CodecError, FrameKind, decode_payload, encode_versioned, split_version};
 use crate::engine::catalog::Catalog;
 use crate::engine::ledger::LedgerLine;
-use crate::engine::user::{Applied, Balance, Counter, Reservation, Subscription, UserState};
+use crate::engine::user::{
+    Applied, Balance, Counter, Reservation, StoredUserState, Subscription, UserState,
+};
 use crate::engine::{Record, Ts, UserKey, next_deadline};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -83,7 +85,7 @@ impl Packed {
             (1, payload) => {
                 let v1: PackedV1 = decode_payload(payload)?;
                 // The indexes it holds are rebuilt from the balances, as in version 2.
-                Ok(UserState {
+                Ok(UserState::from(StoredUserState {
                     subscription: v1.subscription,
                     counters: v1.counters,
                     balances: v1.balances,
@@ -91,9 +93,7 @@ impl Packed {
                     pending: v1.pending,
                     request_keys: v1.request_keys,
                     ledger_tail: v1.ledger_tail,
-                    ..UserState::default()
-                }
-                .reindexed())
+                }))
             }
             (found, _) => Err(CodecError::UnsupportedVersion {
                 kind: FrameKind::History,

@@ -115,11 +115,18 @@ const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
 /// with another segment size than the one it was made with.
 const SLED_CONF_FILE: &str = "conf";
 
-/// The sled database in `dir` opened as the journal opens it, for tests and tools that look at
-/// its trees offline (a plain `sled::open` would refuse the segment size).
-pub fn open_offline(dir: &Path) -> Result<sled::Db, JournalError> {
+/// The sled database in `dir`, as the journal and tools that look at its trees offline open it
+/// (a plain `sled::open` would refuse the segment size).
+///
+/// `Mode::HighThroughput`: the journal is append-only with increasing keys and drops whole
+/// prefixes when a snapshot covers them, so there is little fragmentation for `LowSpace` to
+/// fight, and its extra segment rewriting would cost write bandwidth on the path every
+/// acknowledgement waits for. Durability does not depend on the mode: `flush` fsyncs.
+pub fn open_db(dir: &Path) -> Result<sled::Db, JournalError> {
     sled::Config::new()
         .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .cache_capacity(CACHE_CAPACITY_BYTES)
         .segment_size(segment_bytes(dir))
         .open()
         .map_err(|source| JournalError::Open {
@@ -165,24 +172,14 @@ fn segment_bytes(dir: &Path) -> usize {
 
 impl SledJournal {
     /// Opens (or creates) the journal in `dir`.
-    ///
-    /// `Mode::HighThroughput`: the journal is append-only with increasing keys and drops whole
-    /// prefixes when a snapshot covers them, so there is little fragmentation for `LowSpace` to
-    /// fight, and its extra segment rewriting would cost write bandwidth on the path every
-    /// acknowledgement waits for. Durability does not depend on the mode: `flush` fsyncs.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        let open_error = |source| JournalError::Open {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .segment_size(segment_bytes(dir))
-            .open()
-            .map_err(open_error)?;
-        let tree = db.open_tree("journal").map_err(open_error)?;
+        let db = open_db(dir)?;
+        let tree = db
+            .open_tree("journal")
+            .map_err(|source| JournalError::Open {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         let last_first_seq = match tree.last()? {
             Some((key, _)) => Some(seq_of(&key)?),
             None => None,

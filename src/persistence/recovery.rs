@@ -305,7 +305,7 @@ mod tests {
     ) -> SledJournal {
         // Rewrite one stored frame through sled itself, as a damaged disk block would present it.
         drop(journal);
-        let db = reopen_after_drop(|| crate::persistence::journal::open_offline(dir));
+        let db = reopen_after_drop(|| crate::persistence::journal::open_db(dir));
         let tree = db.open_tree("journal").expect("tree");
         let mut frame = tree
             .get(first_seq.to_be_bytes())

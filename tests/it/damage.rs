@@ -25,7 +25,7 @@ fn snapshots(app: &TestApp) -> Vec<std::path::PathBuf> {
 
 /// The journal's batches as (key, value), oldest first, with the server stopped.
 fn with_journal<T>(app: &TestApp, f: impl FnOnce(&sled::Tree) -> T) -> T {
-    let db = vevee::persistence::journal::open_offline(&app.dir().join("data"))
+    let db = vevee::persistence::journal::open_db(&app.dir().join("data"))
         .expect("open the journal offline");
     let tree = db.open_tree("journal").expect("journal tree");
     let out = f(&tree);
