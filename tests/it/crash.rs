@@ -323,18 +323,22 @@ struct SubRec {
 struct KeyedRec {
     body: Value,
     res_id: Option<String>,
-    /// `createdAt` of the acknowledged reservation: API.md keeps a key's answer 24 h, and
-    /// issue 11 ages it by the mode's clock, so after 24 h of test clock the key is new again.
+    /// The earliest mode-clock time at which the key's answer can have been stored: API.md
+    /// keeps it 24 h by the mode's clock, so after that the key is new again. Exact (the
+    /// `createdAt`) for a reservation; for a denial, which carries no time, the test clock
+    /// known before the request was sent. `None`: unknown, so the key may have expired.
     created_at: Option<Timestamp>,
 }
 
 /// How long an Idempotency-Key's answer is kept (API.md), on the mode's clock.
 const KEY_KEPT_SECS: i64 = 86_400;
 
-fn key_expired(created: Option<Timestamp>, now: Option<Timestamp>) -> bool {
+/// Whether a key stored no earlier than `created` can have expired by `now`, the latest the
+/// server's clock can have read when it answered. Unknown times cannot rule it out.
+fn key_may_have_expired(created: Option<Timestamp>, now: Option<Timestamp>) -> bool {
     match (created, now) {
         (Some(c), Some(n)) => plus(c, KEY_KEPT_SECS) <= n,
-        _ => false,
+        _ => true,
     }
 }
 
@@ -941,10 +945,10 @@ impl TaskState {
                 true
             }
             Op::Replay { key } => {
-                let (body, want, created) = {
+                let (body, want, created, clock_before) = {
                     let m = cx.model.lock().unwrap();
                     let k = &m.keyed[key];
-                    (k.body.clone(), k.res_id.clone(), k.created_at)
+                    (k.body.clone(), k.res_id.clone(), k.created_at, m.max_clock)
                 };
                 let out = cx
                     .http
@@ -953,13 +957,14 @@ impl TaskState {
                 let Out::Ans(st, v, replayed) = out else {
                     return false;
                 };
-                // A denial has no createdAt: the clock read after it is a later time still.
-                let answered_at = match tsv(&v["createdAt"]) {
+                // A denial has no createdAt: the clock read after it bounds its time from
+                // above (unknown if that read fails, say at a kill).
+                let answered_by = match tsv(&v["createdAt"]) {
                     Some(t) => Some(t),
                     None if st == 200 && !replayed => cx.http.clock().await.ok(),
                     None => None,
                 };
-                if st == 200 && !replayed && key_expired(created, answered_at) {
+                if st == 200 && !replayed && key_may_have_expired(created, answered_by) {
                     // The key's 24 hours are over: a new request, tracked like any reserve.
                     let mut m = cx.model.lock().unwrap();
                     if v["allowed"] == true {
@@ -983,9 +988,10 @@ impl TaskState {
                         );
                     } else {
                         // A denial is kept for the key too: it replays with no reservation.
+                        // It was stored no earlier than the clock acknowledged before sending.
                         let rec = m.keyed.get_mut(key).unwrap();
                         rec.res_id = None;
-                        rec.created_at = answered_at;
+                        rec.created_at = clock_before;
                     }
                     return true;
                 }
@@ -1463,7 +1469,7 @@ impl Verify<'_> {
             ids.sort_by_key(|id| created(id));
             let apart = ids
                 .windows(2)
-                .all(|w| key_expired(created(&w[0]), created(&w[1])));
+                .all(|w| key_may_have_expired(created(&w[0]), created(&w[1])));
             if ids.len() > 1 && !apart {
                 self.bad(format!(
                     "{u}: one request (tag {tag}) made {} reservations: {ids:?} (an \
