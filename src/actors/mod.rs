@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod journal_writer;
+mod known;
 pub mod snapshotter;
 pub mod supervisor;
 pub mod user_actor;
@@ -24,6 +25,7 @@ use arc_swap::ArcSwap;
 use clock::AppClock;
 use dashmap::DashMap;
 use journal_writer::JournalQueue;
+use known::KnownUsers;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -64,7 +66,7 @@ pub struct AppShared {
     /// Sleeping users by the deadline they must be woken for, live mode first: one index for all
     /// of them instead of a timer each. An entry may outlive its reason (the user woke up since);
     /// waking a user early costs one `Tick`. Users are named by [`UserKey::tag`] (resolved through
-    /// `Shared::tags`): 16 bytes an entry instead of a third copy of every sleeping user's key.
+    /// `Shared::known`): 16 bytes an entry instead of a third copy of every sleeping user's key.
     deadlines: [Mutex<BTreeSet<(Ts, u64)>>; 2],
 }
 
@@ -99,12 +101,11 @@ pub struct Shared {
     pub history: Option<History>,
     /// Awake users: each has an actor.
     users: FxDashMap<UserKey, Addr<UserActor>>,
-    /// Sleeping users, packed. A user is in at most one of `users` and `dormant`, except for the
-    /// moment a user goes to sleep: packed first, then its actor leaves `users` (see
+    /// Every known user by [`UserKey::tag`] (to route requests that name only an id), with the
+    /// packed form of those asleep. A user is awake (in `users`) or asleep, except for the
+    /// moment it goes to sleep: packed first, then its actor leaves `users` (see
     /// [`Shared::put_to_sleep`]).
-    dormant: FxDashMap<UserKey, Packed>,
-    /// Every known user by [`UserKey::tag`], to route requests that name only an id.
-    tags: FxDashMap<u64, UserKey>,
+    known: KnownUsers,
     idle: Duration,
     /// Records queued for the journal and not yet durable, beyond which a command is refused
     /// before it is applied.
@@ -139,19 +140,17 @@ impl Shared {
     /// request arriving meanwhile finds either the actor (which answers "moved", and the request
     /// is sent again) or the packed user (from which a new actor starts).
     pub(crate) fn put_to_sleep(&self, key: &UserKey, state: &UserState, me: &Addr<UserActor>) {
-        if *state == UserState::default() {
-            self.tags.remove(&key.tag());
-        } else {
-            let packed = Packed::pack(state).expect("a user state always encodes");
-            if let Some(deadline) = packed.deadline {
-                self.app(&key.app)
-                    .deadlines(key.mode)
-                    .lock()
-                    .expect("deadline index poisoned")
-                    .insert((deadline, key.tag()));
-            }
-            self.dormant.insert(key.clone(), packed);
+        let packed = (*state != UserState::default())
+            .then(|| Packed::pack(state).expect("a user state always encodes"));
+        if let Some(deadline) = packed.as_ref().and_then(|p| p.deadline) {
+            self.app(&key.app)
+                .deadlines(key.mode)
+                .lock()
+                .expect("deadline index poisoned")
+                .insert((deadline, key.tag()));
         }
+        // A user that holds nothing is forgotten.
+        self.known.sleep(key, packed);
         self.users.remove_if(key, |_, addr| addr == me);
         // After a burst of users has gone to sleep, the map of awake ones would keep the
         // buckets of its peak (about 150 bytes a user at a million): give them back once it is
@@ -258,10 +257,7 @@ impl Engine {
                 .collect(),
             history,
             users: FxDashMap::default(),
-            // Sized for the recovered users at once: growing by doubling would leave the
-            // smaller tables' memory behind in the allocator.
-            dormant: FxDashMap::with_capacity_and_hasher(users.len(), Default::default()),
-            tags: FxDashMap::with_capacity_and_hasher(users.len(), Default::default()),
+            known: KnownUsers::with_capacity(users.len()),
             idle: options.idle,
             journal_backlog_max: options.journal_backlog_records_max,
             bounds: options.bounds,
@@ -270,8 +266,6 @@ impl Engine {
             failure: tokio::sync::watch::Sender::new(None),
         });
         for (key, packed) in users {
-            let tag = key.tag();
-            shared.tags.insert(tag, key.clone());
             let Some(app) = shared.apps.get(&key.app) else {
                 tracing::warn!(app = %key.app, "journal holds an app that is not configured; its users stay on disk");
                 continue;
@@ -280,9 +274,9 @@ impl Engine {
                 app.deadlines(key.mode)
                     .lock()
                     .expect("deadline index poisoned")
-                    .insert((deadline, tag));
+                    .insert((deadline, key.tag()));
             }
-            shared.dormant.insert(key, packed);
+            shared.known.sleep(&key, Some(packed));
         }
         let engine = Engine {
             shared,
@@ -329,11 +323,11 @@ impl Engine {
             })
             .collect()
         };
-        for tag in due {
-            // A user that holds nothing any more has left `tags`: nothing to wake.
-            let Some(key) = self.shared.tags.get(&tag).map(|k| k.clone()) else {
-                continue;
-            };
+        // A user that holds nothing any more is forgotten: nothing to wake.
+        for key in due
+            .into_iter()
+            .flat_map(|tag| self.shared.known.keys_of(tag))
+        {
             if let Err(error) = self.user(key.clone(), Request::Tick).await {
                 tracing::warn!(%error, user = %key.user.as_str(), "waking a user for its deadline failed");
             }
@@ -392,7 +386,7 @@ impl Engine {
 
     /// Sleeping users, packed.
     pub fn users_asleep(&self) -> usize {
-        self.shared.dormant.len()
+        self.shared.known.asleep()
     }
 
     /// The actor of an awake user, or a new one started from its packed form.
@@ -404,9 +398,8 @@ impl Engine {
             .users
             .entry(key.clone())
             .or_insert_with(|| {
-                self.shared.tags.insert(key.tag(), key.clone());
-                let state = match self.shared.dormant.remove(key) {
-                    Some((_, packed)) => packed.unpack().expect("a packed user always decodes"),
+                let state = match self.shared.known.wake(key) {
+                    Some(packed) => packed.unpack().expect("a packed user always decodes"),
                     None => UserState::default(),
                 };
                 let actor = UserActor::new(key.clone(), state, self.shared.clone());
@@ -417,20 +410,20 @@ impl Engine {
 
     /// The user whose actor issued `id`, if it belongs to this app and mode.
     pub fn owner_of(&self, app: &str, mode: Mode, id: &str) -> Option<UserKey> {
-        let key = self
-            .shared
-            .tags
-            .get(&crate::engine::state::tag_of_id(id)?)?
-            .clone();
-        (key.app == app && key.mode == mode).then_some(key)
+        let tag = crate::engine::state::tag_of_id(id)?;
+        // After a tag collision, the user of this app and mode.
+        self.shared
+            .known
+            .keys_of(tag)
+            .into_iter()
+            .find(|key| key.app == app && key.mode == mode)
     }
 
     /// Sends a request to a user's actor and answers once what it saw is durable. A read of a
     /// user the engine does not know is answered from an empty user, and stores nothing.
     pub async fn user(&self, key: UserKey, request: Request) -> Result<View, EngineError> {
         let app = self.app(&key.app)?;
-        let unknown =
-            !self.shared.users.contains_key(&key) && !self.shared.dormant.contains_key(&key);
+        let unknown = !self.shared.users.contains_key(&key) && !self.shared.known.contains(&key);
         if unknown && !matches!(request, Request::Command(_)) {
             let now = app.clock.now(key.mode);
             let catalog = app.catalog.load();
