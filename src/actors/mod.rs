@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod journal_writer;
 mod known;
+mod long_lived;
 pub mod snapshotter;
 pub mod supervisor;
 pub mod user_actor;
@@ -150,7 +151,7 @@ impl Shared {
                 .insert((deadline, key.tag()));
         }
         // A user that holds nothing is forgotten.
-        self.known.sleep(key, packed);
+        self.known.sleep(key, packed.as_ref());
         self.users.remove_if(key, |_, addr| addr == me);
         // After a burst of users has gone to sleep, the map of awake ones would keep the
         // buckets of its peak (about 150 bytes a user at a million): give them back once it is
@@ -276,7 +277,7 @@ impl Engine {
                     .expect("deadline index poisoned")
                     .insert((deadline, key.tag()));
             }
-            shared.known.sleep(&key, Some(packed));
+            shared.known.sleep(&key, Some(&packed));
         }
         let engine = Engine {
             shared,
@@ -399,7 +400,7 @@ impl Engine {
             .entry(key.clone())
             .or_insert_with(|| {
                 let state = match self.shared.known.wake(key) {
-                    Some(packed) => packed.unpack().expect("a packed user always decodes"),
+                    Some(asleep) => asleep.unpack().expect("a packed user always decodes"),
                     None => UserState::default(),
                 };
                 let actor = UserActor::new(key.clone(), state, self.shared.clone());

@@ -80,7 +80,16 @@ impl Packed {
     }
 
     pub fn unpack(&self) -> Result<UserState, CodecError> {
-        match split_version(&self.bytes.0)? {
+        Packed::unpack_bytes(&self.bytes.0)
+    }
+
+    /// The packed bytes, to keep elsewhere and unpack with [`Packed::unpack_bytes`].
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes.0
+    }
+
+    pub fn unpack_bytes(bytes: &[u8]) -> Result<UserState, CodecError> {
+        match split_version(bytes)? {
             (PACKED_VERSION, payload) => decode_payload(payload),
             (1, payload) => {
                 let v1: PackedV1 = decode_payload(payload)?;
