@@ -4,7 +4,7 @@
 //! each map entry costs about twice its size in buckets, so the second map and the second copy of
 //! every key were about a sixth of a sleeping user's memory. An entry is one block of the
 //! long-lived heap (see [`super::long_lived`]) holding the key's strings and the packed bytes:
-//! 24 bytes in the buckets, and no small allocations left among an awake user's.
+//! 16 bytes in the buckets, and no small allocations left among an awake user's.
 
 use super::long_lived::LongLived;
 use crate::engine::ids::UserId;
@@ -285,6 +285,11 @@ mod tests {
             tag: |_| 7,
             ..KnownUsers::with_capacity(0)
         }
+    }
+
+    #[test]
+    fn an_entry_takes_16_bytes_in_the_buckets() {
+        assert_eq!(size_of::<(u64, Known)>(), 16);
     }
 
     #[test]
