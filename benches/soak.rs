@@ -2,8 +2,9 @@
 //! grows, measured black-box against `target/release/vevee serve` over HTTP/1.1 keep-alive.
 //!
 //! Subcommands (`cargo bench --bench soak -- <cmd> --help` lists the options):
-//! - `soak`: N consumes of 1 over 1,000 users, the server's RSS every 5 % of the run, then the
-//!   snapshot written by a graceful stop, the data directory and a restart;
+//! - `soak`: N consumes of 1 over 1,000 users, the server's RSS every 5 % of the run and every
+//!   250 ms (growth from the first to the last tenth after the warm-up, by median and by
+//!   minimum), then the snapshot written by a graceful stop, the data directory and a restart;
 //! - `idle-users`: U users, each a subscription and a two-item grant, RSS once they are idle;
 //! - `restart`: the `idle-users` state plus E consumes after the last snapshot, time from spawn to
 //!   `/readyz` 200 after SIGKILL, from the snapshot alone and with the journal tail;
@@ -270,6 +271,26 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
     // Two samples are noisy (snapshots and the allocator move RSS by tens of MB): the slope of
     // all samples from the warm-up on says more about a steady growth.
     let slope = rss_slope(&load.samples);
+    // Snapshots lift RSS by 100-200 MB for seconds, so one sample lands anywhere between the
+    // floor and a peak. Compare the first and the last tenth after the warm-up as a whole: their
+    // medians (where RSS sits most of the time) and their minima (the floor between peaks).
+    let tenth = |from: u64| -> Vec<u64> {
+        let (lo, hi) = (from, from + a.ops / 10);
+        let mut rss: Vec<u64> = load
+            .trace
+            .iter()
+            .filter(|s| s.done >= lo && s.done < hi)
+            .map(|s| s.rss)
+            .collect();
+        rss.sort_unstable();
+        rss
+    };
+    let (early, late) = (tenth(a.ops / 20), tenth(a.ops - a.ops / 10));
+    let median = |v: &[u64]| v.get(v.len() / 2).copied();
+    let tenths = match (median(&early), median(&late)) {
+        (Some(e), Some(l)) => Some((e, l, early[0], late[0])),
+        _ => None,
+    };
     let ops_after_warm = end.done.saturating_sub(warm.done).max(1);
     let data_before_stop = dir_bytes(&dir.join("data"));
     println!("  stopping with SIGTERM (final snapshot)");
@@ -311,6 +332,11 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
         "growth_bytes": growth,
         "growth_bytes_per_op": growth as f64 / ops_after_warm as f64,
         "rss_slope_bytes_per_op": slope,
+        "rss_median_first_tenth_bytes": tenths.map(|t| t.0),
+        "rss_median_last_tenth_bytes": tenths.map(|t| t.1),
+        "rss_min_first_tenth_bytes": tenths.map(|t| t.2),
+        "rss_min_last_tenth_bytes": tenths.map(|t| t.3),
+        "rss_trace_samples": load.trace.len(),
         "stop_secs": stop.as_secs_f64(),
         "snapshot_bytes": snapshot.as_ref().map(|s| s.1),
         "snapshot_bytes_per_user": snapshot.as_ref().map(|s| s.1 as f64 / a.users as f64),
@@ -333,6 +359,8 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
         "growth",
         "bytes/op",
         "slope bytes/op",
+        "median, first → last tenth",
+        "floor, first → last tenth",
         "snapshot (bytes/user)",
         "data dir (after stop)",
         "RSS after restart",
@@ -357,6 +385,28 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
         format!("{:+.1} MB", growth as f64 / 1e6),
         format!("{:.0}", growth as f64 / ops_after_warm as f64),
         slope.map_or_else(|| "–".into(), |v| format!("{v:.0}")),
+        tenths.map_or_else(
+            || "–".into(),
+            |(e, l, _, _)| {
+                format!(
+                    "{} → {} ({:+.1} MB)",
+                    mib(e),
+                    mib(l),
+                    (l as f64 - e as f64) / 1e6
+                )
+            },
+        ),
+        tenths.map_or_else(
+            || "–".into(),
+            |(_, _, e, l)| {
+                format!(
+                    "{} → {} ({:+.1} MB)",
+                    mib(e),
+                    mib(l),
+                    (l as f64 - e as f64) / 1e6
+                )
+            },
+        ),
         match &snapshot {
             Some((_, size)) => format!(
                 "{} ({:.0})",
@@ -1159,7 +1209,7 @@ impl HttpConn {
 
 // ---------------------------------------------------------------------------------------------
 // Closed-loop load: `total` operations over `conns` connections, each operation one or more
-// requests; the server's RSS sampled at every 5 % of the operations.
+// requests; the server's RSS sampled at every 5 % of the operations, and every 250 ms.
 
 type MakeReqs = Arc<dyn Fn(u64) -> Vec<Req> + Send + Sync>;
 
@@ -1179,8 +1229,13 @@ struct LoadOut {
     hist: Histogram<u64>,
     /// At 5 %, 10 %, … of `total`, and at the end (when a server pid was given).
     samples: Vec<Sample>,
+    /// Every [`TRACE_EVERY`] (when a server pid was given).
+    trace: Vec<Sample>,
     cut_short: bool,
 }
+
+/// How often the dense RSS trace is sampled: a snapshot's peak lasts seconds.
+const TRACE_EVERY: Duration = Duration::from_millis(250);
 
 impl LoadOut {
     fn require_complete(&self, what: &str) -> Result<()> {
@@ -1226,11 +1281,21 @@ async fn run_load(
     let monitor = {
         let (done, finished) = (done.clone(), finished.clone());
         tokio::spawn(async move {
-            let mut samples = Vec::new();
+            let (mut samples, mut trace) = (Vec::new(), Vec::new());
+            let mut traced = t0;
             let mut k = 1u64;
             while !finished.load(Ordering::Acquire) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let d = done.load(Ordering::Relaxed);
+                if let Some(pid) = server_pid.filter(|_| traced.elapsed() >= TRACE_EVERY) {
+                    traced = Instant::now();
+                    let secs = t0.elapsed().as_secs_f64();
+                    trace.push(Sample {
+                        done: d,
+                        secs,
+                        rss: rss_of(pid),
+                    });
+                }
                 if total == 0 || k > 20 || d < total * k / 20 {
                     continue;
                 }
@@ -1255,7 +1320,7 @@ async fn run_load(
                     }
                 );
             }
-            samples
+            (samples, trace)
         })
     };
     let mut hist = new_hist();
@@ -1270,7 +1335,7 @@ async fn run_load(
     }
     let secs = t0.elapsed().as_secs_f64().max(1e-6);
     finished.store(true, Ordering::Release);
-    let mut samples = monitor.await?;
+    let (mut samples, trace) = monitor.await?;
     let done = done.load(Ordering::Relaxed);
     if let Some(pid) = server_pid {
         samples.push(Sample {
@@ -1289,6 +1354,7 @@ async fn run_load(
         secs,
         hist,
         samples,
+        trace,
         cut_short: done < total,
     })
 }
