@@ -328,6 +328,9 @@ struct KeyedRec {
     /// `createdAt`) for a reservation; for a denial, which carries no time, the test clock
     /// known before the request was sent. `None`: unknown, so the key may have expired.
     created_at: Option<Timestamp>,
+    /// A replay of the key was in flight at a kill: if the key had expired, the server may have
+    /// stored a new answer that nobody saw. The next answer for the key tells which.
+    unknown: bool,
 }
 
 /// How long an Idempotency-Key's answer is kept (API.md), on the mode's clock.
@@ -708,6 +711,7 @@ impl TaskState {
                             body: body.clone(),
                             res_id: None,
                             created_at: None,
+                            unknown: false,
                         });
                 }
                 let out = cx
@@ -955,8 +959,20 @@ impl TaskState {
                     .call(Method::POST, "/v1/reservations", Some(&body), Some(key))
                     .await;
                 let Out::Ans(st, v, replayed) = out else {
+                    cx.model.lock().unwrap().keyed.get_mut(key).unwrap().unknown = true;
                     return false;
                 };
+                let unknown = cx.model.lock().unwrap().keyed[key].unknown;
+                if st == 200 && replayed && unknown {
+                    // The answer the lost replay stored, or the one before it: learnt from here.
+                    // A new reservation it made is checked from the ledger, as one in flight.
+                    let mut m = cx.model.lock().unwrap();
+                    let rec = m.keyed.get_mut(key).unwrap();
+                    rec.res_id = v["reservationId"].as_str().map(str::to_string);
+                    rec.created_at = tsv(&v["createdAt"]);
+                    rec.unknown = false;
+                    return true;
+                }
                 // A denial has no createdAt: the clock read after it bounds its time from
                 // above (unknown if that read fails, say at a kill).
                 let answered_by = match tsv(&v["createdAt"]) {
@@ -964,7 +980,8 @@ impl TaskState {
                     None if st == 200 && !replayed => cx.http.clock().await.ok(),
                     None => None,
                 };
-                if st == 200 && !replayed && key_may_have_expired(created, answered_by) {
+                if st == 200 && !replayed && (unknown || key_may_have_expired(created, answered_by))
+                {
                     // The key's 24 hours are over: a new request, tracked like any reserve.
                     let mut m = cx.model.lock().unwrap();
                     if v["allowed"] == true {
@@ -972,6 +989,7 @@ impl TaskState {
                         let rec = m.keyed.get_mut(key).unwrap();
                         rec.res_id = Some(id.clone());
                         rec.created_at = tsv(&v["createdAt"]);
+                        rec.unknown = false;
                         let tag = body["metadata"]["tag"].as_str().unwrap_or("?").to_string();
                         m.tags.insert(id.clone(), tag);
                         m.dirty_res.insert(id.clone());
@@ -992,6 +1010,7 @@ impl TaskState {
                         let rec = m.keyed.get_mut(key).unwrap();
                         rec.res_id = None;
                         rec.created_at = clock_before;
+                        rec.unknown = false;
                     }
                     return true;
                 }
