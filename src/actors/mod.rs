@@ -7,7 +7,7 @@
 
 pub mod clock;
 pub mod journal_writer;
-mod known;
+pub(crate) mod known;
 mod long_lived;
 pub mod snapshotter;
 pub mod supervisor;

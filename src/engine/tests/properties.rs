@@ -623,7 +623,17 @@ proptest! {
                 // Packed by an earlier build, with the indexes: the same user.
                 let v1 = Packed::pack_as_v1(&slept.state).unpack().expect("unpacks");
                 prop_assert_eq!(&v1, &slept.state);
-                slept.state = packed.unpack().expect("unpacks");
+                // Asleep among the known users and woken, as the engine does it.
+                let known = crate::actors::known::KnownUsers::with_capacity(1);
+                let key = crate::engine::UserKey {
+                    app: "app".into(),
+                    mode: crate::engine::Mode::Live,
+                    user: crate::engine::ids::UserId::parse("u1").expect("a user id"),
+                };
+                known.sleep(&key, Some(&packed));
+                prop_assert_eq!(known.asleep(), 1);
+                let woken = known.wake(&key).expect("asleep");
+                slept.state = woken.unpack().expect("unpacks");
             }
             run_op(&mut awake, op);
             run_op(&mut slept, op);
