@@ -424,6 +424,7 @@ async fn run_row(row: Row, s: &Settings, counter: &BatchCounter) -> Outcome {
         EngineOptions {
             threads: s.actor_threads,
             idle: Duration::from_secs(300),
+            awake_users_max: usize::MAX,
             journal_backlog_records_max: 1 << 20,
             bounds: Default::default(),
             test_panic_user: None,

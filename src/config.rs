@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// fire on time); the next request wakes it.
     #[serde(default = "defaults::idle_seconds")]
     pub idle_seconds: u64,
+    /// Awake users beyond which those idle for a second are put to sleep at once, instead of
+    /// after `idle_seconds`: a burst of distinct users cannot hold memory for the whole wait.
+    #[serde(default = "defaults::awake_users_max")]
+    pub awake_users_max: usize,
     /// Journal records queued and not yet on disk beyond which writes are refused with 503.
     #[serde(default = "defaults::journal_backlog_records_max")]
     pub journal_backlog_records_max: u64,
@@ -137,6 +141,9 @@ mod defaults {
     }
     pub fn idle_seconds() -> u64 {
         300
+    }
+    pub fn awake_users_max() -> usize {
+        250_000
     }
     pub fn journal_backlog_records_max() -> u64 {
         262_144
@@ -291,6 +298,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "[server] read and idle timeouts must be positive".into(),
+            ));
+        }
+        if server.awake_users_max == 0 {
+            return Err(ConfigError::Invalid(
+                "[server] awake_users_max must be positive".into(),
             ));
         }
         if config.storage.snapshot_every_records == 0 || config.storage.snapshot_every_seconds == 0

@@ -295,6 +295,7 @@ pub async fn run(
         EngineOptions {
             threads: config.actor_threads(),
             idle: Duration::from_secs(config.server.idle_seconds),
+            awake_users_max: config.server.awake_users_max,
             journal_backlog_records_max: config.server.journal_backlog_records_max,
             bounds: Bounds {
                 open_reservations_per_user_max: config.server.open_reservations_per_user_max,

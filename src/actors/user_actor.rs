@@ -232,7 +232,8 @@ impl Actor for UserActor {
         self.schedule(ctx);
         let every = (self.shared.idle / 2).clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
         ctx.run_interval(every, |actor, ctx| {
-            actor.guarded(ctx, Self::sleep_if_idle);
+            let idle = actor.shared.idle;
+            actor.guarded(ctx, |actor, ctx| actor.sleep_if_idle(idle, ctx));
         });
     }
 }
@@ -286,10 +287,10 @@ impl UserActor {
         None
     }
 
-    /// Goes to sleep once idle for the engine's `idle` and with nothing on its way to disk, so
-    /// that what the packed user lacks (the history it handed over) is all on disk.
-    fn sleep_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.asleep || self.last_message.elapsed() < self.shared.idle {
+    /// Goes to sleep once idle for `idle` and with nothing on its way to disk, so that what the
+    /// packed user lacks (the history it handed over) is all on disk.
+    fn sleep_if_idle(&mut self, idle: Duration, ctx: &mut Context<Self>) {
+        if self.asleep || self.last_message.elapsed() < idle {
             return;
         }
         let durable = self.shared.journal.durable_seq();
@@ -484,6 +485,30 @@ impl UserActor {
             });
         });
         self.timer = Some((deadline, handle));
+    }
+}
+
+/// Asks the actor to sleep if it has been idle this long (the engine's `awake_users_max`).
+pub struct SleepIfIdle(pub Duration);
+
+impl Message for SleepIfIdle {
+    type Result = ();
+}
+
+/// After the ledger lines in memory went to disk, how soon a user asked to sleep looks again.
+const SLEEP_RECHECK: Duration = Duration::from_millis(100);
+
+impl Handler<SleepIfIdle> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, SleepIfIdle(idle): SleepIfIdle, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |actor, ctx| actor.sleep_if_idle(idle, ctx));
+        // The first step may only have sent the ledger lines to disk: look again once they are.
+        if !self.asleep && !self.failed && self.last_message.elapsed() >= idle {
+            ctx.run_later(SLEEP_RECHECK, move |actor, ctx| {
+                actor.guarded(ctx, |actor, ctx| actor.sleep_if_idle(idle, ctx));
+            });
+        }
     }
 }
 

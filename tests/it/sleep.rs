@@ -224,3 +224,42 @@ async fn each_per_user_bound_refuses_with_a_clear_error_and_changes_nothing() {
         "a repeated grant adds nothing and is answered"
     );
 }
+
+/// Past `awake_users_max`, users idle for a second go to sleep at once instead of after
+/// `idle_seconds` (300 here), and wake with the same state.
+#[tokio::test]
+async fn past_awake_users_max_idle_users_sleep_within_seconds_and_wake_the_same() {
+    let app = spawn_app_tweaked(Tweaks {
+        server_lines: "awake_users_max = 2\n".into(),
+        ..Tweaks::default()
+    })
+    .await;
+    let users: Vec<String> = (0..6).map(|i| format!("u_burst_{i}")).collect();
+    let mut before = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let grant = app
+            .grant(SK_TEST, u, "cpk_creator_bundle", &format!("cs_burst_{i}"))
+            .await;
+        let ids: Vec<String> = grant["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect();
+        app.consume_ok(SK_TEST, u, DALLE, 1).await;
+        before.push((everything(&app, u, &ids).await, ids));
+    }
+    assert!(metric(&app, "vevee_users_in_memory").await >= 6.0);
+    let started = Instant::now();
+    while metric(&app, "vevee_users_in_memory").await > 2.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "users stayed awake past awake_users_max"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(metric(&app, "vevee_users_asleep").await >= 4.0);
+    for (u, (state, ids)) in users.iter().zip(&before) {
+        assert_eq!(&everything(&app, u, ids).await, state, "{u} woke the same");
+    }
+}
