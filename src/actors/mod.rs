@@ -169,7 +169,7 @@ impl Shared {
     /// Called by a user's actor that caught a panic, before it drops its caller's reply and
     /// stops. Why the process stops rather than restarting the actor: the actor applies a command
     /// to its memory and then queues the records, so a panic can leave the state half-changed and
-    /// ahead of the journal; the user's packed form left `dormant` when it woke, so the only
+    /// ahead of the journal; the user's packed form left the known users when it woke, so the only
     /// sound copy is the last snapshot plus every journal record of the user after it, which
     /// recovery reads anyway and which this process has no cheap way to read for one user. So the
     /// user is refused from now on (503 with `Retry-After`, never a wait on a dead mailbox), the
