@@ -117,7 +117,7 @@ impl KnownUsers {
             .by_tag
             .get(&(self.tag)(key))
             .is_some_and(|known| known.is(key));
-        in_tags || self.collided_mut(key).is_some()
+        in_tags || (!self.collided.is_empty() && self.collided.contains_key(key))
     }
 
     /// The users with this tag: one, except after a collision.
