@@ -385,28 +385,8 @@ async fn soak(a: SoakArgs, dir: PathBuf) -> Result<()> {
         format!("{:+.1} MB", growth as f64 / 1e6),
         format!("{:.0}", growth as f64 / ops_after_warm as f64),
         slope.map_or_else(|| "–".into(), |v| format!("{v:.0}")),
-        tenths.map_or_else(
-            || "–".into(),
-            |(e, l, _, _)| {
-                format!(
-                    "{} → {} ({:+.1} MB)",
-                    mib(e),
-                    mib(l),
-                    (l as f64 - e as f64) / 1e6
-                )
-            },
-        ),
-        tenths.map_or_else(
-            || "–".into(),
-            |(_, _, e, l)| {
-                format!(
-                    "{} → {} ({:+.1} MB)",
-                    mib(e),
-                    mib(l),
-                    (l as f64 - e as f64) / 1e6
-                )
-            },
-        ),
+        tenths.map_or_else(|| "–".into(), |(e, l, _, _)| from_to(e, l)),
+        tenths.map_or_else(|| "–".into(), |(_, _, e, l)| from_to(e, l)),
         match &snapshot {
             Some((_, size)) => format!(
                 "{} ({:.0})",
@@ -1822,6 +1802,16 @@ fn ms(us: u64) -> String {
     } else {
         format!("{:.2}", us as f64 / 1000.0)
     }
+}
+
+/// "E MiB → L MiB (±N MB)".
+fn from_to(early: u64, late: u64) -> String {
+    format!(
+        "{} → {} ({:+.1} MB)",
+        mib(early),
+        mib(late),
+        (late as f64 - early as f64) / 1e6
+    )
 }
 
 fn mib(bytes: u64) -> String {

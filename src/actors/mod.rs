@@ -84,7 +84,7 @@ pub struct EngineOptions {
     pub threads: usize,
     /// A user whose actor has had no message this long goes to sleep in its packed form.
     pub idle: Duration,
-    /// Awake users beyond which those idle for [`PRESSED_IDLE`] go to sleep at once.
+    /// Awake users beyond which those idle for a second go to sleep at once.
     pub awake_users_max: usize,
     /// Journal records queued and not yet durable beyond which commands are refused (503).
     pub journal_backlog_records_max: u64,
@@ -208,7 +208,7 @@ type FxDashMap<K, V> = DashMap<K, V, rustc_hash::FxBuildHasher>;
 const DEADLINE_TICK: Duration = Duration::from_secs(1);
 
 /// How long a user must have been idle to be put to sleep early, past `awake_users_max`.
-pub const PRESSED_IDLE: Duration = Duration::from_secs(1);
+const PRESSED_IDLE: Duration = Duration::from_secs(1);
 
 /// Sends to an actor that went to sleep meanwhile are tried again this many times.
 const MOVED_RETRIES_MAX: usize = 64;

@@ -26,6 +26,16 @@ async fn until_all_asleep(app: &TestApp) {
     }
 }
 
+/// The ids of the balances a grant answer made.
+fn balance_ids(grant: &Value) -> Vec<String> {
+    grant["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 async fn everything(app: &TestApp, u: &str, ids: &[String]) -> Vec<Value> {
     let mut out = vec![
         app.usage(SK_TEST, u).await,
@@ -57,12 +67,7 @@ async fn a_user_put_to_sleep_wakes_with_the_same_state_and_its_deadlines_fire_on
     let bundle = app
         .grant(SK_TEST, u, "cpk_creator_bundle", "cs_sleep")
         .await;
-    let mut ids: Vec<String> = bundle["balances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut ids = balance_ids(&bundle);
     app.consume_ok(SK_TEST, u, DALLE, 2).await;
     let pending = app
         .reserve_with(
@@ -240,12 +245,7 @@ async fn past_awake_users_max_idle_users_sleep_within_seconds_and_wake_the_same(
         let grant = app
             .grant(SK_TEST, u, "cpk_creator_bundle", &format!("cs_burst_{i}"))
             .await;
-        let ids: Vec<String> = grant["balances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["id"].as_str().unwrap().to_string())
-            .collect();
+        let ids = balance_ids(&grant);
         app.consume_ok(SK_TEST, u, DALLE, 1).await;
         before.push((everything(&app, u, &ids).await, ids));
     }
