@@ -107,6 +107,7 @@ impl Packed {
             (found, _) => Err(CodecError::UnsupportedVersion {
                 kind: FrameKind::History,
                 found,
+                newest: PACKED_VERSION,
             }),
         }
     }
