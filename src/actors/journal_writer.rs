@@ -295,27 +295,48 @@ pub fn spawn<J: Journal>(
         .expect("spawn the journal writer thread")
 }
 
-/// The syncer: one sync (sled's flush, then fdatasync) at a time, each covering every batch
-/// appended before it began.
+/// The syncer: two stages on two threads, each one step at a time. The flusher has sled write out
+/// every batch appended before it began (a wait for the disk); the syncer fdatasyncs what the
+/// flusher wrote (a second wait) and publishes that end. While one group is in fdatasync, the
+/// next is written out, so a group's two waits overlap the neighbours' instead of adding up.
 fn spawn_syncer(
     queue: Arc<JournalQueue>,
     sync: DiskSync,
     appended: Arc<Appended>,
 ) -> std::thread::JoinHandle<()> {
+    let written = Appended::new(queue.durable_seq());
+    let flusher = {
+        let (sync, written, start) = (sync.clone(), written.clone(), queue.durable_seq());
+        std::thread::Builder::new()
+            .name("journal-flusher".into())
+            .spawn(move || {
+                let mut flushed = start;
+                while let Some(end) = appended.next_after(flushed) {
+                    if let Err(e) = sync.write_out() {
+                        stop_on_failure(e, flushed);
+                    }
+                    written.advance(end);
+                    flushed = end;
+                }
+                written.close();
+            })
+            .expect("spawn the journal flusher thread")
+    };
     std::thread::Builder::new()
         .name("journal-syncer".into())
         .spawn(move || {
             let sync_seconds = metrics::histogram!("vevee_journal_sync_seconds");
             let mut synced = queue.durable_seq();
-            while let Some(end) = appended.next_after(synced) {
+            while let Some(end) = written.next_after(synced) {
                 let started = Instant::now();
-                if let Err(e) = sync.sync() {
+                if let Err(e) = sync.sync_data() {
                     stop_on_failure(e, synced);
                 }
                 sync_seconds.record(started.elapsed().as_secs_f64());
                 queue.publish(end);
                 synced = end;
             }
+            flusher.join().expect("the journal flusher thread panicked");
         })
         .expect("spawn the journal syncer thread")
 }

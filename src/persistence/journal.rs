@@ -387,7 +387,20 @@ pub struct DiskSync {
 
 impl DiskSync {
     pub fn sync(&self) -> Result<(), JournalError> {
+        self.write_out()?;
+        self.sync_data()
+    }
+
+    /// The first half of [`DiskSync::sync`]: sled writes its buffers to the file (and waits for
+    /// the disk to take them).
+    pub fn write_out(&self) -> Result<(), JournalError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// The second half: fdatasync, covering what every [`DiskSync::write_out`] that returned
+    /// before it began wrote.
+    pub fn sync_data(&self) -> Result<(), JournalError> {
         self.data_file.sync_data().map_err(JournalError::Sync)
     }
 }
