@@ -135,15 +135,30 @@ pub struct UlidIds {
 }
 
 impl IdSource for UlidIds {
+    /// `{prefix}_{ulid}_{tag as 16 hex digits}`, written into one allocation of the right size
+    /// (a `format!` costs a tenth of a consume's step on the actor).
     fn next_id(&mut self, prefix: &'static str) -> String {
         // The random part only overflows after 2^80 ids in one millisecond.
         let ulid = self
             .generator
             .generate()
             .unwrap_or_else(|_| ulid::Ulid::new());
-        format!("{prefix}_{ulid}_{:016x}", self.tag)
+        let mut text = [0u8; ulid::ULID_LEN];
+        let mut id = String::with_capacity(prefix.len() + 2 + ulid::ULID_LEN + 16);
+        id.push_str(prefix);
+        id.push('_');
+        id.push_str(ulid.array_to_str(&mut text));
+        id.push('_');
+        let tag = self.tag.to_be_bytes();
+        for byte in tag {
+            id.push(char::from(HEX[usize::from(byte >> 4)]));
+            id.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        id
     }
 }
+
+const HEX: [u8; 16] = *b"0123456789abcdef";
 
 pub struct UserActor {
     key: UserKey,
@@ -539,5 +554,29 @@ impl Handler<Envelope> for UserActor {
         self.shared.journal.when_durable(self.last_seq, move || {
             let _ = reply.send(Reply::Done { results });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_prefix_a_ulid_and_the_tag_in_hex_and_sort_in_the_order_they_were_made() {
+        let mut ids = UlidIds {
+            tag: 0x00ab_cdef_0123_4567,
+            generator: ulid::Generator::new(),
+        };
+        let made: Vec<String> = (0..1000).map(|_| ids.next_id("le")).collect();
+        for id in &made {
+            let parts: Vec<&str> = id.split('_').collect();
+            assert_eq!(parts.len(), 3, "{id}");
+            assert_eq!(parts[0], "le");
+            let ulid = ulid::Ulid::from_string(parts[1]).expect("a ULID");
+            assert_eq!(ulid.to_string(), parts[1]);
+            assert_eq!(parts[2], format!("{:016x}", 0x00ab_cdef_0123_4567u64));
+        }
+        assert!(made.windows(2).all(|w| w[0] < w[1]));
+        assert!(ids.next_id("evt").starts_with("evt_"));
     }
 }
