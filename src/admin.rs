@@ -65,7 +65,7 @@ pub fn verify(config: &Config) -> anyhow::Result<VerifyReport> {
             .ledger_tail
             .iter()
             .chain(&lines)
-            .map(|line| &line.event);
+            .map(|line| &*line.event);
         if let Err(v) = audit(user, ledger) {
             violation = Some(format!(
                 "{}/{}/{}: {v}",

@@ -412,13 +412,13 @@ mod tests {
         };
         let queue = JournalQueue::new(0);
         let line = LedgerLine {
-            event: Event {
+            event: Arc::new(Event {
                 id: "evt_01M85J543XM195EGYG1A595XY4_715dfd2b8dd727ce".into(),
                 at: Ts(0),
                 kind: EventKind::UsageExpired {
                     reservation_id: "res_x".into(),
                 },
-            },
+            }),
             reservation: None,
             pack_id: None,
         };

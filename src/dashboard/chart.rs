@@ -99,7 +99,7 @@ mod tests {
 
     fn committed(at: Ts, model: &str, amount: u64) -> LedgerLine {
         LedgerLine {
-            event: Event {
+            event: std::sync::Arc::new(Event {
                 id: "le_1".into(),
                 at,
                 kind: EventKind::UsageCommitted {
@@ -109,7 +109,7 @@ mod tests {
                     credits: vec![],
                     response: None,
                 },
-            },
+            }),
             reservation: Some(Box::new(Reservation {
                 id: "res_1".into(),
                 model: ModelKey::parse(model).unwrap(),

@@ -170,7 +170,12 @@ mod tests {
         let mut ledger = Vec::new();
         let granted = step(&mut state, &NoPast, &catalog, grant, now, &mut ids);
         granted.result.unwrap();
-        ledger.extend(granted.events);
+        ledger.extend(
+            granted
+                .events
+                .into_iter()
+                .map(std::sync::Arc::unwrap_or_clone),
+        );
         let reserve = Command::Reserve {
             model: ModelKey::parse("image.a").unwrap(),
             amount: 3,
@@ -181,7 +186,12 @@ mod tests {
         };
         let reserved = step(&mut state, &NoPast, &catalog, reserve, now, &mut ids);
         reserved.result.unwrap();
-        ledger.extend(reserved.events);
+        ledger.extend(
+            reserved
+                .events
+                .into_iter()
+                .map(std::sync::Arc::unwrap_or_clone),
+        );
         (state, ledger)
     }
 

@@ -10,6 +10,7 @@ use super::time::{MS_PER_DAY, Ts};
 use super::user::{
     Applied, BalanceStatus, Reservation, ReservationStatus, SubscriptionStatus, UserState,
 };
+use std::sync::Arc;
 
 /// What a decision may need that has left memory: reservations that ended and the idempotency
 /// keys of their reserves. The actors read it from the history on disk; tests keep it in a map.
@@ -581,13 +582,13 @@ fn write_offs<I: IdSource>(
 /// What applying a list of events did: the events, oldest first, and what left memory with them.
 #[derive(Debug, Default)]
 pub struct Changes {
-    pub events: Vec<Event>,
+    pub events: Vec<Arc<Event>>,
     pub applied: Vec<Applied>,
     before: BalancesBefore,
 }
 
 impl Changes {
-    pub fn new(events: Vec<Event>, applied: Vec<Applied>) -> Changes {
+    pub fn new(events: Vec<Arc<Event>>, applied: Vec<Applied>) -> Changes {
         Changes {
             events,
             applied,
@@ -597,6 +598,8 @@ impl Changes {
 
     fn apply(&mut self, state: &mut UserState, event: Event) {
         self.before.note(state, &event);
+        // One copy of the event, shared by the ledger line and the journal record.
+        let event = Arc::new(event);
         let applied = state.apply(&event);
         if applied != Applied::default() {
             self.applied.push(applied);
@@ -657,7 +660,7 @@ fn catch_up_into(state: &mut UserState, now: Ts, ids: &mut impl IdSource, out: &
 /// What one command did to a user: the events applied (deadlines that had passed first, then the
 /// command's own), what left memory with them, and the command's outcome or refusal.
 pub struct Step {
-    pub events: Vec<Event>,
+    pub events: Vec<Arc<Event>>,
     pub applied: Vec<Applied>,
     pub result: Result<Outcome, Rejection>,
 }

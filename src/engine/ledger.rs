@@ -9,6 +9,7 @@
 use super::event::{Event, EventKind};
 use super::user::Reservation;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Lines a user keeps in memory before they go to disk as one page. A page is one write to the
 /// history store, so this is also how many ledger entries share one write.
@@ -17,7 +18,8 @@ pub const LEDGER_PAGE_LINES: usize = 64;
 /// A ledger entry with what it refers to, so that it reads on its own without the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerLine {
-    pub event: Event,
+    /// Shared with the journal record that carries the same event: one copy, not two.
+    pub event: Arc<Event>,
     /// On the entry that ended a reservation (`usage.committed`, `usage.released`,
     /// `usage.expired`): the reservation as it ended. This is also where a finished reservation is
     /// found again once it has left memory.
@@ -74,13 +76,13 @@ mod tests {
 
     fn line(id: &str) -> LedgerLine {
         LedgerLine {
-            event: Event {
+            event: Arc::new(Event {
                 id: id.into(),
                 at: Ts(0),
                 kind: EventKind::UsageExpired {
                     reservation_id: "res_x".into(),
                 },
-            },
+            }),
             reservation: None,
             pack_id: None,
         }

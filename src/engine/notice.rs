@@ -15,6 +15,7 @@ use super::read::CounterView;
 use super::time::{Period, Ts};
 use super::user::{Applied, Balance, BalanceStatus, Reservation, Subscription, UserState};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NoticeType {
@@ -131,7 +132,7 @@ impl BalancesBefore {
 /// `None` for deadline catch-up, which only raises what is left.
 pub fn notices_for(
     state: &UserState,
-    events: &[Event],
+    events: &[Arc<Event>],
     applied: &[Applied],
     before: &BalancesBefore,
     catalog: Option<&Catalog>,
@@ -208,7 +209,7 @@ fn crossings(state: &UserState, before: &BalancesBefore, out: &mut Vec<Notice>) 
 /// at most one hold (its command's), and a hold names each limit once.
 fn limits_reached(
     state: &UserState,
-    events: &[Event],
+    events: &[Arc<Event>],
     catalog: &Catalog,
     now: Ts,
     out: &mut Vec<Notice>,

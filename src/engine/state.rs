@@ -10,6 +10,7 @@ use super::time::Ts;
 use super::user::{Applied, UserState};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Mode {
@@ -49,7 +50,7 @@ pub struct StoredAnswer {
 pub enum Record {
     User {
         key: UserKey,
-        event: Event,
+        event: Arc<Event>,
     },
     Catalog {
         app: String,

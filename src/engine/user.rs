@@ -288,13 +288,13 @@ impl UserState {
     }
 
     /// Applies an event and appends its ledger line. Returns what leaves memory with it.
-    pub fn apply(&mut self, event: &Event) -> Applied {
+    pub fn apply(&mut self, event: &Arc<Event>) -> Applied {
         self.apply_owned(event.clone())
     }
 
     /// [`UserState::apply`] for an event the caller no longer needs: it moves into the ledger
     /// line without a copy (recovery replays millions of them).
-    pub fn apply_owned(&mut self, event: Event) -> Applied {
+    pub fn apply_owned(&mut self, event: Arc<Event>) -> Applied {
         if let EventKind::Noticed(notice) = &event.kind {
             self.noticed(notice);
             return Applied {

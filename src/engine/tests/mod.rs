@@ -223,6 +223,7 @@ impl World {
         let entries: Vec<&Event> = s
             .events
             .iter()
+            .map(|e| &**e)
             .filter(|e| SentNotice::of(e).is_none())
             .collect();
         let tail = &self.state.ledger_tail;
@@ -230,12 +231,12 @@ impl World {
         assert!(
             tail[tail.len() - in_tail..]
                 .iter()
-                .map(|l| &l.event)
+                .map(|l| &*l.event)
                 .eq(entries[entries.len() - in_tail..].iter().copied()),
             "step's events are the newest lines of the ledger"
         );
         self.past.keep(&s.applied);
-        self.keep_events(s.events.iter().cloned());
+        self.keep_events(s.events.iter().map(|e| Event::clone(e)));
         self.check();
         s
     }
@@ -275,7 +276,12 @@ impl World {
         self.now = self.now.plus_ms(ms);
         let changes = catch_up(&mut self.state, self.now, &mut self.ids);
         self.past.keep(&changes.applied);
-        self.keep_events(changes.events);
+        self.keep_events(
+            changes
+                .events
+                .into_iter()
+                .map(std::sync::Arc::unwrap_or_clone),
+        );
         self.check();
     }
 
@@ -462,7 +468,7 @@ fn check_pages(state: &UserState, past: &MemPast, ledger: &[Event]) {
         .iter()
         .flatten()
         .chain(&state.ledger_tail)
-        .map(|l| &l.event)
+        .map(|l| &*l.event)
         .collect();
     assert!(kept.iter().copied().eq(ledger), "pages + tail = the ledger");
     assert!(

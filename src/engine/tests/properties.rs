@@ -354,7 +354,7 @@ fn replay(events: &[Event]) -> (UserState, Vec<Vec<LedgerLine>>) {
     let mut s = UserState::default();
     let pages = events
         .iter()
-        .filter_map(|e| s.apply(e).page)
+        .filter_map(|e| s.apply(&std::sync::Arc::new(e.clone())).page)
         .map(std::sync::Arc::unwrap_or_clone)
         .collect();
     (s, pages)
@@ -378,7 +378,7 @@ fn records(catalog: &Catalog, events: &[Event]) -> Vec<Record> {
         });
     let users = events.iter().map(|event| Record::User {
         key: key(),
-        event: event.clone(),
+        event: std::sync::Arc::new(event.clone()),
     });
     changes.chain(users).collect()
 }
@@ -458,14 +458,14 @@ proptest! {
         if let Some((bytes, at)) = user_snapshot {
             let mut state: UserState = decode(&bytes);
             w.journal[at..].iter().for_each(|e| {
-                state.apply(e);
+                state.apply(&std::sync::Arc::new(e.clone()));
             });
             prop_assert_eq!(&state, live);
         }
         if let Some((bytes, at)) = engine_snapshot {
             let mut from_snapshot: EngineState = decode(&bytes);
             for event in &w.journal[at..] {
-                from_snapshot.apply(&Record::User { key: key(), event: event.clone() });
+                from_snapshot.apply(&Record::User { key: key(), event: std::sync::Arc::new(event.clone()) });
             }
             // The catalog edits made since the snapshot, as the journal would hold them.
             for change in w.catalog.as_changes() {
