@@ -1,6 +1,6 @@
 //! The journal writer: one thread that turns everything queued since its last append into one
-//! batch and one sled value, and a syncer beside it that makes what was appended durable (group
-//! commit) and publishes the durable sequence.
+//! batch and one sled value, and beside it a flusher and a syncer that make what was appended
+//! durable (group commit) and publish the durable sequence.
 
 use crate::engine::Record;
 use crate::persistence::{DiskSync, History, HistoryWrite, Journal, encode_batch};
@@ -240,12 +240,12 @@ fn stop_on_failure(error: impl std::fmt::Display, first_seq: u64) -> ! {
 /// Runs the writer on its own thread until the queue is closed and drained. Without a journal it
 /// only publishes sequences: the ceiling of a benchmark, never a way to run a server.
 ///
-/// With a journal, a group commit is two steps on two threads: the writer appends the batch (its
-/// frame, then its history) to sled's buffers and goes on to the next batch, while the syncer
-/// writes out everything appended before it began (sled's flush, which waits for the disk) and
-/// fdatasyncs it, then publishes that end. The disk's waits and the next batches' appends
-/// overlap, and the batches appended during one sync share the next; no caller is answered
-/// before the sync that covers its records has returned.
+/// With a journal, a group commit is three steps on three threads: the writer appends the batch
+/// (its frame, then its history) to sled's buffers and goes on to the next batch; the flusher has
+/// sled write out everything appended before it began (a wait for the disk); the syncer
+/// fdatasyncs what was written out (a second wait) and publishes that end. The disk's waits and
+/// the next batches' appends overlap, and the batches appended during one step share the next;
+/// no caller is answered before the fdatasync that covers its records has returned.
 pub fn spawn<J: Journal>(
     queue: Arc<JournalQueue>,
     mut journal: Option<(J, History)>,
@@ -310,11 +310,14 @@ fn spawn_syncer(
         std::thread::Builder::new()
             .name("journal-flusher".into())
             .spawn(move || {
+                let write_out_seconds = metrics::histogram!("vevee_journal_write_out_seconds");
                 let mut flushed = start;
                 while let Some(end) = appended.next_after(flushed) {
+                    let started = Instant::now();
                     if let Err(e) = sync.write_out() {
                         stop_on_failure(e, flushed);
                     }
+                    write_out_seconds.record(started.elapsed().as_secs_f64());
                     written.advance(end);
                     flushed = end;
                 }

@@ -1,4 +1,5 @@
-//! Byte framing for journal batches and snapshots: the only module that knows bincode.
+//! Byte framing for journal batches, snapshots and history values: the only module that knows
+//! bincode and zstd.
 //!
 //! Both frames are a fixed big-endian header, a CRC32 and a bincode payload. The CRC covers the
 //! header fields and the payload, so a torn write, a flipped bit or a truncation is reported as an
@@ -555,14 +556,11 @@ impl Zstd {
     /// frame) when that is smaller, else as it is. Returns the version that says which.
     fn put_payload(&mut self, kind: FrameKind, out: &mut Vec<u8>) -> Result<u16, CodecError> {
         let raw = &self.scratch;
-        let Ok(raw_len) = u32::try_from(raw.len()) else {
-            out.extend_from_slice(raw);
-            return Ok(PLAIN);
-        };
         if raw.len() < COMPRESS_FROM || raw.len() > EXPANDED_MAX {
             out.extend_from_slice(raw);
             return Ok(PLAIN);
         }
+        let raw_len = u32::try_from(raw.len()).expect("EXPANDED_MAX fits a u32");
         let compressor = match &mut self.compressor {
             Some(compressor) => compressor,
             empty => empty.insert(
