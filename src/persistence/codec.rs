@@ -54,8 +54,11 @@ const COMPRESS_FROM: usize = 128;
 /// The most a compressed payload may claim to expand to, so that a damaged length never makes us
 /// allocate without bound. Far above any batch (at most 16,384 records) or ledger page.
 const EXPANDED_MAX: usize = 256 << 20;
-/// A thread's scratch buffer is given back past this size instead of kept for the next call.
-const SCRATCH_KEEP: usize = 4 << 20;
+/// A thread's scratch buffer is given back past this size instead of kept for the next call: ledger
+/// pages are read on tokio's blocking threads, each with its own, so what each keeps stays small
+/// (a page of consumes is 15 KB; a large journal batch on the writer or in replay is allocated
+/// again each time, at little cost beside decoding it).
+const SCRATCH_KEEP: usize = 256 << 10;
 
 const BATCH_MAGIC: [u8; 4] = *b"VVJB";
 const SNAPSHOT_MAGIC: [u8; 4] = *b"VVSN";
