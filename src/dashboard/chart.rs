@@ -96,10 +96,11 @@ mod tests {
     use crate::engine::event::Event;
     use crate::engine::ids::ModelKey;
     use crate::engine::user::{Reservation, ReservationStatus};
+    use std::sync::Arc;
 
     fn committed(at: Ts, model: &str, amount: u64) -> LedgerLine {
         LedgerLine {
-            event: std::sync::Arc::new(Event {
+            event: Arc::new(Event {
                 id: "le_1".into(),
                 at,
                 kind: EventKind::UsageCommitted {

@@ -133,6 +133,7 @@ mod tests {
     use crate::engine::event::GrantSource;
     use crate::engine::ids::{CountingIds, ModelKey, Pattern};
     use crate::engine::{Command, NoPast, Ts, step};
+    use std::sync::Arc;
 
     fn user_with_a_hold() -> (UserState, Vec<Event>) {
         let mut catalog = Catalog::default();
@@ -170,12 +171,7 @@ mod tests {
         let mut ledger = Vec::new();
         let granted = step(&mut state, &NoPast, &catalog, grant, now, &mut ids);
         granted.result.unwrap();
-        ledger.extend(
-            granted
-                .events
-                .into_iter()
-                .map(std::sync::Arc::unwrap_or_clone),
-        );
+        ledger.extend(granted.events.into_iter().map(Arc::unwrap_or_clone));
         let reserve = Command::Reserve {
             model: ModelKey::parse("image.a").unwrap(),
             amount: 3,
@@ -186,12 +182,7 @@ mod tests {
         };
         let reserved = step(&mut state, &NoPast, &catalog, reserve, now, &mut ids);
         reserved.result.unwrap();
-        ledger.extend(
-            reserved
-                .events
-                .into_iter()
-                .map(std::sync::Arc::unwrap_or_clone),
-        );
+        ledger.extend(reserved.events.into_iter().map(Arc::unwrap_or_clone));
         (state, ledger)
     }
 

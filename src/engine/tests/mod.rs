@@ -18,6 +18,7 @@ use super::user::{
     Applied, Balance, BalanceStatus, Counter, Reservation, ReservationStatus, UserState,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// What a user's history store would hold, kept in maps: ended reservations of pages that left
 /// memory and the request keys of ended reserves.
@@ -276,12 +277,7 @@ impl World {
         self.now = self.now.plus_ms(ms);
         let changes = catch_up(&mut self.state, self.now, &mut self.ids);
         self.past.keep(&changes.applied);
-        self.keep_events(
-            changes
-                .events
-                .into_iter()
-                .map(std::sync::Arc::unwrap_or_clone),
-        );
+        self.keep_events(changes.events.into_iter().map(Arc::unwrap_or_clone));
         self.check();
     }
 

@@ -10,6 +10,7 @@ use crate::engine::matcher::{self, Match};
 use crate::engine::state::{EngineState, Mode, Record, UserKey};
 use crate::engine::time::window_at;
 use proptest::prelude::*;
+use std::sync::Arc;
 
 const PLANS: [&str; 3] = ["free", "pro", "team"];
 const PACKS: [&str; 3] = ["dalle", "mix", "any"];
@@ -354,8 +355,8 @@ fn replay(events: &[Event]) -> (UserState, Vec<Vec<LedgerLine>>) {
     let mut s = UserState::default();
     let pages = events
         .iter()
-        .filter_map(|e| s.apply(&std::sync::Arc::new(e.clone())).page)
-        .map(std::sync::Arc::unwrap_or_clone)
+        .filter_map(|e| s.apply(&Arc::new(e.clone())).page)
+        .map(Arc::unwrap_or_clone)
         .collect();
     (s, pages)
 }
@@ -378,7 +379,7 @@ fn records(catalog: &Catalog, events: &[Event]) -> Vec<Record> {
         });
     let users = events.iter().map(|event| Record::User {
         key: key(),
-        event: std::sync::Arc::new(event.clone()),
+        event: Arc::new(event.clone()),
     });
     changes.chain(users).collect()
 }
@@ -458,14 +459,14 @@ proptest! {
         if let Some((bytes, at)) = user_snapshot {
             let mut state: UserState = decode(&bytes);
             w.journal[at..].iter().for_each(|e| {
-                state.apply(&std::sync::Arc::new(e.clone()));
+                state.apply(&Arc::new(e.clone()));
             });
             prop_assert_eq!(&state, live);
         }
         if let Some((bytes, at)) = engine_snapshot {
             let mut from_snapshot: EngineState = decode(&bytes);
             for event in &w.journal[at..] {
-                from_snapshot.apply(&Record::User { key: key(), event: std::sync::Arc::new(event.clone()) });
+                from_snapshot.apply(&Record::User { key: key(), event: Arc::new(event.clone()) });
             }
             // The catalog edits made since the snapshot, as the journal would hold them.
             for change in w.catalog.as_changes() {
