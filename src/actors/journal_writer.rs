@@ -3,7 +3,7 @@
 //! durable (group commit) and publish the durable sequence.
 
 use crate::engine::Record;
-use crate::persistence::{DiskSync, History, HistoryWrite, Journal, encode_batch};
+use crate::persistence::{DiskSync, History, HistoryWrite, Journal, JournalError, encode_batch};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -304,44 +304,59 @@ fn spawn_syncer(
     sync: DiskSync,
     appended: Arc<Appended>,
 ) -> std::thread::JoinHandle<()> {
-    let written = Appended::new(queue.durable_seq());
+    let start = queue.durable_seq();
+    let written = Appended::new(start);
     let flusher = {
-        let (sync, written, start) = (sync.clone(), written.clone(), queue.durable_seq());
-        std::thread::Builder::new()
-            .name("journal-flusher".into())
-            .spawn(move || {
-                let write_out_seconds = metrics::histogram!("vevee_journal_write_out_seconds");
-                let mut flushed = start;
-                while let Some(end) = appended.next_after(flushed) {
-                    let started = Instant::now();
-                    if let Err(e) = sync.write_out() {
-                        stop_on_failure(e, flushed);
-                    }
-                    write_out_seconds.record(started.elapsed().as_secs_f64());
-                    written.advance(end);
-                    flushed = end;
-                }
-                written.close();
-            })
-            .expect("spawn the journal flusher thread")
+        let (sync, advance, close) = (sync.clone(), written.clone(), written.clone());
+        spawn_stage(
+            "journal-flusher",
+            metrics::histogram!("vevee_journal_write_out_seconds"),
+            appended,
+            start,
+            move || sync.write_out(),
+            move |end| advance.advance(end),
+            move || close.close(),
+        )
     };
+    spawn_stage(
+        "journal-syncer",
+        metrics::histogram!("vevee_journal_sync_seconds"),
+        written,
+        start,
+        move || sync.sync_data(),
+        move |end| queue.publish(end),
+        move || flusher.join().expect("the journal flusher thread panicked"),
+    )
+}
+
+/// One stage of the group commit on a thread of its own: waits for an end past the one it
+/// covered, runs `step` once for everything up to it, then hands that end to `done`. Once `input`
+/// is closed and covered, runs `finish`.
+fn spawn_stage(
+    name: &str,
+    seconds: metrics::Histogram,
+    input: Arc<Appended>,
+    start: u64,
+    step: impl Fn() -> Result<(), JournalError> + Send + 'static,
+    done: impl Fn(u64) + Send + 'static,
+    finish: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
-        .name("journal-syncer".into())
+        .name(name.into())
         .spawn(move || {
-            let sync_seconds = metrics::histogram!("vevee_journal_sync_seconds");
-            let mut synced = queue.durable_seq();
-            while let Some(end) = written.next_after(synced) {
+            let mut covered = start;
+            while let Some(end) = input.next_after(covered) {
                 let started = Instant::now();
-                if let Err(e) = sync.sync_data() {
-                    stop_on_failure(e, synced);
+                if let Err(e) = step() {
+                    stop_on_failure(e, covered);
                 }
-                sync_seconds.record(started.elapsed().as_secs_f64());
-                queue.publish(end);
-                synced = end;
+                seconds.record(started.elapsed().as_secs_f64());
+                done(end);
+                covered = end;
             }
-            flusher.join().expect("the journal flusher thread panicked");
+            finish();
         })
-        .expect("spawn the journal syncer thread")
+        .unwrap_or_else(|e| panic!("spawn the {name} thread: {e}"))
 }
 
 #[cfg(test)]

@@ -240,11 +240,9 @@ pub fn decode_batch_into<R: DeserializeOwned>(
     Ok(header)
 }
 
-/// Checks a batch frame's length, magic, version and CRC without decoding its records; the
-/// payload is as stored (compressed in version 2).
-pub fn verify_batch(bytes: &[u8]) -> Result<(BatchHeader, &[u8]), CodecError> {
-    let (header, _, payload) = verified_batch(bytes)?;
-    Ok((header, payload))
+/// Checks a batch frame's length, magic, version and CRC without decoding its records.
+pub fn verify_batch(bytes: &[u8]) -> Result<BatchHeader, CodecError> {
+    verified_batch(bytes).map(|(header, _, _)| header)
 }
 
 fn verified_batch(bytes: &[u8]) -> Result<(BatchHeader, u16, &[u8]), CodecError> {
@@ -356,7 +354,8 @@ pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
                 reason: e.to_string(),
             }
         })?;
-        let mut out = PLAIN.to_be_bytes().to_vec();
+        // The version goes in front once the payload says which.
+        let mut out = vec![0u8; 2];
         let version = zstd.put_payload(kind, &mut out)?;
         out[..2].copy_from_slice(&version.to_be_bytes());
         Ok(out)

@@ -178,7 +178,7 @@ pub fn journal_end<J: Journal>(journal: &J) -> Result<Option<u64>, RecoveryError
         first_seq: key,
         reason,
     };
-    let (header, _) = codec::verify_batch(frame.as_ref()).map_err(|e| corrupt(e.into()))?;
+    let header = codec::verify_batch(frame.as_ref()).map_err(|e| corrupt(e.into()))?;
     if header.first_seq != key {
         return Err(corrupt(BatchDefect::KeyMismatch {
             key,
