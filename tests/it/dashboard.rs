@@ -438,7 +438,16 @@ async fn the_webhooks_page_adds_an_endpoint_shows_its_secret_once_lists_deliveri
     let event = all_events(&app, SK_TEST).await.pop().unwrap();
     let event_id = event["id"].as_str().unwrap().to_owned();
     rx.wait_delivered(&event_id).await;
-    let page = b.get("/dashboard/test/webhooks", &cookie).await;
+    // The deliverer records an attempt once the endpoint's answer is back, a moment after the
+    // endpoint has the event: the page lists it within seconds, as on a reload.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        let page = b.get("/dashboard/test/webhooks", &cookie).await;
+        if page.body.contains(&event_id) || std::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert!(page.body.contains(&event_id), "the delivery is listed");
     assert!(page.body.contains("delivered"));
 
