@@ -338,7 +338,7 @@ fn user_key(i: usize) -> UserKey {
 fn grant(pack_id: &str, i: usize) -> Command {
     Command::Grant {
         pack_id: pack_id.into(),
-        external_ref: format!("bench-{i}"),
+        external_ref: format!("bench-{i}").into(),
         source: GrantSource::Grant,
         notes: None,
         expires_at: None,

@@ -11,7 +11,7 @@ use vevee::engine::event::GrantSource;
 use vevee::engine::ids::{CountingIds, ModelKey, Pattern};
 use vevee::engine::matcher;
 use vevee::engine::time::Period;
-use vevee::engine::{Command, NoPast, Outcome, Ts, UserState, step};
+use vevee::engine::{Command, Name, NoPast, Outcome, Ts, UserState, step};
 
 /// 2028-01-31T10:00:00Z, the subscription's start; the bench runs an hour later.
 const START: Ts = Ts(1_832_925_600_000);
@@ -113,7 +113,7 @@ fn pro_user(catalog: &Catalog, plan_used: bool) -> (UserState, CountingIds) {
     for pack_id in ["credits", "promo"] {
         let grant = Command::Grant {
             pack_id: pack_id.into(),
-            external_ref: format!("order-{pack_id}"),
+            external_ref: format!("order-{pack_id}").into(),
             source: GrantSource::Purchase,
             notes: None,
             expires_at: None,
@@ -134,7 +134,7 @@ fn pro_user(catalog: &Catalog, plan_used: bool) -> (UserState, CountingIds) {
 }
 
 /// The user with one pending reservation of one image, and its id.
-fn with_pending(catalog: &Catalog) -> (UserState, CountingIds, String) {
+fn with_pending(catalog: &Catalog) -> (UserState, CountingIds, Name) {
     let (mut state, mut ids) = pro_user(catalog, false);
     let done = step(
         &mut state,

@@ -62,7 +62,7 @@ fn catalog() -> Catalog {
             .iter()
             .enumerate()
             .map(|(i, p)| PackItem {
-                id: format!("i{i}"),
+                id: format!("i{i}").into(),
                 pattern: Pattern::parse(p).unwrap(),
                 amount: 1_000,
                 unit: "count".into(),

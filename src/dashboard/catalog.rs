@@ -316,7 +316,10 @@ pub async fn edit_pack(
     let here = format!("packs/{id}/edit");
     let ctx = Ctx::new(&s, &session, parse_mode(&mode)?, here, Section::Catalog);
     let catalog = s.engine.catalog(&session.app)?;
-    let pack = catalog.packs.get(&id).ok_or_else(|| pack_missing(&id))?;
+    let pack = catalog
+        .packs
+        .get(id.as_str())
+        .ok_or_else(|| pack_missing(&id))?;
     let form = pack_form(&ctx, &PackForm::from_pack(pack), &Errors::default(), true);
     Ok(form_page(
         &ctx,
@@ -352,7 +355,7 @@ async fn submit_pack(
     let mut form = PackForm::from_fields(fields);
     let editing = existing.is_some();
     if let Some(pack) = existing {
-        form.id = pack.id.clone();
+        form.id = pack.id.to_string();
     }
     let title = if editing {
         "Edit credit pack"
@@ -373,7 +376,7 @@ async fn submit_pack(
         Ok(parsed) => parsed,
         Err(errors) => return refuse(errors),
     };
-    let pack = match pack_from(existing.map(|p| p.id.clone()), input) {
+    let pack = match pack_from(existing.map(|p| p.id.to_string()), input) {
         Ok(pack) => pack,
         Err(e) => return refuse(forms::place(&e, &rows)),
     };
@@ -423,7 +426,10 @@ pub async fn save_pack(
         Section::Catalog,
     );
     let catalog = s.engine.catalog(&ctx.app)?;
-    let pack = catalog.packs.get(&id).ok_or_else(|| pack_missing(&id))?;
+    let pack = catalog
+        .packs
+        .get(id.as_str())
+        .ok_or_else(|| pack_missing(&id))?;
     submit_pack(&s, &ctx, &form.fields, Some(pack)).await
 }
 
@@ -435,7 +441,10 @@ pub async fn archive_page(
     let here = format!("packs/{id}/archive");
     let ctx = Ctx::new(&s, &session, parse_mode(&mode)?, here, Section::Catalog);
     let catalog = s.engine.catalog(&session.app)?;
-    let pack = catalog.packs.get(&id).ok_or_else(|| pack_missing(&id))?;
+    let pack = catalog
+        .packs
+        .get(id.as_str())
+        .ok_or_else(|| pack_missing(&id))?;
     let content = html! {
         h1 { "Archive " (pack.name) "?" }
         p { "An archived credit pack is no longer listed for sale. Balances already granted stay \
@@ -470,7 +479,7 @@ pub async fn archive(
         .await?;
     let name = catalog
         .packs
-        .get(&id)
+        .get(id.as_str())
         .map_or(id.clone(), |p| p.name.clone());
     Ok(saved(
         &ctx,
@@ -573,7 +582,10 @@ pub async fn edit_plan(
     let here = format!("plans/{id}/edit");
     let ctx = Ctx::new(&s, &session, parse_mode(&mode)?, here, Section::Catalog);
     let catalog = s.engine.catalog(&session.app)?;
-    let plan = catalog.plans.get(&id).ok_or_else(|| plan_missing(&id))?;
+    let plan = catalog
+        .plans
+        .get(id.as_str())
+        .ok_or_else(|| plan_missing(&id))?;
     let form = plan_form(&ctx, &PlanForm::from_plan(plan), &Errors::default(), true);
     Ok(form_page(
         &ctx,
@@ -592,7 +604,7 @@ async fn submit_plan(
     let mut form = PlanForm::from_fields(fields);
     let editing = existing.is_some();
     if let Some(plan) = existing {
-        form.id = plan.id.clone();
+        form.id = plan.id.to_string();
     }
     let title = if editing { "Edit plan" } else { "New plan" };
     let op = Op::parse(fields.get("op"));
@@ -609,7 +621,7 @@ async fn submit_plan(
         Ok(parsed) => parsed,
         Err(errors) => return refuse(errors),
     };
-    let plan = match plan_from(existing.map(|p| p.id.clone()), input) {
+    let plan = match plan_from(existing.map(|p| p.id.to_string()), input) {
         Ok(plan) => plan,
         Err(e) => return refuse(forms::place(&e, &rows)),
     };
@@ -654,7 +666,10 @@ pub async fn save_plan(
         Section::Catalog,
     );
     let catalog = s.engine.catalog(&ctx.app)?;
-    let plan = catalog.plans.get(&id).ok_or_else(|| plan_missing(&id))?;
+    let plan = catalog
+        .plans
+        .get(id.as_str())
+        .ok_or_else(|| plan_missing(&id))?;
     submit_plan(&s, &ctx, &form.fields, Some(plan)).await
 }
 

@@ -156,7 +156,7 @@ impl PackForm {
 
     pub fn from_pack(pack: &Pack) -> PackForm {
         PackForm {
-            id: pack.id.clone(),
+            id: pack.id.to_string(),
             name: pack.name.clone(),
             price: format_money(pack.price.amount),
             currency: pack.price.currency.clone(),
@@ -175,10 +175,10 @@ impl PackForm {
                 .items
                 .iter()
                 .map(|i| ItemRow {
-                    id: i.id.clone(),
+                    id: i.id.to_string(),
                     pattern: i.pattern.to_string(),
                     amount: i.amount.to_string(),
-                    unit: i.unit.clone(),
+                    unit: i.unit.to_string(),
                     low: i
                         .low_balance_threshold
                         .map(|n| n.to_string())
@@ -359,7 +359,7 @@ impl PlanForm {
 
     pub fn from_plan(plan: &Plan) -> PlanForm {
         PlanForm {
-            id: plan.id.clone(),
+            id: plan.id.to_string(),
             name: plan.name.clone(),
             price: format_money(plan.price.amount),
             currency: plan.price.currency.clone(),
@@ -372,7 +372,7 @@ impl PlanForm {
                 .limits
                 .iter()
                 .map(|l| LimitRow {
-                    id: l.id.clone(),
+                    id: l.id.to_string(),
                     name: l.name.clone(),
                     patterns: l
                         .patterns
@@ -381,7 +381,7 @@ impl PlanForm {
                         .collect::<Vec<_>>()
                         .join(", "),
                     limit: l.limit.to_string(),
-                    unit: l.unit.clone(),
+                    unit: l.unit.to_string(),
                     period: l.period.as_str().to_owned(),
                 })
                 .collect(),

@@ -15,7 +15,7 @@ use crate::engine::ids::UserId;
 use crate::engine::ledger::{LedgerLine, LedgerPage};
 use crate::engine::read::Usage;
 use crate::engine::user::{Balance, BalanceStatus, Reservation, SubscriptionStatus};
-use crate::engine::{Command, Mode, UserKey};
+use crate::engine::{Command, Mode, Name, UserKey};
 use crate::http::error::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -73,7 +73,7 @@ async fn load(s: &Dashboard, key: &UserKey, after: Option<String>) -> Result<Use
     let mut scan_cut = false;
     for round in 0.. {
         let part = ledger(s, key, SCAN_PAGE_ENTRIES, cursor).await?;
-        cursor = part.entries.last().map(|l| l.event.id.clone());
+        cursor = part.entries.last().map(|l| l.event.id.to_string());
         scan.extend(part.entries);
         if !part.has_more {
             break;
@@ -85,7 +85,7 @@ async fn load(s: &Dashboard, key: &UserKey, after: Option<String>) -> Result<Use
     }
     let now = s.engine.now(&key.app, key.mode)?;
     let mut balances: Vec<Balance> = usage.credits.iter().rev().cloned().collect();
-    let active: HashSet<String> = balances.iter().map(|b| b.id.clone()).collect();
+    let active: HashSet<Name> = balances.iter().map(|b| b.id.clone()).collect();
     let ended_ids: Vec<&str> = scan
         .iter()
         .filter_map(|l| match &l.event.kind {
@@ -658,7 +658,9 @@ impl Action {
     /// The API command; grants expire with the app's `expiring_notice_days`.
     fn command(&self, expiring_notice_days: u32) -> Command {
         match self.clone() {
-            Action::Subscribe { plan_id } => Command::Subscribe { plan_id },
+            Action::Subscribe { plan_id } => Command::Subscribe {
+                plan_id: plan_id.into(),
+            },
             Action::Cancel => Command::Cancel,
             Action::Grant {
                 pack_id,
@@ -666,8 +668,8 @@ impl Action {
                 external_ref,
                 notes,
             } => Command::Grant {
-                pack_id,
-                external_ref,
+                pack_id: pack_id.into(),
+                external_ref: external_ref.into(),
                 source,
                 notes,
                 expires_at: None,
@@ -675,7 +677,7 @@ impl Action {
                 expiring_notice_days,
             },
             Action::Revoke { balance_id, reason } => Command::Revoke {
-                balance_id,
+                balance_id: balance_id.into(),
                 reason: Some(reason),
             },
         }
@@ -762,7 +764,7 @@ fn describe(
                 "Grant " strong { (pack_name(catalog, pack_id)) } " to " code { (user) } " in "
                 (mode.as_str()) " mode, as a " (source.as_str()) " with reference " code { (external_ref) }
                 @if let Some(n) = notes { " and the notes “" (n) "”" } "?"
-                @if let Some(pack) = catalog.packs.get(pack_id) {
+                @if let Some(pack) = catalog.packs.get(pack_id.as_str()) {
                     ul { @for item in &pack.items {
                         li { (number(item.amount)) " " (item.unit) " of " code { (item.pattern.to_string()) } }
                     } }
@@ -1002,7 +1004,7 @@ mod tests {
             balance_id: balance.into(),
             amount: 1,
             reason: None,
-            reservation_id: reservation.map(str::to_owned),
+            reservation_id: reservation.map(Name::from),
         };
         assert!(revoke.wrote(&revoked("bal_1", None)));
         assert!(!revoke.wrote(&revoked("bal_2", None)));

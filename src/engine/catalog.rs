@@ -1,6 +1,7 @@
 //! Plans and credit packs: one catalog per app, shared by live and test mode.
 
 use super::ids::{ModelKey, Pattern};
+use super::name::Name;
 use super::time::{Period, Ts};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,11 +33,11 @@ pub struct Price {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
-    pub id: String,
+    pub id: Name,
     pub name: String,
     pub patterns: Vec<Pattern>,
     pub limit: u64,
-    pub unit: String,
+    pub unit: Name,
     pub period: Period,
 }
 
@@ -48,7 +49,7 @@ impl Limit {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
-    pub id: String,
+    pub id: Name,
     pub name: String,
     pub price: Price,
     pub limits: Vec<Limit>,
@@ -58,17 +59,17 @@ pub struct Plan {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackItem {
-    pub id: String,
+    pub id: Name,
     pub pattern: Pattern,
     pub amount: u64,
-    pub unit: String,
+    pub unit: Name,
     /// `credits.low` fires when a balance of this item drops to this or below.
     pub low_balance_threshold: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pack {
-    pub id: String,
+    pub id: Name,
     pub name: String,
     pub price: Price,
     pub expires_in_days: Option<u32>,
@@ -90,8 +91,8 @@ pub enum CatalogChange {
 /// An immutable catalog value: readers hold an `Arc` of it, writers swap in a new one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
-    pub plans: BTreeMap<String, Arc<Plan>>,
-    pub packs: BTreeMap<String, Arc<Pack>>,
+    pub plans: BTreeMap<Name, Arc<Plan>>,
+    pub packs: BTreeMap<Name, Arc<Pack>>,
 }
 
 impl Catalog {
@@ -101,7 +102,7 @@ impl Catalog {
                 self.plans.insert(plan.id.clone(), Arc::new(plan.clone()));
             }
             CatalogChange::PlanDeleted(id) => {
-                self.plans.remove(id);
+                self.plans.remove(id.as_str());
             }
             CatalogChange::PackPut(pack) => {
                 self.packs.insert(pack.id.clone(), Arc::new(pack.clone()));
@@ -180,7 +181,7 @@ pub fn decide_catalog(
 ) -> Result<CatalogChange, CatalogRejection> {
     Ok(match command {
         CatalogCommand::CreatePlan(plan) if catalog.plans.contains_key(&plan.id) => {
-            return Err(CatalogRejection::PlanExists(plan.id));
+            return Err(CatalogRejection::PlanExists(plan.id.into()));
         }
         CatalogCommand::CreatePlan(mut plan) | CatalogCommand::PutPlan(mut plan) => {
             plan.created_at = catalog.plans.get(&plan.id).map_or(now, |p| p.created_at);
@@ -188,7 +189,7 @@ pub fn decide_catalog(
             CatalogChange::PlanPut(plan)
         }
         CatalogCommand::DeletePlan(id) => {
-            if !catalog.plans.contains_key(&id) {
+            if !catalog.plans.contains_key(id.as_str()) {
                 return Err(CatalogRejection::PlanNotFound(id));
             }
             if in_use(&id) {
@@ -197,7 +198,7 @@ pub fn decide_catalog(
             CatalogChange::PlanDeleted(id)
         }
         CatalogCommand::CreatePack(pack) if catalog.packs.contains_key(&pack.id) => {
-            return Err(CatalogRejection::PackExists(pack.id));
+            return Err(CatalogRejection::PackExists(pack.id.into()));
         }
         CatalogCommand::CreatePack(mut pack) | CatalogCommand::PutPack(mut pack) => {
             pack.created_at = catalog.packs.get(&pack.id).map_or(now, |p| p.created_at);
@@ -207,7 +208,7 @@ pub fn decide_catalog(
         CatalogCommand::ArchivePack(id) => {
             let pack = catalog
                 .packs
-                .get(&id)
+                .get(id.as_str())
                 .ok_or(CatalogRejection::PackNotFound(id))?;
             let mut pack = Pack::clone(pack);
             pack.archived = true;

@@ -9,6 +9,7 @@
 
 use super::catalog::{Interval, Limit, Pack, PackItem, Plan, Price};
 use super::ids::{AMOUNT_MAX, Pattern, parse_amount, parse_limit, parse_slug};
+use super::name::Name;
 use super::time::{Period, Ts};
 use std::collections::HashSet;
 use std::fmt::Display;
@@ -111,7 +112,7 @@ fn display_name(param: &str, text: &str) -> Result<String, CatalogInputError> {
     Ok(trimmed.to_owned())
 }
 
-fn id_of(path_id: Option<String>, body_id: Option<String>) -> Result<String, CatalogInputError> {
+fn id_of(path_id: Option<String>, body_id: Option<String>) -> Result<Name, CatalogInputError> {
     let id = match (path_id, body_id) {
         (Some(p), Some(b)) if p != b => {
             return Err(CatalogInputError::invalid(
@@ -170,7 +171,7 @@ fn price(input: Option<PriceInput>, recurring: bool) -> Result<Price, CatalogInp
     })
 }
 
-fn unit(param: &str, text: &str) -> Result<String, CatalogInputError> {
+fn unit(param: &str, text: &str) -> Result<Name, CatalogInputError> {
     parse_slug(text).map_err(|e| CatalogInputError::invalid(param, e))
 }
 
@@ -219,7 +220,7 @@ pub fn plan_from(path_id: Option<String>, input: PlanInput) -> Result<Plan, Cata
         })?;
         let name = match l.name {
             Some(n) => display_name(&at("name"), &n)?,
-            None => id.clone(),
+            None => id.to_string(),
         };
         limits.push(Limit {
             id,
@@ -280,7 +281,7 @@ pub fn pack_from(path_id: Option<String>, input: PackInput) -> Result<Pack, Cata
         let unit = unit(&at("unit"), &item.unit)?;
         let id = match item.id {
             Some(id) => parse_slug(&id).map_err(|e| CatalogInputError::invalid(&at("id"), e))?,
-            None => format!("item_{}", i + 1),
+            None => Name::from(format!("item_{}", i + 1)),
         };
         if !seen.insert(id.clone()) {
             return Err(CatalogInputError::invalid(

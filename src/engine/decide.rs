@@ -5,6 +5,7 @@ use super::catalog::Catalog;
 use super::event::{CreditHold, Event, EventKind, GrantSource, Granted, Reserved};
 use super::ids::{IdSource, ModelKey};
 use super::matcher::{self, Available, Reason};
+use super::name::Name;
 use super::notice::{BalancesBefore, Notice, NoticeData, NoticeType, notices_for};
 use super::time::{MS_PER_DAY, Ts};
 use super::user::{
@@ -19,7 +20,7 @@ pub trait Past {
     fn ended(&self, id: &str) -> Option<Reservation>;
     /// The reservation made by a reserve with this `Idempotency-Key` after `since`, if it
     /// ended.
-    fn by_request_key(&self, key: &str, since: Ts) -> Option<String>;
+    fn by_request_key(&self, key: &str, since: Ts) -> Option<Name>;
 }
 
 /// The past as a decision within [`step`] sees it: what the step's own catch-up just moved out of
@@ -37,14 +38,14 @@ impl<P: Past> Past for WithChanges<'_, P> {
         }
     }
 
-    fn by_request_key(&self, key: &str, since: Ts) -> Option<String> {
+    fn by_request_key(&self, key: &str, since: Ts) -> Option<Name> {
         match self
             .applied
             .iter()
             .rev()
             .find_map(|a| a.reserved_with_key(key, since))
         {
-            Some(id) => Some(id.to_owned()),
+            Some(id) => Some(id.clone()),
             None => self.past.by_request_key(key, since),
         }
     }
@@ -57,7 +58,7 @@ impl Past for NoPast {
     fn ended(&self, _: &str) -> Option<Reservation> {
         None
     }
-    fn by_request_key(&self, _: &str, _: Ts) -> Option<String> {
+    fn by_request_key(&self, _: &str, _: Ts) -> Option<Name> {
         None
     }
 }
@@ -78,17 +79,17 @@ pub enum Command {
         commit: bool,
     },
     Commit {
-        reservation_id: String,
+        reservation_id: Name,
         amount: Option<u64>,
         response: Option<String>,
     },
     Release {
-        reservation_id: String,
+        reservation_id: Name,
         error_code: Option<String>,
     },
     Grant {
-        pack_id: String,
-        external_ref: String,
+        pack_id: Name,
+        external_ref: Name,
         source: GrantSource,
         notes: Option<String>,
         expires_at: Option<Ts>,
@@ -97,11 +98,11 @@ pub enum Command {
         expiring_notice_days: u32,
     },
     Revoke {
-        balance_id: String,
+        balance_id: Name,
         reason: Option<String>,
     },
     Subscribe {
-        plan_id: String,
+        plan_id: Name,
     },
     Cancel,
 }
@@ -110,16 +111,16 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The reservation that was made (or found again by its request key).
-    Reservation(String),
+    Reservation(Name),
     Denied {
         reasons: Vec<Reason>,
         available: Available,
     },
     Granted {
         created: bool,
-        balance_ids: Vec<String>,
+        balance_ids: Vec<Name>,
     },
-    Balance(String),
+    Balance(Name),
     Subscription,
 }
 
@@ -329,7 +330,7 @@ pub fn decide(
             let pack = catalog
                 .packs
                 .get(&pack_id)
-                .ok_or_else(|| Rejection::PackNotFound(pack_id.clone()))?;
+                .ok_or_else(|| Rejection::PackNotFound(pack_id.to_string()))?;
             if expires_at.is_some_and(|e| e <= now) {
                 return Err(Rejection::ExpiresAtNotInFuture);
             }
@@ -367,7 +368,7 @@ pub fn decide(
         Command::Revoke { balance_id, reason } => {
             let b = state
                 .balance(&balance_id)
-                .ok_or_else(|| Rejection::BalanceNotFound(balance_id.clone()))?;
+                .ok_or_else(|| Rejection::BalanceNotFound(balance_id.to_string()))?;
             // Revoking a dead balance changes nothing: there is nothing left to take.
             if b.status == BalanceStatus::Active {
                 out.push(EventKind::CreditsRevoked {
@@ -381,7 +382,7 @@ pub fn decide(
         }
         Command::Subscribe { plan_id } => {
             if !catalog.plans.contains_key(&plan_id) {
-                return Err(Rejection::PlanNotFound(plan_id));
+                return Err(Rejection::PlanNotFound(plan_id.into()));
             }
             let unchanged = state
                 .subscription
@@ -446,7 +447,7 @@ pub fn next_due(state: &UserState, now: Ts, ids: &mut impl IdSource) -> Vec<Even
             });
         }
         Due::Reservation(id) => {
-            let res = &state.reservations[id];
+            let res = &state.reservations[id.as_str()];
             out.push(EventKind::UsageExpired {
                 reservation_id: id.clone(),
             });
@@ -463,7 +464,7 @@ enum Due<'a> {
     ExpiringNotice(usize),
     /// A balance's expiry (by index).
     Expiry(usize),
-    Reservation(&'a String),
+    Reservation(&'a Name),
 }
 
 /// The user's earliest deadline, passed or not. At equal times a notice comes before its expiry,
@@ -516,7 +517,7 @@ fn pending(res: &Reservation) -> Result<(), Rejection> {
         Ok(())
     } else {
         Err(Rejection::ReservationNotPending {
-            id: res.id.clone(),
+            id: res.id.to_string(),
             status: res.status.as_str(),
         })
     }

@@ -4,6 +4,7 @@
 //! is now (a pack edited since a grant does not change the balances it gave).
 
 use super::ids::{ModelKey, Pattern};
+use super::name::Name;
 use super::notice::Notice;
 use super::time::Ts;
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// `le_…`: the ledger entry id.
-    pub id: String,
+    pub id: Name,
     pub at: Ts,
     pub kind: EventKind,
 }
@@ -45,14 +46,14 @@ impl GrantSource {
 /// One balance created by a grant: one per pack item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Granted {
-    pub balance_id: String,
-    pub pack_id: String,
-    pub pack_item_id: String,
+    pub balance_id: Name,
+    pub pack_id: Name,
+    pub pack_item_id: Name,
     pub pattern: Pattern,
-    pub unit: String,
+    pub unit: Name,
     pub amount: u64,
     pub source: GrantSource,
-    pub external_ref: String,
+    pub external_ref: Name,
     pub notes: Option<String>,
     pub expires_at: Option<Ts>,
     /// Stripe's payment intent of the checkout that paid for it, so a refund can find it.
@@ -66,7 +67,7 @@ pub struct Granted {
 /// The units a reservation holds against every covering limit of the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanHold {
-    pub plan_id: String,
+    pub plan_id: Name,
     pub limits: Vec<LimitHold>,
     /// The plan's whole part, charged to each limit once.
     pub amount: u64,
@@ -74,7 +75,7 @@ pub struct PlanHold {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitHold {
-    pub limit_id: String,
+    pub limit_id: Name,
     /// Start of the counter's window when the units were held; a release into a later window is
     /// dropped.
     pub window: Ts,
@@ -82,13 +83,13 @@ pub struct LimitHold {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreditHold {
-    pub balance_id: String,
+    pub balance_id: Name,
     pub amount: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reserved {
-    pub reservation_id: String,
+    pub reservation_id: Name,
     pub model: ModelKey,
     pub amount: u64,
     pub plan: Option<PlanHold>,
@@ -105,40 +106,40 @@ pub enum EventKind {
     CreditsGranted(Granted),
     /// With a `reservation_id`, units that came back to a revoked balance and were written off.
     CreditsRevoked {
-        balance_id: String,
+        balance_id: Name,
         amount: u64,
         reason: Option<String>,
-        reservation_id: Option<String>,
+        reservation_id: Option<Name>,
     },
     /// With a `reservation_id`, units that came back to an expired balance and were written off.
     CreditsExpired {
-        balance_id: String,
+        balance_id: Name,
         amount: u64,
-        reservation_id: Option<String>,
+        reservation_id: Option<Name>,
     },
     UsageReserved(Reserved),
     /// `plan_amount` and `credits` are what was committed from each source; the rest of the
     /// reservation went back.
     UsageCommitted {
-        reservation_id: String,
+        reservation_id: Name,
         amount: u64,
         plan_amount: u64,
         credits: Vec<CreditHold>,
         response: Option<String>,
     },
     UsageReleased {
-        reservation_id: String,
+        reservation_id: Name,
         error_code: Option<String>,
     },
     UsageExpired {
-        reservation_id: String,
+        reservation_id: Name,
     },
     SubscriptionUpdated {
-        plan_id: String,
+        plan_id: Name,
         period_start: Ts,
     },
     SubscriptionCanceled {
-        plan_id: String,
+        plan_id: Name,
     },
     /// An outgoing event for the app. Not a ledger entry: it has no line.
     Noticed(Box<Notice>),

@@ -1,5 +1,6 @@
 //! Newtypes that parse their input, so that a value of one of these types is valid by construction.
 
+use super::name::Name;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -83,7 +84,7 @@ fn is_model_name(text: &str) -> bool {
 
 /// What is metered: `category.model`, e.g. `image.dall-e-3`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ModelKey(String);
+pub struct ModelKey(Name);
 
 impl ModelKey {
     pub fn parse(text: &str) -> Result<ModelKey, Invalid> {
@@ -94,7 +95,7 @@ impl ModelKey {
                 .split_once('.')
                 .is_some_and(|(category, model)| is_category(category) && is_model_name(model));
         if valid {
-            Ok(ModelKey(text.to_owned()))
+            Ok(ModelKey(Name::from(text)))
         } else {
             Err(Invalid(MESSAGE))
         }
@@ -114,7 +115,7 @@ impl ModelKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Pattern {
     Model(ModelKey),
-    Category(String),
+    Category(Name),
     Any,
 }
 
@@ -125,7 +126,7 @@ impl Pattern {
         }
         if let Some(category) = text.strip_suffix(".*") {
             if is_category(category) && text.len() <= 128 {
-                return Ok(Pattern::Category(category.to_owned()));
+                return Ok(Pattern::Category(Name::from(category)));
             }
         }
         ModelKey::parse(text).map(Pattern::Model).map_err(|_| {
@@ -136,7 +137,7 @@ impl Pattern {
     pub fn covers(&self, model: &ModelKey) -> bool {
         match self {
             Pattern::Model(m) => m == model,
-            Pattern::Category(c) => model.category() == c,
+            Pattern::Category(c) => model.category() == c.as_str(),
             Pattern::Any => true,
         }
     }
@@ -147,7 +148,7 @@ impl Pattern {
             (Pattern::Any, _) | (_, Pattern::Any) => true,
             (Pattern::Model(a), Pattern::Model(b)) => a == b,
             (Pattern::Category(c), Pattern::Model(m))
-            | (Pattern::Model(m), Pattern::Category(c)) => m.category() == c,
+            | (Pattern::Model(m), Pattern::Category(c)) => m.category() == c.as_str(),
             (Pattern::Category(a), Pattern::Category(b)) => a == b,
         }
     }
@@ -173,13 +174,13 @@ impl fmt::Display for Pattern {
 }
 
 /// A catalog id (plan, pack, limit, pack item) or a unit: `^[A-Za-z0-9_.-]{1,64}$`.
-pub fn parse_slug(text: &str) -> Result<String, Invalid> {
+pub fn parse_slug(text: &str) -> Result<Name, Invalid> {
     let ok = (1..=64).contains(&text.len())
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if ok {
-        Ok(text.to_owned())
+        Ok(Name::from(text))
     } else {
         Err(Invalid(
             "must be 1 to 64 characters of A-Z, a-z, 0-9, _ . -",
@@ -197,7 +198,7 @@ pub fn sort_part(id: &str) -> &str {
 }
 
 pub trait IdSource {
-    fn next_id(&mut self, prefix: &'static str) -> String;
+    fn next_id(&mut self, prefix: &'static str) -> Name;
 }
 
 /// Sequential ids for tests: `res_000001`, `bal_000002`, …
@@ -205,9 +206,9 @@ pub trait IdSource {
 pub struct CountingIds(pub u64);
 
 impl IdSource for CountingIds {
-    fn next_id(&mut self, prefix: &'static str) -> String {
+    fn next_id(&mut self, prefix: &'static str) -> Name {
         self.0 += 1;
-        format!("{prefix}_{:06}", self.0)
+        Name::from(format!("{prefix}_{:06}", self.0))
     }
 }
 

@@ -7,6 +7,7 @@
 //! they come from.
 
 use super::event::{Event, EventKind};
+use super::name::Name;
 use super::user::Reservation;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub struct LedgerLine {
     /// Boxed: most lines have none, and a line is moved several times on its way to disk.
     pub reservation: Option<Box<Reservation>>,
     /// The pack of the balance a `credits.*` entry is about.
-    pub pack_id: Option<String>,
+    pub pack_id: Option<Name>,
 }
 
 impl LedgerLine {

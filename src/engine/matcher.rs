@@ -3,6 +3,7 @@
 use super::catalog::{Catalog, Limit, Plan};
 use super::event::{CreditHold, LimitHold, PlanHold};
 use super::ids::ModelKey;
+use super::name::Name;
 use super::time::{Ts, window_at};
 use super::user::{BalanceStatus, Counter, UserState};
 
@@ -60,8 +61,8 @@ enum PlanCover<'a> {
 }
 
 /// The counter of a limit as seen in `window`: a counter last touched in an earlier window is empty.
-pub fn counter_in(state: &UserState, plan_id: &str, limit: &Limit, window: Ts) -> Counter {
-    let key = (plan_id.to_owned(), limit.id.clone());
+pub fn counter_in(state: &UserState, plan_id: &Name, limit: &Limit, window: Ts) -> Counter {
+    let key = (plan_id.clone(), limit.id.clone());
     match state.counters.get(&key) {
         Some(c) if c.window == window => *c,
         _ => Counter {
@@ -89,7 +90,7 @@ fn plan_cover<'a>(
     let Some(plan_id) = state.subscription.as_ref().and_then(|s| s.active_plan()) else {
         return PlanCover::NoSubscription;
     };
-    let Some(plan) = catalog.plans.get(plan_id) else {
+    let Some(plan) = catalog.plans.get(plan_id.as_str()) else {
         return PlanCover::NotInPlan;
     };
     let mut limits = Vec::new();

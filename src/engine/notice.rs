@@ -11,6 +11,7 @@
 use super::catalog::Catalog;
 use super::event::{Event, EventKind};
 use super::matcher::{counter_in, limit_window};
+use super::name::Name;
 use super::read::CounterView;
 use super::time::{Period, Ts};
 use super::user::{Applied, Balance, BalanceStatus, Reservation, Subscription, UserState};
@@ -85,7 +86,7 @@ pub struct Notice {
 /// A notice with its id and time, as the history store keeps it and delivery sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentNotice {
-    pub id: String,
+    pub id: Name,
     pub at: Ts,
     pub notice: Notice,
 }

@@ -3,12 +3,13 @@
 use super::catalog::{Catalog, Limit};
 use super::ids::Pattern;
 use super::matcher::{counter_in, limit_window};
+use super::name::Name;
 use super::time::{Period, Ts};
 use super::user::{Balance, BalanceStatus, Subscription, UserState};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CounterView {
-    pub plan_id: String,
+    pub plan_id: Name,
     pub limit: Limit,
     pub used: u64,
     pub reserved: u64,

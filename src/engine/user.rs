@@ -7,6 +7,7 @@
 use super::event::{CreditHold, Event, EventKind, GrantSource, PlanHold, Reserved};
 use super::ids::{ModelKey, Pattern};
 use super::ledger::{LEDGER_PAGE_LINES, LedgerLine};
+use super::name::Name;
 use super::notice::{Notice, NoticeData, NoticeType, SentNotice};
 use super::time::Ts;
 use rustc_hash::FxHashMap;
@@ -22,15 +23,15 @@ pub enum SubscriptionStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
-    pub plan_id: String,
+    pub plan_id: Name,
     pub status: SubscriptionStatus,
     pub current_period_start: Ts,
     pub created_at: Ts,
 }
 
 impl Subscription {
-    pub fn active_plan(&self) -> Option<&str> {
-        (self.status == SubscriptionStatus::Active).then_some(self.plan_id.as_str())
+    pub fn active_plan(&self) -> Option<&Name> {
+        (self.status == SubscriptionStatus::Active).then_some(&self.plan_id)
     }
 }
 
@@ -65,11 +66,11 @@ impl BalanceStatus {
 /// `granted = remaining + reserved + committed + revoked + expired`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
-    pub id: String,
-    pub pack_id: String,
-    pub pack_item_id: String,
+    pub id: Name,
+    pub pack_id: Name,
+    pub pack_item_id: Name,
     pub pattern: Pattern,
-    pub unit: String,
+    pub unit: Name,
     pub granted: u64,
     pub remaining: u64,
     pub reserved: u64,
@@ -78,7 +79,7 @@ pub struct Balance {
     pub expired: u64,
     pub status: BalanceStatus,
     pub source: GrantSource,
-    pub external_ref: String,
+    pub external_ref: Name,
     pub notes: Option<String>,
     pub expires_at: Option<Ts>,
     pub created_at: Ts,
@@ -124,7 +125,7 @@ impl ReservationStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
-    pub id: String,
+    pub id: Name,
     pub model: ModelKey,
     pub amount: u64,
     pub plan: Option<PlanHold>,
@@ -153,23 +154,23 @@ impl Reservation {
 pub struct UserState {
     pub subscription: Option<Subscription>,
     /// Keyed by (plan id, limit id): a lifetime counter outlives a change of plan.
-    pub counters: FxHashMap<(String, String), Counter>,
+    pub counters: FxHashMap<(Name, Name), Counter>,
     /// In grant order. Balances never leave a user.
     pub balances: Vec<Balance>,
     /// Derived from `balances` and left out of the packed form (see [`StoredUserState`]).
     #[serde(skip)]
-    pub balance_index: FxHashMap<String, usize>,
+    pub balance_index: FxHashMap<Name, usize>,
     /// (pack id, external ref) → the balances of that grant, in item order. Derived from
     /// `balances` and left out of the packed form.
     #[serde(skip)]
-    pub grants: FxHashMap<(String, String), Vec<String>>,
+    pub grants: FxHashMap<(Name, Name), Vec<Name>>,
     /// Pending reservations only: an ended one leaves memory on the ledger line that ended it.
-    pub reservations: FxHashMap<String, Reservation>,
+    pub reservations: FxHashMap<Name, Reservation>,
     /// Pending reservations by deadline, so the next expiry is found without a scan.
-    pub pending: BTreeSet<(Ts, String)>,
+    pub pending: BTreeSet<(Ts, Name)>,
     /// Idempotency key of a pending reserve → its reservation id. Keys of ended reservations are
     /// handed to the history with [`Applied::request_key`].
-    pub request_keys: FxHashMap<String, String>,
+    pub request_keys: FxHashMap<String, Name>,
     /// The newest ledger lines, oldest first, at most [`LEDGER_PAGE_LINES`]; older ones are on
     /// disk.
     pub ledger_tail: Vec<LedgerLine>,
@@ -184,11 +185,11 @@ impl Applied {
     }
 
     /// The reservation made by an ended reserve with this `Idempotency-Key` after `since`.
-    pub fn reserved_with_key(&self, key: &str, since: Ts) -> Option<&str> {
+    pub fn reserved_with_key(&self, key: &str, since: Ts) -> Option<&Name> {
         self.request_key
             .as_ref()
             .filter(|k| k.key == key && k.created_at > since)
-            .map(|k| k.reservation_id.as_str())
+            .map(|k| &k.reservation_id)
     }
 }
 
@@ -196,7 +197,7 @@ impl Applied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestKey {
     pub key: String,
-    pub reservation_id: String,
+    pub reservation_id: Name,
     pub created_at: Ts,
 }
 
@@ -209,10 +210,10 @@ pub struct Applied {
     pub page: Option<Arc<Vec<LedgerLine>>>,
     /// `(reservation id, id of the line that ended it)` for a reservation whose `usage.reserved`
     /// line had already left memory, so that it is found again without a scan.
-    pub far_end: Option<(String, String)>,
+    pub far_end: Option<(Name, Name)>,
     pub request_key: Option<RequestKey>,
     /// `(payment intent, balance id)` of a grant paid through Stripe, so a refund finds it.
-    pub payment: Option<(String, String)>,
+    pub payment: Option<(String, Name)>,
     /// An outgoing event, for the history to keep and deliver.
     pub notice: Option<Box<SentNotice>>,
 }
@@ -221,11 +222,11 @@ pub struct Applied {
 #[derive(Deserialize)]
 pub struct StoredUserState {
     pub subscription: Option<Subscription>,
-    pub counters: FxHashMap<(String, String), Counter>,
+    pub counters: FxHashMap<(Name, Name), Counter>,
     pub balances: Vec<Balance>,
-    pub reservations: FxHashMap<String, Reservation>,
-    pub pending: BTreeSet<(Ts, String)>,
-    pub request_keys: FxHashMap<String, String>,
+    pub reservations: FxHashMap<Name, Reservation>,
+    pub pending: BTreeSet<(Ts, Name)>,
+    pub request_keys: FxHashMap<String, Name>,
     pub ledger_tail: Vec<LedgerLine>,
 }
 

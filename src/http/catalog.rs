@@ -223,7 +223,7 @@ pub async fn get_plan(
     let catalog = s.engine.catalog(&caller.app)?;
     let plan = catalog
         .plans
-        .get(&id)
+        .get(id.as_str())
         .ok_or_else(|| ApiError::not_found("plan_not_found", format!("no plan with id '{id}'")))?;
     Ok(Json(views::plan(plan)))
 }
@@ -344,7 +344,7 @@ pub async fn get_pack(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let catalog = s.engine.catalog(&caller.app)?;
-    let pack = catalog.packs.get(&id).ok_or_else(|| {
+    let pack = catalog.packs.get(id.as_str()).ok_or_else(|| {
         ApiError::not_found("pack_not_found", format!("no credit pack with id '{id}'"))
     })?;
     Ok(Json(views::pack(pack)))

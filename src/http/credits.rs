@@ -130,8 +130,8 @@ pub async fn create_grant(
         })
         .transpose()?;
     let command = Command::Grant {
-        pack_id: body.pack_id,
-        external_ref: body.external_ref,
+        pack_id: body.pack_id.into(),
+        external_ref: body.external_ref.into(),
         source,
         notes: text("notes", body.notes, TEXT_BYTES_MAX)?,
         expires_at,
@@ -204,7 +204,7 @@ pub async fn revoke(
         &s,
         key,
         Request::Command(Command::Revoke {
-            balance_id: id,
+            balance_id: id.into(),
             reason,
         }),
     )

@@ -327,7 +327,7 @@ pub fn commit_call(
 ) -> Result<Call, ApiError> {
     let key = reservation_owner(s, caller, &id)?;
     let command = Command::Commit {
-        reservation_id: id,
+        reservation_id: id.into(),
         amount: body.amount.map(|a| amount("amount", a)).transpose()?,
         response: json_text("response", body.response)?,
     };
@@ -366,7 +366,7 @@ pub fn release_call(
     let key = reservation_owner(s, caller, &id)?;
     let error_code = super::credits::text("errorCode", body.error_code, 255)?;
     let command = Command::Release {
-        reservation_id: id,
+        reservation_id: id.into(),
         error_code,
     };
     Ok(Call {

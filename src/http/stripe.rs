@@ -61,7 +61,7 @@ async fn revoke_all(
             user,
         };
         let command = Command::Revoke {
-            balance_id: balance_id.clone(),
+            balance_id: balance_id.as_str().into(),
             reason: Some(reason.to_owned()),
         };
         s.engine.user(key, Request::Command(command)).await?;
@@ -154,8 +154,8 @@ pub async fn webhook(
                 user: user.clone(),
             };
             let command = Command::Grant {
-                pack_id,
-                external_ref: session_id.clone(),
+                pack_id: pack_id.into(),
+                external_ref: session_id.as_str().into(),
                 source: GrantSource::Purchase,
                 notes: Some(format!("Stripe checkout session {session_id}")),
                 expires_at: None,

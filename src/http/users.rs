@@ -77,7 +77,7 @@ pub async fn put_subscription(
 ) -> Result<Json<Value>, ApiError> {
     let key = user_key(&caller, &user, "userId")?;
     let command = Command::Subscribe {
-        plan_id: body.plan_id,
+        plan_id: body.plan_id.into(),
     };
     subscription_call(&s, key, Request::Command(command)).await
 }

@@ -40,7 +40,7 @@ use crate::engine::ledger::LedgerLine;
 use crate::engine::notice::SentNotice;
 use crate::engine::state::StoredAnswer;
 use crate::engine::user::{Applied, RequestKey, Reservation};
-use crate::engine::{Mode, Ts, UserKey};
+use crate::engine::{Mode, Name, Ts, UserKey};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -62,8 +62,8 @@ pub enum HistoryWrite {
     },
     FarEnd {
         user: UserKey,
-        reservation_id: String,
-        line_id: String,
+        reservation_id: Name,
+        line_id: Name,
     },
     RequestKey {
         user: UserKey,
@@ -72,7 +72,7 @@ pub enum HistoryWrite {
     Payment {
         user: UserKey,
         intent: String,
-        balance_id: String,
+        balance_id: Name,
     },
     Answer {
         app: String,
@@ -146,7 +146,7 @@ impl HistoryWrite {
 
 #[derive(Serialize, Deserialize)]
 struct StoredRequestKey {
-    reservation_id: String,
+    reservation_id: Name,
     created_at: Ts,
 }
 
@@ -485,7 +485,7 @@ impl History {
         user: &UserKey,
         key: &str,
         since: Ts,
-    ) -> Result<Option<String>, HistoryError> {
+    ) -> Result<Option<Name>, HistoryError> {
         let Some(value) = self.request_keys.get(&keyed(&user_prefix(user), key))? else {
             return Ok(None);
         };

@@ -12,7 +12,7 @@ use crate::engine::ledger::LedgerLine;
 use crate::engine::user::{
     Applied, Balance, Counter, Reservation, StoredUserState, Subscription, UserState,
 };
-use crate::engine::{Record, Ts, UserKey, next_deadline};
+use crate::engine::{Name, Record, Ts, UserKey, next_deadline};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
@@ -61,13 +61,13 @@ const PACKED_VERSION: u16 = 2;
 #[derive(Deserialize)]
 struct PackedV1 {
     subscription: Option<Subscription>,
-    counters: FxHashMap<(String, String), Counter>,
+    counters: FxHashMap<(Name, Name), Counter>,
     balances: Vec<Balance>,
-    _balance_index: FxHashMap<String, usize>,
-    _grants: FxHashMap<(String, String), Vec<String>>,
-    reservations: FxHashMap<String, Reservation>,
-    pending: BTreeSet<(Ts, String)>,
-    request_keys: FxHashMap<String, String>,
+    _balance_index: FxHashMap<Name, usize>,
+    _grants: FxHashMap<(Name, Name), Vec<Name>>,
+    reservations: FxHashMap<Name, Reservation>,
+    pending: BTreeSet<(Ts, Name)>,
+    request_keys: FxHashMap<String, Name>,
     ledger_tail: Vec<LedgerLine>,
 }
 
@@ -231,23 +231,23 @@ impl Replay<'_> {
     }
 }
 
-fn active_plan(state: &UserState) -> Option<String> {
+fn active_plan(state: &UserState) -> Option<Name> {
     state
         .subscription
         .as_ref()
         .and_then(|s| s.active_plan())
-        .map(str::to_owned)
+        .cloned()
 }
 
 /// Adds `delta` to the subscriber count of `plan`, dropping counts that reach zero.
 pub fn count(
     subscribers: &mut FxHashMap<(String, String), u64>,
     app: &str,
-    plan: Option<String>,
+    plan: Option<Name>,
     delta: i64,
 ) {
     let Some(plan) = plan else { return };
-    let key = (app.to_owned(), plan);
+    let key = (app.to_owned(), plan.into());
     let n = subscribers.get(&key).copied().unwrap_or(0);
     let n = n
         .checked_add_signed(delta)

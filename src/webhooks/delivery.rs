@@ -400,7 +400,7 @@ impl Deliverer {
                     full.push((
                         endpoint.clone(),
                         Attempt {
-                            event_id: id.clone(),
+                            event_id: id.to_string(),
                             kind,
                             at_ms: now,
                             outcome: Outcome::Dropped,
@@ -419,7 +419,7 @@ impl Deliverer {
                 rows.push((
                     row_key(&endpoint.id, event.key.as_bytes()),
                     Row {
-                        event_id: id.clone(),
+                        event_id: id.to_string(),
                         kind,
                         body: body.clone(),
                         attempts: 0,
@@ -705,7 +705,7 @@ impl Deliverer {
                 }
                 *schedule.depth.entry(endpoint.id.clone()).or_default() += 1;
                 Row {
-                    event_id: stored.notice.id.clone(),
+                    event_id: stored.notice.id.to_string(),
                     kind: stored.notice.notice.kind,
                     body: views::event(endpoint.mode, &stored.user, &stored.notice).to_string(),
                     attempts: 0,

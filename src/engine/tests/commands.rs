@@ -56,7 +56,7 @@ fn the_test_start_is_the_last_day_of_january_2028() {
 
 /// pro with 2 units of room left, then `small` (2, model key) and `img` (5, category): a
 /// reservation of 7 dall-e is plan 2, small 2, img 3.
-fn split_world() -> (World, String, String, String) {
+fn split_world() -> (World, Name, Name, Name) {
     let mut w = world();
     w.subscribe("pro").result.unwrap();
     w.consume("image.flux", 3).unwrap();

@@ -158,7 +158,7 @@ fn credits_only(credits: &'static [(&'static str, u64)]) -> Want {
 fn check(row: &Row) {
     let name = row.name;
     let mut w = World::with(matcher_plans(), vec![]);
-    let mut by_name: BTreeMap<&str, String> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, Name> = BTreeMap::new();
     for b in &row.balances {
         w.put_pack(pack(b.name, &[("item", b.pattern, b.amount)], None));
         w.now = START.plus_ms(b.created);

@@ -12,6 +12,7 @@ use super::decide::{Command, Outcome, Past, Rejection, Step, catch_up, step};
 use super::event::{Event, EventKind, GrantSource};
 use super::ids::{CountingIds, ModelKey, Pattern};
 use super::matcher::{Available, Reason, counter_in, limit_window};
+use super::name::Name;
 use super::notice::SentNotice;
 use super::time::{Period, Ts};
 use super::user::{
@@ -24,8 +25,8 @@ use std::sync::Arc;
 /// memory and the request keys of ended reserves.
 #[derive(Debug, Default, Clone)]
 pub struct MemPast {
-    pub ended: BTreeMap<String, Reservation>,
-    pub request_keys: BTreeMap<String, (String, Ts)>,
+    pub ended: BTreeMap<Name, Reservation>,
+    pub request_keys: BTreeMap<String, (Name, Ts)>,
     /// Every page that left memory, oldest first.
     pub pages: Vec<Vec<super::ledger::LedgerLine>>,
 }
@@ -53,7 +54,7 @@ impl Past for MemPast {
     fn ended(&self, id: &str) -> Option<Reservation> {
         self.ended.get(id).cloned()
     }
-    fn by_request_key(&self, key: &str, since: Ts) -> Option<String> {
+    fn by_request_key(&self, key: &str, since: Ts) -> Option<Name> {
         self.request_keys
             .get(key)
             .filter(|(_, at)| *at > since)
@@ -299,16 +300,16 @@ impl World {
     }
 
     /// Reserves with the default TTL: the reservation id, or the denial.
-    pub fn reserve(&mut self, model_key: &str, amount: u64) -> Result<String, Denial> {
+    pub fn reserve(&mut self, model_key: &str, amount: u64) -> Result<Name, Denial> {
         self.reserve_with(reserve_cmd(model_key, amount, TTL, false))
     }
 
     /// Reserves and commits in one step (consume).
-    pub fn consume(&mut self, model_key: &str, amount: u64) -> Result<String, Denial> {
+    pub fn consume(&mut self, model_key: &str, amount: u64) -> Result<Name, Denial> {
         self.reserve_with(reserve_cmd(model_key, amount, TTL, true))
     }
 
-    pub fn reserve_with(&mut self, command: Command) -> Result<String, Denial> {
+    pub fn reserve_with(&mut self, command: Command) -> Result<Name, Denial> {
         match self.ok(command) {
             Outcome::Reservation(id) => Ok(id),
             Outcome::Denied { reasons, available } => {
@@ -319,7 +320,7 @@ impl World {
     }
 
     /// A reserve that must be allowed.
-    pub fn reserve_ok(&mut self, model_key: &str, amount: u64) -> String {
+    pub fn reserve_ok(&mut self, model_key: &str, amount: u64) -> Name {
         self.reserve(model_key, amount)
             .unwrap_or_else(|d| panic!("reserve {amount} of {model_key} denied: {d:?}"))
     }
@@ -342,7 +343,7 @@ impl World {
     }
 
     /// Grants a pack: the balance ids and whether the grant was new.
-    pub fn grant(&mut self, pack_id: &str, external_ref: &str) -> (bool, Vec<String>) {
+    pub fn grant(&mut self, pack_id: &str, external_ref: &str) -> (bool, Vec<Name>) {
         self.grant_until(pack_id, external_ref, None)
             .expect("grant refused")
     }
@@ -352,7 +353,7 @@ impl World {
         pack_id: &str,
         external_ref: &str,
         expires_at: Option<Ts>,
-    ) -> Result<(bool, Vec<String>), Rejection> {
+    ) -> Result<(bool, Vec<Name>), Rejection> {
         match self
             .run(grant_cmd(pack_id, external_ref, expires_at))
             .result?
@@ -366,7 +367,7 @@ impl World {
     }
 
     /// Grants a one-item pack and returns its balance id.
-    pub fn grant_one(&mut self, pack_id: &str, external_ref: &str) -> String {
+    pub fn grant_one(&mut self, pack_id: &str, external_ref: &str) -> Name {
         let (created, ids) = self.grant(pack_id, external_ref);
         assert!(created);
         assert_eq!(ids.len(), 1, "{pack_id} has one item");
@@ -398,7 +399,7 @@ impl World {
         let plan = &self.catalog.plans[plan_id];
         let limit = plan.limits.iter().find(|l| l.id == limit_id).unwrap();
         let (window, _) = limit_window(&self.state, limit, self.now);
-        counter_in(&self.state, plan_id, limit, window)
+        counter_in(&self.state, &plan.id, limit, window)
     }
 
     /// `(used, reserved)` of a counter now.
@@ -608,10 +609,10 @@ pub struct FromLedger {
 }
 
 /// I9: every balance rebuilt from the ledger entries alone.
-pub fn balances_from_ledger(ledger: &[Event]) -> BTreeMap<String, FromLedger> {
-    let mut out: BTreeMap<String, FromLedger> = BTreeMap::new();
+pub fn balances_from_ledger(ledger: &[Event]) -> BTreeMap<Name, FromLedger> {
+    let mut out: BTreeMap<Name, FromLedger> = BTreeMap::new();
     // Reservation id → its credit holds, while no end entry was seen.
-    let mut open: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    let mut open: BTreeMap<Name, Vec<(Name, u64)>> = BTreeMap::new();
     for e in ledger {
         match &e.kind {
             EventKind::CreditsGranted(g) => {

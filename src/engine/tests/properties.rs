@@ -129,8 +129,8 @@ fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(op(), 1..max)
 }
 
-fn pick_reservation(state: &UserState, pick: usize) -> String {
-    let mut ids: Vec<&String> = state.reservations.keys().collect();
+fn pick_reservation(state: &UserState, pick: usize) -> Name {
+    let mut ids: Vec<&Name> = state.reservations.keys().collect();
     ids.sort();
     if ids.is_empty() {
         "res_unknown".into()
@@ -190,7 +190,7 @@ fn oracle(state: &UserState, catalog: &Catalog, m: &ModelKey, amount: u64, now: 
     enum Cover {
         None,
         NotInPlan,
-        Covered(String, Vec<LimitHold>, u64),
+        Covered(Name, Vec<LimitHold>, u64),
     }
     let cover = match state.subscription.as_ref().and_then(|s| s.active_plan()) {
         None => Cover::None,
@@ -205,7 +205,7 @@ fn oracle(state: &UserState, catalog: &Catalog, m: &ModelKey, amount: u64, now: 
                 .filter(|l| l.patterns.iter().any(|p| p.covers(m)))
             {
                 let (window, _) = window_at(l.period, sub.current_period_start, now);
-                let taken = match state.counters.get(&(plan_id.to_owned(), l.id.clone())) {
+                let taken = match state.counters.get(&(plan_id.clone(), l.id.clone())) {
                     Some(c) if c.window == window => c.used + c.reserved,
                     _ => 0,
                 };
@@ -218,7 +218,7 @@ fn oracle(state: &UserState, catalog: &Catalog, m: &ModelKey, amount: u64, now: 
             }
             match room {
                 None => Cover::NotInPlan,
-                Some(r) => Cover::Covered(plan_id.to_owned(), holds, r),
+                Some(r) => Cover::Covered(plan_id.clone(), holds, r),
             }
         }
     };
@@ -491,7 +491,7 @@ fn run_batch(mut w: World, batch: &[(usize, u64)]) -> (World, u64) {
 
 /// What each source could give at the start: room per covering limit of the current plan and
 /// remaining per spendable balance.
-fn capacity(w: &World) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+fn capacity(w: &World) -> (BTreeMap<Name, u64>, BTreeMap<Name, u64>) {
     let mut limits = BTreeMap::new();
     if let Some(plan_id) = w.state.subscription.as_ref().and_then(|s| s.active_plan()) {
         for l in &w.catalog.plans[plan_id].limits {

@@ -1,0 +1,217 @@
+//! `Name`: an immutable string shared by reference count, for the ids that every decision copies.
+//!
+//! A reservation's id, its plan and limit ids, its balance ids and its model are each copied into
+//! the event, the reservation, the ledger line and the answer. As `String`s every copy was an
+//! allocation (and a cache miss on the allocator's free list, a fifth of the actor's time in the
+//! depth-100 profile, BENCHMARKS.md); a `Name` copy is an increment. Names made from the catalog
+//! share the catalog's allocation.
+//!
+//! Serialized as a plain string, so the bytes on disk are those of a `String`. Decoding goes
+//! through a small per-thread table of recent names, so a replay of a million events that name
+//! the same plan, limit, model and balance keeps one copy of each instead of a million.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Borrow;
+use std::cell::RefCell;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Name {
+    fn from(text: &str) -> Name {
+        Name(Arc::from(text))
+    }
+}
+
+impl From<String> for Name {
+    fn from(text: String) -> Name {
+        Name(Arc::from(text))
+    }
+}
+
+impl From<&String> for Name {
+    fn from(text: &String) -> Name {
+        Name(Arc::from(text.as_str()))
+    }
+}
+
+impl From<Name> for String {
+    fn from(name: Name) -> String {
+        name.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Name> for str {
+    fn eq(&self, other: &Name) -> bool {
+        self == &*other.0
+    }
+}
+
+impl PartialEq<Name> for &str {
+    fn eq(&self, other: &Name) -> bool {
+        *self == &*other.0
+    }
+}
+
+impl PartialEq<Name> for String {
+    fn eq(&self, other: &Name) -> bool {
+        **self == *other.0
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Name;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Name, E> {
+                Ok(recent(text))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+/// Names kept per thread for decoding. Past it the table starts over: ids seen once (most
+/// reservation ids) then cost one lookup each, and memory stays bounded.
+const RECENT_MAX: usize = 4096;
+
+/// Names longer than this are not looked up: ids are at most 64 bytes (users' ids 128), and a
+/// long string is unlikely to repeat.
+const RECENT_LEN_MAX: usize = 128;
+
+thread_local! {
+    static RECENT: RefCell<rustc_hash::FxHashSet<Name>> = RefCell::default();
+}
+
+/// `text` as a name, shared with an equal name decoded recently on this thread.
+fn recent(text: &str) -> Name {
+    if text.len() > RECENT_LEN_MAX {
+        return Name::from(text);
+    }
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(name) = recent.get(text) {
+            return name.clone();
+        }
+        if recent.len() >= RECENT_MAX {
+            recent.clear();
+        }
+        let name = Name::from(text);
+        recent.insert(name.clone());
+        name
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_encodes_as_the_string_it_holds() {
+        let config = bincode::config::standard();
+        let name = Name::from("res_01H");
+        let as_name = bincode::serde::encode_to_vec(&name, config).unwrap();
+        let as_string = bincode::serde::encode_to_vec("res_01H".to_owned(), config).unwrap();
+        assert_eq!(as_name, as_string);
+        let (back, _): (Name, usize) =
+            bincode::serde::borrow_decode_from_slice(&as_string, config).unwrap();
+        assert_eq!(back, "res_01H");
+        let json = serde_json::to_string(&name).unwrap();
+        assert_eq!(json, "\"res_01H\"");
+        assert_eq!(serde_json::from_str::<Name>(&json).unwrap(), name);
+    }
+
+    #[test]
+    fn equal_names_decoded_on_one_thread_share_one_allocation() {
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec("plan_pro", config).unwrap();
+        let decode = || -> Name {
+            bincode::serde::borrow_decode_from_slice(&bytes, config)
+                .unwrap()
+                .0
+        };
+        let (a, b) = (decode(), decode());
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+    }
+
+    #[test]
+    fn the_table_of_recent_names_stays_bounded() {
+        for i in 0..RECENT_MAX * 3 {
+            recent(&format!("res_{i}"));
+        }
+        RECENT.with(|r| assert!(r.borrow().len() <= RECENT_MAX));
+        let long = "x".repeat(RECENT_LEN_MAX + 1);
+        assert_eq!(recent(&long), long);
+    }
+}
