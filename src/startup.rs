@@ -76,17 +76,17 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     let mut write_error = None;
     let mut state = image.replay();
     let report = replay(&mut journal, from, |_, record: Record| {
-        match &record {
+        match record {
             Record::Answer {
                 app,
                 mode,
                 key,
                 answer,
             } => writes.push(HistoryWrite::Answer {
-                app: app.clone(),
-                mode: *mode,
-                key: key.clone(),
-                answer: answer.clone(),
+                app,
+                mode,
+                key,
+                answer,
             }),
             Record::RefundBeforeCheckout {
                 app,
@@ -95,21 +95,22 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
                 charge_id,
                 at,
             } => writes.push(HistoryWrite::RefundBeforeCheckout {
-                app: app.clone(),
-                mode: *mode,
-                intent: intent.clone(),
-                charge_id: charge_id.clone(),
-                at: *at,
+                app,
+                mode,
+                intent,
+                charge_id,
+                at,
             }),
-            Record::User { key, .. } | Record::FlushLedger { key } => {
-                let key = key.clone();
-                match state.apply_owned(record) {
-                    Ok(applied) => HistoryWrite::from_applied(&key, applied, &mut writes),
-                    Err(error) => write_error = write_error.take().or(Some(error.into())),
-                }
-            }
-            _ => {
-                if let Err(error) = state.apply_owned(record) {
+            Record::User { key, event } => match state.apply_event(&key, event) {
+                Ok(applied) => HistoryWrite::from_applied(&key, applied, &mut writes),
+                Err(error) => write_error = write_error.take().or(Some(error.into())),
+            },
+            Record::FlushLedger { key } => match state.flush_ledger(&key) {
+                Ok(applied) => HistoryWrite::from_applied(&key, applied, &mut writes),
+                Err(error) => write_error = write_error.take().or(Some(error.into())),
+            },
+            other => {
+                if let Err(error) = state.apply_owned(other) {
                     write_error = write_error.take().or(Some(error.into()));
                 }
             }

@@ -17,6 +17,14 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// Decodes an event straight into its `Arc`: serde's own `Arc` decoding builds a `Box` first and
+/// copies it over, two allocations per event where recovery decodes millions.
+pub fn deserialize_shared<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::sync::Arc<Event>, D::Error> {
+    Event::deserialize(deserializer).map(std::sync::Arc::new)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GrantSource {
     Purchase,

@@ -20,6 +20,7 @@ pub const LEDGER_PAGE_LINES: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerLine {
     /// Shared with the journal record that carries the same event: one copy, not two.
+    #[serde(deserialize_with = "super::event::deserialize_shared")]
     pub event: Arc<Event>,
     /// On the entry that ended a reservation (`usage.committed`, `usage.released`,
     /// `usage.expired`): the reservation as it ended. This is also where a finished reservation is
@@ -37,8 +38,8 @@ impl LedgerLine {
     }
 
     /// Whether this is the `usage.reserved` entry of reservation `id`.
-    pub fn reserves(&self, id: &str) -> bool {
-        matches!(&self.event.kind, EventKind::UsageReserved(r) if r.reservation_id == id)
+    pub fn reserves(&self, id: &Name) -> bool {
+        matches!(&self.event.kind, EventKind::UsageReserved(r) if r.reservation_id == *id)
     }
 }
 

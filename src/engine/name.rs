@@ -14,10 +14,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub struct Name(Arc<str>);
 
 impl Name {
@@ -67,6 +68,20 @@ impl From<&String> for Name {
 impl From<Name> for String {
     fn from(name: Name) -> String {
         name.0.as_ref().to_owned()
+    }
+}
+
+/// Copies of one name are one allocation: equal without reading the bytes.
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that a map keyed by names is searched with a `&str`.
+        self.0.hash(state);
     }
 }
 

@@ -50,6 +50,7 @@ pub struct StoredAnswer {
 pub enum Record {
     User {
         key: UserKey,
+        #[serde(deserialize_with = "super::event::deserialize_shared")]
         event: Arc<Event>,
     },
     Catalog {

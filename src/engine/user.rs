@@ -320,7 +320,8 @@ impl UserState {
                 .map(|intent| (intent.clone(), g.balance_id.clone()));
         }
         if let Some(res) = &ended {
-            if !self.ledger_tail.iter().any(|l| l.reserves(&res.id)) {
+            // From the newest: a consume's own `usage.reserved` line is the one just before.
+            if !self.ledger_tail.iter().rev().any(|l| l.reserves(&res.id)) {
                 applied.far_end = Some((res.id.clone(), event.id.clone()));
             }
             applied.request_key = res.request_key.as_ref().map(|key| RequestKey {

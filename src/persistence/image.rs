@@ -8,6 +8,7 @@
 
 use super::codec::{CodecError, FrameKind, decode_payload, encode_versioned, split_version};
 use crate::engine::catalog::Catalog;
+use crate::engine::event::Event;
 use crate::engine::ledger::LedgerLine;
 use crate::engine::user::{
     Applied, Balance, Counter, Reservation, StoredUserState, Subscription, UserState,
@@ -16,6 +17,7 @@ use crate::engine::{Name, Record, Ts, UserKey, next_deadline};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// One user at rest: its state as bytes, and the deadline it must be woken for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,26 +177,7 @@ impl Replay<'_> {
     /// Applies a record the caller no longer needs. Returns what left memory with a user's event.
     pub fn apply_owned(&mut self, record: Record) -> Result<Applied, CodecError> {
         match record {
-            Record::User { key, event } => {
-                let user = match self.open.get_mut(&key) {
-                    Some(user) => user,
-                    None => {
-                        let state = match self.image.users.remove(&key) {
-                            Some(packed) => packed.unpack()?,
-                            None => UserState::default(),
-                        };
-                        self.open.entry(key.clone()).or_insert(state)
-                    }
-                };
-                let before = active_plan(user);
-                let applied = user.apply_owned(event);
-                let after = active_plan(user);
-                if before != after {
-                    count(&mut self.image.subscribers, &key.app, before, -1);
-                    count(&mut self.image.subscribers, &key.app, after, 1);
-                }
-                Ok(applied)
-            }
+            Record::User { key, event } => self.apply_event(&key, event),
             Record::Catalog { app, change } => {
                 self.image.catalogs.entry(app).or_default().apply(&change);
                 Ok(Applied::default())
@@ -205,20 +188,46 @@ impl Replay<'_> {
             }
             // Stored answers and early refunds live in the history store only.
             Record::Answer { .. } | Record::RefundBeforeCheckout { .. } => Ok(Applied::default()),
-            Record::FlushLedger { key } => {
-                if let Some(user) = self.open.get_mut(&key) {
-                    return Ok(user.flush_ledger());
-                }
-                match self.image.users.remove(&key) {
-                    Some(packed) => {
-                        let mut user = packed.unpack()?;
-                        let applied = user.flush_ledger();
-                        self.open.insert(key, user);
-                        Ok(applied)
-                    }
-                    None => Ok(Applied::default()),
-                }
+            Record::FlushLedger { key } => self.flush_ledger(&key),
+        }
+    }
+
+    /// A `Record::User` whose key the caller keeps: the key is copied only for a user not yet
+    /// opened (recovery writes each record's history under its key).
+    pub fn apply_event(&mut self, key: &UserKey, event: Arc<Event>) -> Result<Applied, CodecError> {
+        let user = match self.open.get_mut(key) {
+            Some(user) => user,
+            None => {
+                let state = match self.image.users.remove(key) {
+                    Some(packed) => packed.unpack()?,
+                    None => UserState::default(),
+                };
+                self.open.entry(key.clone()).or_insert(state)
             }
+        };
+        let before = active_plan(user);
+        let applied = user.apply_owned(event);
+        let after = active_plan(user);
+        if before != after {
+            count(&mut self.image.subscribers, &key.app, before, -1);
+            count(&mut self.image.subscribers, &key.app, after, 1);
+        }
+        Ok(applied)
+    }
+
+    /// A `Record::FlushLedger` whose key the caller keeps.
+    pub fn flush_ledger(&mut self, key: &UserKey) -> Result<Applied, CodecError> {
+        if let Some(user) = self.open.get_mut(key) {
+            return Ok(user.flush_ledger());
+        }
+        match self.image.users.remove(key) {
+            Some(packed) => {
+                let mut user = packed.unpack()?;
+                let applied = user.flush_ledger();
+                self.open.insert(key.clone(), user);
+                Ok(applied)
+            }
+            None => Ok(Applied::default()),
         }
     }
 
