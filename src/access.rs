@@ -3,7 +3,7 @@
 //! answers, so this module knows no status code.
 
 use crate::config::Config;
-use crate::engine::Mode;
+use crate::engine::{Mode, Name};
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 use std::sync::Mutex;
@@ -20,7 +20,8 @@ pub enum KeyKind {
 /// Who is calling: an app, in one mode, with a secret or a publishable key.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub app: String,
+    /// Shared: every request copies it into the user's key.
+    pub app: Name,
     pub mode: Mode,
     pub kind: KeyKind,
 }
@@ -56,7 +57,7 @@ impl Keys {
             for (key, mode, kind) in keys {
                 if let Some(key) = key {
                     let caller = Caller {
-                        app: app.id.clone(),
+                        app: Name::from(&app.id),
                         mode,
                         kind,
                     };

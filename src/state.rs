@@ -5,7 +5,7 @@
 use crate::access::{Keys, SandboxLimit};
 use crate::actors::Engine;
 use crate::config::Config;
-use crate::engine::Mode;
+use crate::engine::{Mode, Name};
 use dashmap::DashMap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ pub struct Shared {
     /// Each app's `expiring_notice_days`.
     pub expiring_notice_days: HashMap<String, u32>,
     pub metrics: PrometheusHandle,
-    pub in_flight: DashMap<(String, Mode, String), ()>,
+    pub in_flight: DashMap<(Name, Mode, String), ()>,
     /// Unix seconds of the last snapshot written, 0 before the first.
     pub last_snapshot_s: Arc<AtomicI64>,
     pub webhooks: crate::webhooks::Webhooks,

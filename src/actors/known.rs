@@ -8,7 +8,7 @@
 
 use super::long_lived::LongLived;
 use crate::engine::ids::UserId;
-use crate::engine::{Mode, UserKey, UserState};
+use crate::engine::{Mode, Name, UserKey, UserState};
 use crate::persistence::CodecError;
 use crate::persistence::image::Packed;
 use dashmap::DashMap;
@@ -214,7 +214,7 @@ impl Known {
         let (app, user) = self.ids();
         let text = |b: &[u8]| std::str::from_utf8(b).expect("ids are ASCII").to_owned();
         UserKey {
-            app: text(app),
+            app: Name::from(text(app)),
             mode: self.mode(),
             user: UserId::parse(&text(user)).expect("a known user's id was valid"),
         }

@@ -274,7 +274,7 @@ impl Engine {
             failure: tokio::sync::watch::Sender::new(None),
         });
         for (key, packed) in users {
-            let Some(app) = shared.apps.get(&key.app) else {
+            let Some(app) = shared.apps.get(key.app.as_str()) else {
                 tracing::warn!(app = %key.app, "journal holds an app that is not configured; its users stay on disk");
                 continue;
             };

@@ -198,7 +198,7 @@ async fn render_user(
         }
     };
     let key = UserKey {
-        app: ctx.app.clone(),
+        app: Name::from(&ctx.app),
         mode: ctx.mode,
         user: user_id,
     };
@@ -815,7 +815,7 @@ async fn act(
         )
     })?;
     let key = UserKey {
-        app: ctx.app.clone(),
+        app: Name::from(&ctx.app),
         mode,
         user: user_id,
     };

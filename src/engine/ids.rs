@@ -32,7 +32,7 @@ pub fn parse_limit(value: u64) -> Result<u64, Invalid> {
 
 /// A user id of the app's own: `^[A-Za-z0-9_.:@-]{1,128}$`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct UserId(String);
+pub struct UserId(Name);
 
 impl UserId {
     pub fn parse(text: &str) -> Result<UserId, Invalid> {
@@ -41,7 +41,7 @@ impl UserId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.:@-".contains(&b));
         if ok {
-            Ok(UserId(text.to_owned()))
+            Ok(UserId(Name::from(text)))
         } else {
             Err(Invalid(
                 "must be 1 to 128 characters of A-Z, a-z, 0-9, _ . : @ -",

@@ -6,13 +6,13 @@
 //! depth-100 profile, BENCHMARKS.md); a `Name` copy is an increment. Names made from the catalog
 //! share the catalog's allocation.
 //!
-//! Serialized as a plain string, so the bytes on disk are those of a `String`. Decoding goes
-//! through a small per-thread table of recent names, so a replay of a million events that name
-//! the same plan, limit, model and balance keeps one copy of each instead of a million.
+//! Serialized as a plain string, so the bytes on disk are those of a `String`. Decoding makes a
+//! new allocation per name: a per-thread table of recent names that shared repeats cost replay
+//! a tenth more time than it saved (recovery bench, BENCHMARKS.md), and what replay keeps in
+//! memory is mostly names made from the catalog once a user acts again.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
-use std::cell::RefCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
@@ -150,42 +150,15 @@ impl<'de> Deserialize<'de> for Name {
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Name, E> {
-                Ok(recent(text))
+                Ok(Name::from(text))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Name, E> {
+                Ok(Name::from(text))
             }
         }
         deserializer.deserialize_str(Visit)
     }
-}
-
-/// Names kept per thread for decoding. Past it the table starts over: ids seen once (most
-/// reservation ids) then cost one lookup each, and memory stays bounded.
-const RECENT_MAX: usize = 4096;
-
-/// Names longer than this are not looked up: ids are at most 64 bytes (users' ids 128), and a
-/// long string is unlikely to repeat.
-const RECENT_LEN_MAX: usize = 128;
-
-thread_local! {
-    static RECENT: RefCell<rustc_hash::FxHashSet<Name>> = RefCell::default();
-}
-
-/// `text` as a name, shared with an equal name decoded recently on this thread.
-fn recent(text: &str) -> Name {
-    if text.len() > RECENT_LEN_MAX {
-        return Name::from(text);
-    }
-    RECENT.with(|recent| {
-        let mut recent = recent.borrow_mut();
-        if let Some(name) = recent.get(text) {
-            return name.clone();
-        }
-        if recent.len() >= RECENT_MAX {
-            recent.clear();
-        }
-        let name = Name::from(text);
-        recent.insert(name.clone());
-        name
-    })
 }
 
 #[cfg(test)]
@@ -208,25 +181,15 @@ mod tests {
     }
 
     #[test]
-    fn equal_names_decoded_on_one_thread_share_one_allocation() {
-        let config = bincode::config::standard();
-        let bytes = bincode::serde::encode_to_vec("plan_pro", config).unwrap();
-        let decode = || -> Name {
-            bincode::serde::borrow_decode_from_slice(&bytes, config)
-                .unwrap()
-                .0
-        };
-        let (a, b) = (decode(), decode());
-        assert!(Arc::ptr_eq(&a.0, &b.0));
-    }
-
-    #[test]
-    fn the_table_of_recent_names_stays_bounded() {
-        for i in 0..RECENT_MAX * 3 {
-            recent(&format!("res_{i}"));
-        }
-        RECENT.with(|r| assert!(r.borrow().len() <= RECENT_MAX));
-        let long = "x".repeat(RECENT_LEN_MAX + 1);
-        assert_eq!(recent(&long), long);
+    fn names_compare_and_hash_by_their_text() {
+        let (a, b) = (Name::from("plan_pro"), Name::from(String::from("plan_pro")));
+        assert!(!Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, b);
+        assert_ne!(a, Name::from("plan_free"));
+        let mut map = rustc_hash::FxHashMap::default();
+        map.insert(a.clone(), 1);
+        assert_eq!(map.get("plan_pro"), Some(&1));
+        assert_eq!(map.get(&b), Some(&1));
+        assert!(a == "plan_pro" && "plan_pro" == a);
     }
 }

@@ -6,6 +6,7 @@
 use super::catalog::{Catalog, CatalogChange};
 use super::event::Event;
 use super::ids::UserId;
+use super::name::Name;
 use super::time::Ts;
 use super::user::{Applied, UserState};
 use rustc_hash::FxHashMap;
@@ -30,7 +31,7 @@ impl Mode {
 /// Who a user is: the same user id in two apps, or in two modes, are two users.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct UserKey {
-    pub app: String,
+    pub app: Name,
     pub mode: Mode,
     pub user: UserId,
 }

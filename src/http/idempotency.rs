@@ -21,7 +21,7 @@ const ANSWER_TTL_MS: i64 = MS_PER_DAY;
 /// Removes the in-flight mark of a key when the request ends, however it ends.
 struct InFlight<'a> {
     state: &'a AppState,
-    scope: (String, crate::engine::Mode, String),
+    scope: (crate::engine::Name, crate::engine::Mode, String),
 }
 
 impl Drop for InFlight<'_> {

@@ -7,7 +7,7 @@ use crate::actors::clock::real_now;
 use crate::actors::user_actor::Request;
 use crate::engine::event::GrantSource;
 use crate::engine::ids::UserId;
-use crate::engine::{Command, Mode, UserKey};
+use crate::engine::{Command, Mode, Name, UserKey};
 use crate::state::AppState;
 use crate::stripe::{EventKind, parse_event, peek_livemode, verify};
 use axum::Json;
@@ -56,7 +56,7 @@ async fn revoke_all(
     let mut revoked = Vec::with_capacity(balances.len());
     for (user, balance_id) in balances {
         let key = UserKey {
-            app: app.to_owned(),
+            app: Name::from(app),
             mode,
             user,
         };
@@ -149,7 +149,7 @@ pub async fn webhook(
             })?;
             bounded_id("metadata.packId", &pack_id)?;
             let key = UserKey {
-                app: app.clone(),
+                app: Name::from(&app),
                 mode,
                 user: user.clone(),
             };
