@@ -190,6 +190,7 @@ mod tests {
         map.insert(a.clone(), 1);
         assert_eq!(map.get("plan_pro"), Some(&1));
         assert_eq!(map.get(&b), Some(&1));
-        assert!(a == "plan_pro" && "plan_pro" == a);
+        assert_eq!(a, "plan_pro");
+        assert_eq!("plan_pro", a);
     }
 }
