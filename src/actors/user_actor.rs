@@ -163,7 +163,8 @@ impl IdSource for UlidIds {
 
 const HEX: [u8; 16] = *b"0123456789abcdef";
 
-/// The longest prefix (`res`, `bal`, `le`) is 3 bytes; then `_`, the ULID, `_` and the tag.
+/// Room for a prefix of up to 8 bytes (those in use, `res`, `bal`, `evt` and `le`, are 2 or 3),
+/// then `_`, the ULID, `_` and the tag.
 const ID_LEN_MAX: usize = 8 + 2 + ulid::ULID_LEN + 16;
 
 pub struct UserActor {
