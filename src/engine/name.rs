@@ -152,10 +152,6 @@ impl<'de> Deserialize<'de> for Name {
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Name, E> {
                 Ok(Name::from(text))
             }
-
-            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Name, E> {
-                Ok(Name::from(text))
-            }
         }
         deserializer.deserialize_str(Visit)
     }
