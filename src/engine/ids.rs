@@ -188,8 +188,6 @@ pub fn parse_slug(text: &str) -> Result<Name, Invalid> {
     }
 }
 
-/// Source of fresh prefixed ids. The engine asks for ids instead of making them, so that `decide`
-/// stays a pure function and tests get deterministic ids.
 /// The part of an id that sorts in the order ids were made: between the prefix (`le_`) and the
 /// user tag (`_…`) if there is one. One user's ids of every kind share this order.
 pub fn sort_part(id: &str) -> &str {
@@ -197,6 +195,8 @@ pub fn sort_part(id: &str) -> &str {
     rest.split_once('_').map_or(rest, |(part, _)| part)
 }
 
+/// Source of fresh prefixed ids. The engine asks for ids instead of making them, so that `decide`
+/// stays a pure function and tests get deterministic ids.
 pub trait IdSource {
     fn next_id(&mut self, prefix: &'static str) -> Name;
 }

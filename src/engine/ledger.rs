@@ -6,7 +6,7 @@
 //! Reading a page of the ledger is pure too: [`page_of`] walks lines newest first, whichever store
 //! they come from.
 
-use super::event::{Event, EventKind};
+use super::event::Event;
 use super::name::Name;
 use super::user::Reservation;
 use serde::{Deserialize, Serialize};
@@ -35,11 +35,6 @@ impl LedgerLine {
     /// The reservation this line ended, if it names `id`.
     pub fn ended(&self, id: &str) -> Option<&Reservation> {
         self.reservation.as_deref().filter(|r| r.id == id)
-    }
-
-    /// Whether this is the `usage.reserved` entry of reservation `id`.
-    pub fn reserves(&self, id: &Name) -> bool {
-        matches!(&self.event.kind, EventKind::UsageReserved(r) if r.reservation_id == *id)
     }
 }
 
@@ -75,6 +70,7 @@ pub fn page_of(
 mod tests {
     use super::*;
     use crate::engine::Ts;
+    use crate::engine::event::EventKind;
 
     fn line(id: &str) -> LedgerLine {
         LedgerLine {

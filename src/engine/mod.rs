@@ -24,7 +24,7 @@ pub mod time;
 pub mod user;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use decide::{
     Changes, Command, Decision, NoPast, Outcome, Past, Rejection, Step, catch_up, decide,

@@ -208,9 +208,6 @@ pub struct Applied {
     /// A full tail of ledger lines that leaves memory as one page. Shared: the actor keeps it
     /// for reads until it is durable while the journal writer stores it, without a deep copy.
     pub page: Option<Arc<Vec<LedgerLine>>>,
-    /// `(reservation id, id of the line that ended it)` for a reservation whose `usage.reserved`
-    /// line had already left memory, so that it is found again without a scan.
-    pub far_end: Option<(Name, Name)>,
     pub request_key: Option<RequestKey>,
     /// `(payment intent, balance id)` of a grant paid through Stripe, so a refund finds it.
     pub payment: Option<(String, Name)>,
@@ -320,10 +317,6 @@ impl UserState {
                 .map(|intent| (intent.clone(), g.balance_id.clone()));
         }
         if let Some(res) = &ended {
-            // From the newest: a consume's own `usage.reserved` line is the one just before.
-            if !self.ledger_tail.iter().rev().any(|l| l.reserves(&res.id)) {
-                applied.far_end = Some((res.id.clone(), event.id.clone()));
-            }
             applied.request_key = res.request_key.as_ref().map(|key| RequestKey {
                 key: key.clone(),
                 reservation_id: res.id.clone(),

@@ -5,7 +5,8 @@
 //! | tree           | key                                  | value                              |
 //! |----------------|--------------------------------------|------------------------------------|
 //! | `ledger`       | user prefix + sort part of first id  | one page of ledger lines           |
-//! | `ended`        | user prefix + reservation id         | id of the line that ended it       |
+//! | `ended`        | user prefix, `~`, millisecond of the | ids of the reservations it ended   |
+//! |                | reservations, key of the page        | that a page before it had begun    |
 //! | `request_keys` | user prefix + Idempotency-Key        | reservation id and its creation    |
 //! | `answers`      | app, mode and Idempotency-Key        | the stored answer                  |
 //! | `payments`     | app, mode, payment intent, balance   | the user the balance belongs to    |
@@ -34,6 +35,7 @@
 
 use super::codec::{CodecError, decode_value, encode_value};
 use super::journal::{JournalError, KvRange, KvTree, SledJournal};
+use crate::engine::event::EventKind;
 use crate::engine::ids::UserId;
 use crate::engine::ids::sort_part;
 use crate::engine::ledger::LedgerLine;
@@ -41,7 +43,7 @@ use crate::engine::notice::SentNotice;
 use crate::engine::state::StoredAnswer;
 use crate::engine::user::{Applied, RequestKey, Reservation};
 use crate::engine::{Mode, Name, Ts, UserKey};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
@@ -59,11 +61,6 @@ pub enum HistoryWrite {
     Page {
         user: UserKey,
         lines: Arc<Vec<LedgerLine>>,
-    },
-    FarEnd {
-        user: UserKey,
-        reservation_id: Name,
-        line_id: Name,
     },
     RequestKey {
         user: UserKey,
@@ -112,13 +109,6 @@ impl HistoryWrite {
             out.push(HistoryWrite::Page {
                 user: user.clone(),
                 lines,
-            });
-        }
-        if let Some((reservation_id, line_id)) = applied.far_end {
-            out.push(HistoryWrite::FarEnd {
-                user: user.clone(),
-                reservation_id,
-                line_id,
             });
         }
         if let Some(key) = applied.request_key {
@@ -249,6 +239,66 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
+/// Marks the grouped keys of `ended`: reservation ids, which the older keys hold, start with
+/// their prefix (`res_`).
+const FAR_END_GROUP: u8 = b'~';
+
+/// The key prefix under which the pages that ended reservations made in the same millisecond as
+/// `reservation_id` list them: the user prefix, [`FAR_END_GROUP`], the ULID's time part (all of
+/// the sort part for ids without one) and a zero byte; each page's own key follows.
+fn far_end_group(prefix: &[u8], reservation_id: &str) -> Vec<u8> {
+    let sort = sort_part(reservation_id);
+    let millisecond = sort.get(..ULID_TIME_LEN).unwrap_or(sort);
+    let mut key = Vec::with_capacity(prefix.len() + millisecond.len() + 2);
+    key.extend_from_slice(prefix);
+    key.push(FAR_END_GROUP);
+    key.extend_from_slice(millisecond.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Characters of a ULID that hold its millisecond.
+const ULID_TIME_LEN: usize = 10;
+
+/// Indexes the reservations a page ends whose `usage.reserved` line is in an earlier page (the
+/// others are found through the page that holds that line). One key per page and millisecond of
+/// the reservations, not one per reservation: with thousands of reservations open on one user,
+/// every commit ends one made far back, and one sled insert each was most of the writer's time.
+/// The keys depend only on the page, so replay writes them again unchanged.
+fn index_far_ends(
+    prefix: &[u8],
+    page_key: &str,
+    lines: &[LedgerLine],
+    out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<(), HistoryError> {
+    let begun_here: FxHashSet<&str> = lines
+        .iter()
+        .filter_map(|l| match &l.event.kind {
+            EventKind::UsageReserved(r) => Some(r.reservation_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut groups: Vec<(Vec<u8>, Vec<&Name>)> = Vec::new();
+    for line in lines {
+        let Some(res) = &line.reservation else {
+            continue;
+        };
+        if begun_here.contains(res.id.as_str()) {
+            continue;
+        }
+        let group = far_end_group(prefix, &res.id);
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, ids)) => ids.push(&res.id),
+            None => groups.push((group, vec![&res.id])),
+        }
+    }
+    for (mut key, ids) in groups {
+        key.extend_from_slice(page_key.as_bytes());
+        out.push((key, Some(encode_value(&ids)?)));
+    }
+    Ok(())
+}
+
 fn answer_key(app: &str, mode: Mode, key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(app.len() + key.len() + 3);
     out.extend_from_slice(app.as_bytes());
@@ -343,16 +393,10 @@ impl History {
             match write {
                 HistoryWrite::Page { user, lines } => {
                     let Some(first) = lines.first() else { continue };
-                    let key = keyed(&user_prefix(user), sort_part(&first.event.id));
-                    ledger.push((key, Some(encode_value(&**lines)?)));
-                }
-                HistoryWrite::FarEnd {
-                    user,
-                    reservation_id,
-                    line_id,
-                } => {
-                    let key = keyed(&user_prefix(user), reservation_id);
-                    ended.push((key, Some(line_id.as_bytes().to_vec())));
+                    let prefix = user_prefix(user);
+                    let page_key = sort_part(&first.event.id);
+                    ledger.push((keyed(&prefix, page_key), Some(encode_value(&**lines)?)));
+                    index_far_ends(&prefix, page_key, lines, &mut ended)?;
                 }
                 HistoryWrite::RequestKey { user, key } => {
                     let stored = StoredRequestKey {
@@ -446,7 +490,17 @@ impl History {
     /// A reservation that ended and whose line has been written here.
     pub fn ended(&self, user: &UserKey, id: &str) -> Result<Option<Reservation>, HistoryError> {
         let prefix = user_prefix(user);
-        // Far from its start: the index names the line that ended it.
+        // Far from its start: the index names the page that ended it.
+        let group = far_end_group(&prefix, id);
+        for item in self.ended.scan_prefix(&group) {
+            let (key, ids) = item?;
+            let ids: Vec<Name> = decode_value(&ids)?;
+            if ids.iter().any(|r| r == id) {
+                let page_key = std::str::from_utf8(&key[group.len()..]).unwrap_or_default();
+                return self.find_in_pages(&prefix, page_key, 1, id);
+            }
+        }
+        // Written before far ends were grouped: one key per reservation, naming its line.
         if let Some(line_id) = self.ended.get(&keyed(&prefix, id))? {
             let line_id = String::from_utf8_lossy(&line_id).into_owned();
             return self.find_in_pages(&prefix, &line_id, 1, id);
@@ -898,8 +952,111 @@ impl Iterator for Lines {
 mod tests {
     use super::*;
     use crate::engine::notice::{Notice, NoticeData, NoticeType};
+    use crate::engine::tests::{World, pack};
     use crate::engine::time::MS_PER_DAY;
     use crate::engine::user::{Subscription, SubscriptionStatus};
+
+    fn user_key(user: &str) -> UserKey {
+        UserKey {
+            app: "app".into(),
+            mode: Mode::Test,
+            user: UserId::parse(user).expect("user id"),
+        }
+    }
+
+    /// A user with 150 reservations open at once, ended newest first (so nearly every end lands
+    /// pages after its start), then 40 consumes (whose ends sit beside their starts).
+    fn far_and_near_ends() -> World {
+        let mut w = World::with(vec![], vec![pack("img", &[("i", "image.*", 1_000)], None)]);
+        w.grant_one("img", "r");
+        let open: Vec<Name> = (0..150).map(|_| w.reserve_ok("image.flux", 1)).collect();
+        for (i, id) in open.iter().rev().enumerate() {
+            if i % 3 == 0 {
+                w.release(id).expect("release");
+            } else {
+                w.commit(id, None).expect("commit");
+            }
+        }
+        for _ in 0..40 {
+            w.consume("image.flux", 1).expect("consume");
+        }
+        w
+    }
+
+    fn pages(user: &UserKey, w: &World) -> Vec<HistoryWrite> {
+        w.past
+            .pages
+            .iter()
+            .map(|lines| HistoryWrite::Page {
+                user: user.clone(),
+                lines: Arc::new(lines.clone()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_reservation_whose_page_left_memory_is_found_again_however_far_its_end_was() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let journal = SledJournal::open(dir.path()).expect("open");
+        let history = History::open(&journal).expect("history");
+        let (user, other) = (user_key("u_far"), user_key("u_other"));
+        let w = far_and_near_ends();
+        assert!(w.past.ended.len() >= 150, "most ends left memory");
+        history.write(&pages(&user, &w)).expect("write");
+        for (id, reservation) in &w.past.ended {
+            let found = history.ended(&user, id).expect("readable");
+            assert_eq!(found.as_ref(), Some(reservation), "{id}");
+            assert_eq!(history.ended(&other, id).expect("readable"), None);
+        }
+        assert_eq!(history.ended(&user, "res_999999").expect("readable"), None);
+
+        // Recovery writes the same pages again: the same keys, nothing added.
+        let keys = || history.ended.scan_prefix(b"").count();
+        let before = keys();
+        assert!(before > 0 && before <= 150, "{before} index keys");
+        history.write(&pages(&user, &w)).expect("write again");
+        assert_eq!(keys(), before);
+    }
+
+    #[test]
+    fn a_far_end_indexed_one_key_per_reservation_by_an_older_build_is_still_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let journal = SledJournal::open(dir.path()).expect("open");
+        let history = History::open(&journal).expect("history");
+        let user = user_key("u_old");
+        let w = far_and_near_ends();
+        let prefix = user_prefix(&user);
+        let mut old = Vec::new();
+        for lines in &w.past.pages {
+            let key = keyed(&prefix, sort_part(&lines[0].event.id));
+            old.push((key, Some(encode_value(lines).expect("encode"))));
+            for line in lines {
+                if let Some(r) = &line.reservation {
+                    let key = keyed(&prefix, &r.id);
+                    old.push((key, Some(line.event.id.as_bytes().to_vec())));
+                }
+            }
+        }
+        let (pages, index): (Vec<_>, Vec<_>) = old
+            .into_iter()
+            .partition(|(key, _)| !key[prefix.len()..].starts_with(b"res_"));
+        history.ledger.write(pages).expect("pages");
+        history.ended.write(index).expect("index");
+        for (id, reservation) in &w.past.ended {
+            let found = history.ended(&user, id).expect("readable");
+            assert_eq!(found.as_ref(), Some(reservation), "{id}");
+        }
+    }
+
+    #[test]
+    fn reservations_made_in_the_same_millisecond_share_one_index_group() {
+        let prefix = user_prefix(&user_key("u_ms"));
+        let a = "res_01JD0000000000000000000000_00000000000000ab";
+        let b = "res_01JD00000000ZZZZZZZZZZZZZZ_00000000000000ab";
+        let c = "res_01JD0000010000000000000000_00000000000000ab";
+        assert_eq!(far_end_group(&prefix, a), far_end_group(&prefix, b));
+        assert_ne!(far_end_group(&prefix, a), far_end_group(&prefix, c));
+    }
 
     fn refund(intent: &str, charge: &str, at: Ts) -> HistoryWrite {
         HistoryWrite::RefundBeforeCheckout {
