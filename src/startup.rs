@@ -69,14 +69,21 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         )
     })?;
     let history = History::open(&journal).context("opening the history beside the journal")?;
-    // What the replayed records moved to the history is written again: the writer wrote it
-    // before their batch, but a crash may have kept the batch and lost some of it. Every key is
-    // written with the value it had.
+    // What the newest batch moved to the history is written again: the writer writes a batch's
+    // history right after the batch, so a crash may have kept the batch and lost some of it.
+    // sled's log comes back as a prefix, so every older batch has all of its history (the next
+    // batch came after it). Every key is written with the value it had.
+    let history_from = journal
+        .last_batch()
+        .context("reading the journal's newest batch")?
+        .map_or(0, |(seq, _)| seq);
     let mut writes = Vec::new();
     let mut write_error = None;
     let mut state = image.replay();
-    let report = replay(&mut journal, from, |_, record: Record| {
+    let report = replay(&mut journal, from, |seq, record: Record| {
+        let rewrite = seq >= history_from;
         match record {
+            Record::Answer { .. } | Record::RefundBeforeCheckout { .. } if !rewrite => {}
             Record::Answer {
                 app,
                 mode,
@@ -102,11 +109,13 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
                 at,
             }),
             Record::User { key, event } => match state.apply_event(&key, event) {
-                Ok(applied) => HistoryWrite::from_applied(&key, applied, &mut writes),
+                Ok(applied) if rewrite => HistoryWrite::from_applied(&key, applied, &mut writes),
+                Ok(_) => {}
                 Err(error) => write_error = write_error.take().or(Some(error.into())),
             },
             Record::FlushLedger { key } => match state.flush_ledger(&key) {
-                Ok(applied) => HistoryWrite::from_applied(&key, applied, &mut writes),
+                Ok(applied) if rewrite => HistoryWrite::from_applied(&key, applied, &mut writes),
+                Ok(_) => {}
                 Err(error) => write_error = write_error.take().or(Some(error.into())),
             },
             other => {
@@ -399,4 +408,82 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ids::UserId;
+    use crate::engine::tests::{World, pack};
+    use crate::engine::{Mode, Name, UserKey};
+    use crate::persistence::encode_batch;
+
+    #[test]
+    fn recovery_writes_again_the_history_a_crash_cut_from_the_newest_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config::parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\nsnapshot_dir = \"{}\"\n",
+            dir.path().join("data").display(),
+            dir.path().join("snapshots").display()
+        ))
+        .expect("config");
+        // A grant and 70 consumes: 141 ledger lines, two full pages and a tail.
+        let mut w = World::with(vec![], vec![pack("img", &[("i", "image.*", 1_000)], None)]);
+        w.grant_one("img", "r");
+        for _ in 0..70 {
+            w.consume("image.flux", 1).expect("consume");
+        }
+        assert_eq!(w.past.pages.len(), 2);
+        let user = UserKey {
+            app: "app".into(),
+            mode: Mode::Test,
+            user: UserId::parse("u_crash").expect("user id"),
+        };
+        let records: Vec<Record> = w
+            .journal
+            .iter()
+            .map(|e| Record::User {
+                key: user.clone(),
+                event: Arc::new(e.clone()),
+            })
+            .collect();
+        let first_page_end = w.past.pages[0].last().expect("lines").event.id.clone();
+        let split = 1 + w
+            .journal
+            .iter()
+            .position(|e| e.id == first_page_end)
+            .expect("journaled");
+        {
+            let mut journal = SledJournal::open(&config.storage.data_dir).expect("journal");
+            let history = History::open(&journal).expect("history");
+            let older = encode_batch(0, &records[..split]).expect("encode");
+            journal.append(0, &older).expect("append");
+            let page = HistoryWrite::Page {
+                user: user.clone(),
+                lines: Arc::new(w.past.pages[0].clone()),
+            };
+            history.write(&[page]).expect("history");
+            // The newest batch reached the disk and the page it filled did not: a crash
+            // between the writer's two writes.
+            let newest = encode_batch(split as u64, &records[split..]).expect("encode");
+            journal.append(split as u64, &newest).expect("append");
+            journal.flush().expect("flush");
+        }
+        let recovered = recover(&config).expect("recovers");
+        let on_disk: Vec<Name> = recovered
+            .history
+            .lines_newest_first(&user, None)
+            .map(|l| l.event.id.clone())
+            .collect();
+        let paged: Vec<Name> = w
+            .past
+            .pages
+            .iter()
+            .flatten()
+            .rev()
+            .map(|l| l.event.id.clone())
+            .collect();
+        assert_eq!(on_disk, paged, "both pages are on disk, newest first");
+        assert_eq!(recovered.next_seq, records.len() as u64);
+    }
 }

@@ -27,11 +27,11 @@
 //!
 //! Everything here is written by the journal writer, right after the journal batch it comes from,
 //! and made durable by the same sync. sled's log comes back from a crash as a prefix, so a crash
-//! can keep a batch without its history but never history without its batch; recovery writes
-//! again what it replays (every key is written with the same value again), so a crash between the
-//! two writes loses nothing. The one exception:
-//! an event already in `events` is not put back in `undelivered`, so replay does not send again
-//! what was delivered.
+//! can keep a batch without its history but never history without its batch, and only the newest
+//! batch can have lost any (every older one has a batch after it). Recovery writes again what the
+//! newest batch caused (every key with the value it had), so a crash between the two writes loses
+//! nothing. The one exception: an event already in `events` is not put back in `undelivered`, so
+//! replay does not send again what was delivered.
 
 use super::codec::{CodecError, decode_value, encode_value};
 use super::journal::{JournalError, KvRange, KvTree, SledJournal};
