@@ -457,8 +457,9 @@ impl Engine {
     /// user the engine does not know is answered from an empty user, and stores nothing.
     pub async fn user(&self, key: UserKey, request: Request) -> Result<View, EngineError> {
         let app = self.app(&key.app)?;
-        let unknown = !self.shared.users.contains_key(&key) && !self.shared.known.contains(&key);
-        if unknown && !matches!(request, Request::Command(_)) {
+        // Commands (most requests) skip the two lookups: they make the user known anyway.
+        let read = !matches!(request, Request::Command(_));
+        if read && !self.shared.users.contains_key(&key) && !self.shared.known.contains(&key) {
             let now = app.clock.now(key.mode);
             let catalog = app.catalog.load();
             return Ok(user_actor::read(
