@@ -174,6 +174,13 @@ impl Image {
 }
 
 impl Replay<'_> {
+    /// Makes room for `users` opened users at once: a tail of records that each open another
+    /// user (a burst of distinct users) otherwise rehashes the map of unpacked users again and
+    /// again as it doubles, moving every state each time.
+    pub fn reserve_users(&mut self, users: usize) {
+        self.open.reserve(users);
+    }
+
     /// Applies a record the caller no longer needs. Returns what left memory with a user's event.
     pub fn apply_owned(&mut self, record: Record) -> Result<Applied, CodecError> {
         match record {
