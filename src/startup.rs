@@ -13,7 +13,6 @@ use crate::engine::catalog::CatalogCommand;
 use crate::engine::catalog_input::{pack_from, plan_from};
 use crate::http;
 use crate::persistence::image::Image;
-use crate::persistence::recovery::journal_end;
 use crate::persistence::webhooks::WebhookStore;
 use crate::persistence::{History, HistoryWrite, Journal, SledJournal, SnapshotStore, replay};
 use crate::state::AppState;
@@ -81,10 +80,10 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     let mut writes = Vec::new();
     let mut write_error = None;
     // A record opens at most one user, and a tail longer than the snapshot's users may open them
-    // all; the map is sized no larger, so a long tail over a few users costs no large table.
-    let tail = journal_end(&journal)
-        .context("reading the journal's end")?
-        .map_or(0, |end| end.saturating_sub(from));
+    // all; the map is sized no larger, so a long tail over a few users costs no large table. The
+    // tail is counted up to the newest batch, which is not read here: it may be torn, and replay
+    // is what drops it.
+    let tail = history_from.saturating_sub(from);
     let users = image.users.len();
     let mut state = image.replay();
     state.reserve_users(usize::try_from(tail).map_or(users, |tail| tail.min(users)));
