@@ -1026,20 +1026,17 @@ mod tests {
         let user = user_key("u_old");
         let w = far_and_near_ends();
         let prefix = user_prefix(&user);
-        let mut old = Vec::new();
+        let (mut pages, mut index) = (Vec::new(), Vec::new());
         for lines in &w.past.pages {
             let key = keyed(&prefix, sort_part(&lines[0].event.id));
-            old.push((key, Some(encode_value(lines).expect("encode"))));
+            pages.push((key, Some(encode_value(lines).expect("encode"))));
             for line in lines {
                 if let Some(r) = &line.reservation {
                     let key = keyed(&prefix, &r.id);
-                    old.push((key, Some(line.event.id.as_bytes().to_vec())));
+                    index.push((key, Some(line.event.id.as_bytes().to_vec())));
                 }
             }
         }
-        let (pages, index): (Vec<_>, Vec<_>) = old
-            .into_iter()
-            .partition(|(key, _)| !key[prefix.len()..].starts_with(b"res_"));
         history.ledger.write(pages).expect("pages");
         history.ended.write(index).expect("index");
         for (id, reservation) in &w.past.ended {
