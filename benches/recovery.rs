@@ -15,7 +15,7 @@ use vevee::engine::catalog::{Catalog, CatalogChange, Limit, Pack, PackItem, Plan
 use vevee::engine::event::GrantSource;
 use vevee::engine::ids::{CountingIds, ModelKey, Pattern, UserId};
 use vevee::engine::time::Period;
-use vevee::engine::{Command, Mode, NoPast, Record, Ts, UserKey, UserState, step};
+use vevee::engine::{Command, Mode, NoPast, Record, Settled, Ts, UserKey, UserState, step};
 use vevee::persistence::image::{Image, Packed};
 use vevee::persistence::{Journal, SledJournal, SnapshotStore, encode_batch, encode_snapshot};
 
@@ -83,8 +83,28 @@ fn key(i: usize) -> UserKey {
     }
 }
 
-/// A user with a subscription and two balances: the events of that setup.
-fn setup(state: &mut UserState, catalog: &Catalog, ids: &mut CountingIds, now: Ts) -> Vec<Record> {
+/// The records of one step of user `u`, as its actor journals them.
+fn step_records(
+    state: &mut UserState,
+    u: usize,
+    catalog: &Catalog,
+    command: Command,
+    now: Ts,
+    ids: &mut CountingIds,
+) -> Vec<Record> {
+    let plan_before = state.active_plan().cloned();
+    let events = step(state, &NoPast, catalog, command, now, ids).events;
+    Record::events(&key(u), events, Settled::of(state, plan_before)).collect()
+}
+
+/// A user with a subscription and two balances: the records of that setup.
+fn setup(
+    state: &mut UserState,
+    u: usize,
+    catalog: &Catalog,
+    ids: &mut CountingIds,
+    now: Ts,
+) -> Vec<Record> {
     let commands = [
         Command::Subscribe {
             plan_id: "pro".into(),
@@ -101,8 +121,7 @@ fn setup(state: &mut UserState, catalog: &Catalog, ids: &mut CountingIds, now: T
     ];
     commands
         .into_iter()
-        .flat_map(|c| step(state, &NoPast, catalog, c, now, ids).events)
-        .map(|event| Record::User { key: key(0), event })
+        .flat_map(|c| step_records(state, u, catalog, c, now, ids))
         .collect()
 }
 
@@ -123,12 +142,14 @@ fn traffic(users: &mut [UserState], catalog: &Catalog, events: usize, now: Ts) -
             request_key: None,
             commit: true,
         };
-        let done = step(&mut users[u], &NoPast, catalog, reserve, now, &mut ids);
-        out.extend(
-            done.events
-                .into_iter()
-                .map(|event| Record::User { key: key(u), event }),
-        );
+        out.extend(step_records(
+            &mut users[u],
+            u,
+            catalog,
+            reserve,
+            now,
+            &mut ids,
+        ));
     }
     out
 }
@@ -194,13 +215,7 @@ fn main() {
     let mut ids = CountingIds::default();
     let mut records = Vec::new();
     for (i, state) in states.iter_mut().enumerate() {
-        let mut setup_records = setup(state, &catalog, &mut ids, now);
-        for r in &mut setup_records {
-            if let Record::User { key: k, .. } = r {
-                *k = key(i);
-            }
-        }
-        records.extend(setup_records);
+        records.extend(setup(state, i, &catalog, &mut ids, now));
     }
     records.extend(traffic(&mut states, &catalog, events_n, now));
     let mut journal = SledJournal::open(&dir.path().join("data")).unwrap();
@@ -220,7 +235,7 @@ fn main() {
     let started = Instant::now();
     let mut template = UserState::default();
     let mut ids = CountingIds::default();
-    setup(&mut template, &catalog, &mut ids, now);
+    setup(&mut template, 0, &catalog, &mut ids, now);
     let mut state = Image::default();
     state.catalogs.insert("bench".into(), catalog.clone());
     state.users.reserve(users_n);

@@ -14,7 +14,10 @@ use crate::engine::catalog_input::{pack_from, plan_from};
 use crate::http;
 use crate::persistence::image::Image;
 use crate::persistence::webhooks::WebhookStore;
-use crate::persistence::{History, HistoryWrite, Journal, SledJournal, SnapshotStore, replay};
+use crate::persistence::{
+    History, HistoryWrite, Journal, SledJournal, SnapshotStore, Stored, decode_record,
+    replay_stored,
+};
 use crate::state::AppState;
 use crate::webhooks::Webhooks;
 use crate::webhooks::registry::Registry;
@@ -79,7 +82,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         .map_or(0, |(seq, _)| seq);
     let mut writes = Vec::new();
     let mut write_error = None;
-    // A record opens at most one user, and a tail longer than the snapshot's users may open them
+    // A record meets at most one user, and a tail longer than the snapshot's users may meet them
     // all; the map is sized no larger, so a long tail over a few users costs no large table. The
     // tail is counted up to the newest batch, which is not read here: it may be torn, and replay
     // is what drops it.
@@ -87,8 +90,25 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     let users = image.users.len();
     let mut state = image.replay();
     state.reserve_users(usize::try_from(tail).map_or(users, |tail| tail.min(users)));
-    let report = replay(&mut journal, from, |seq, record: Record| {
+    let report = replay_stored(&mut journal, from, |seq, stored: Stored<'_, Record>| {
         let rewrite = seq >= history_from;
+        let record = match stored {
+            // Its history is on disk: a sleeping user's records stay bytes until it wakes.
+            Stored::Bytes(bytes) if !rewrite => {
+                if let Err(error) = state.keep(bytes) {
+                    write_error = write_error.take().or(Some(error.into()));
+                }
+                return;
+            }
+            Stored::Bytes(bytes) => match decode_record(bytes) {
+                Ok(record) => record,
+                Err(error) => {
+                    write_error = write_error.take().or(Some(error.into()));
+                    return;
+                }
+            },
+            Stored::Decoded(record) => record,
+        };
         match record {
             Record::Answer { .. } | Record::RefundBeforeCheckout { .. } if !rewrite => {}
             Record::Answer {
@@ -115,11 +135,15 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
                 charge_id,
                 at,
             }),
-            Record::User { key, event } => match state.apply_event(&key, event) {
-                Ok(applied) if rewrite => HistoryWrite::from_applied(&key, applied, &mut writes),
-                Ok(_) => {}
-                Err(error) => write_error = write_error.take().or(Some(error.into())),
-            },
+            Record::User { key, event } | Record::Event { key, event, .. } => {
+                match state.apply_event(&key, event) {
+                    Ok(applied) if rewrite => {
+                        HistoryWrite::from_applied(&key, applied, &mut writes)
+                    }
+                    Ok(_) => {}
+                    Err(error) => write_error = write_error.take().or(Some(error.into())),
+                }
+            }
             Record::FlushLedger { key } => match state.flush_ledger(&key) {
                 Ok(applied) if rewrite => HistoryWrite::from_applied(&key, applied, &mut writes),
                 Ok(_) => {}

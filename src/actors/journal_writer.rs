@@ -4,7 +4,7 @@
 
 use crate::engine::Record;
 use crate::persistence::{DiskSync, History, HistoryWrite, Journal, JournalError, encode_batch};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -18,6 +18,9 @@ struct Queue {
     /// What the queued records move to the history store, each with the end of the push that
     /// caused it (nondecreasing): written right after the frame that holds those records.
     history: Vec<(u64, HistoryWrite)>,
+    /// The end of each push still queued: a batch is cut only there, so a step's records are
+    /// durable together and a snapshot, which is taken at a batch's end, never holds half a step.
+    ends: VecDeque<u64>,
     closed: bool,
 }
 
@@ -46,7 +49,8 @@ pub struct JournalQueue {
 #[error("the journal writer stopped")]
 pub struct WriterStopped;
 
-/// Batches past this many records are split, to bound the size of one sled value.
+/// Batches past this many records are split between pushes, to bound the size of one sled value;
+/// a push larger than this (none is near it) goes whole.
 const BATCH_RECORDS_MAX: usize = 16_384;
 
 impl JournalQueue {
@@ -58,6 +62,7 @@ impl JournalQueue {
                 next_seq,
                 records: Vec::new(),
                 history: Vec::new(),
+                ends: VecDeque::new(),
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -88,6 +93,9 @@ impl JournalQueue {
         q.records.extend(records);
         q.next_seq += (q.records.len() - before) as u64;
         let end = q.next_seq;
+        if q.records.len() > before {
+            q.ends.push_back(end);
+        }
         // An event may go out once its own records are durable, also where a batch is split.
         q.history
             .extend(history.into_iter().map(|w| (end, w.durable_at(end))));
@@ -176,8 +184,16 @@ impl JournalQueue {
             }
             q = self.wake.wait(q).expect("journal queue poisoned");
         }
-        let take = q.records.len().min(BATCH_RECORDS_MAX);
         let first_seq = q.next_seq - q.records.len() as u64;
+        let take = if q.records.len() <= BATCH_RECORDS_MAX {
+            q.records.len()
+        } else {
+            // The last push that ends within the limit, or the first one whole.
+            let limit = first_seq + BATCH_RECORDS_MAX as u64;
+            let within = q.ends.partition_point(|&end| end <= limit);
+            let end = q.ends[within.saturating_sub(1)];
+            (end - first_seq) as usize
+        };
         let batch: Vec<Record> = if take == q.records.len() {
             spare.clear();
             std::mem::replace(&mut q.records, spare)
@@ -185,6 +201,8 @@ impl JournalQueue {
             q.records.drain(..take).collect()
         };
         let end = first_seq + take as u64;
+        let pushes = q.ends.partition_point(|&pushed| pushed <= end);
+        q.ends.drain(..pushes);
         let ended = q
             .history
             .partition_point(|(pushed_end, _)| *pushed_end <= end);
@@ -444,9 +462,12 @@ mod tests {
             user: user.clone(),
             lines: Arc::new(vec![line]),
         };
-        let batch = (0..records).map(|_| Record::FlushLedger { key: user.clone() });
-        // Queued before the writer starts, so it finds them all at once.
-        let end = queue.push_with_history(batch, [page]);
+        // Queued before the writer starts, so it finds them all at once: one record per push, the
+        // last with the page.
+        for _ in 1..records {
+            queue.push([Record::FlushLedger { key: user.clone() }]);
+        }
+        let end = queue.push_with_history([Record::FlushLedger { key: user.clone() }], [page]);
         let writer = spawn(queue.clone(), Some((checked, history.clone())));
         let waited =
             tokio::time::timeout(std::time::Duration::from_secs(20), queue.wait_durable(end)).await;
@@ -473,5 +494,42 @@ mod tests {
     #[tokio::test]
     async fn a_split_batch_writes_each_history_write_with_the_part_that_holds_its_records() {
         frame_before_history(BATCH_RECORDS_MAX + 10).await;
+    }
+
+    #[test]
+    fn a_long_queue_is_cut_between_pushes_and_a_push_past_the_limit_goes_whole() {
+        let user = UserKey {
+            app: "a".into(),
+            mode: Mode::Live,
+            user: UserId::parse("ana").expect("user id"),
+        };
+        let flush = || Record::FlushLedger { key: user.clone() };
+        let queue = JournalQueue::new(0);
+        for _ in 0..6 {
+            queue.push((0..3_000).map(|_| flush()));
+        }
+        let sizes: Vec<(u64, usize)> = (0..2)
+            .map(|_| {
+                let (first, batch, _) = queue.take(Vec::new()).expect("queued");
+                (first, batch.len())
+            })
+            .collect();
+        assert_eq!(
+            sizes,
+            [(0, 15_000), (15_000, 3_000)],
+            "five pushes, then the sixth"
+        );
+
+        let queue = JournalQueue::new(0);
+        queue.push((0..BATCH_RECORDS_MAX + 10).map(|_| flush()));
+        queue.push([flush()]);
+        let (first, batch, _) = queue.take(Vec::new()).expect("queued");
+        assert_eq!(
+            (first, batch.len()),
+            (0, BATCH_RECORDS_MAX + 10),
+            "one push, whole"
+        );
+        let (first, batch, _) = queue.take(Vec::new()).expect("queued");
+        assert_eq!((first, batch.len()), (BATCH_RECORDS_MAX as u64 + 10, 1));
     }
 }

@@ -11,8 +11,8 @@ use crate::engine::matcher::{self, Match};
 use crate::engine::read::{self, Usage};
 use crate::engine::user::{Applied, Balance, Reservation, Subscription};
 use crate::engine::{
-    Changes, Command, Name, Outcome, Past, Record, Rejection, Ts, UserKey, UserState, catch_up,
-    next_deadline, step_admitted,
+    Changes, Command, Name, Outcome, Past, Record, Rejection, Settled, Ts, UserKey, UserState,
+    catch_up, next_deadline, step_admitted,
 };
 use crate::persistence::{History, HistoryWrite};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, SpawnHandle};
@@ -446,11 +446,7 @@ impl UserActor {
     }
 
     fn active_plan(&self) -> Option<Name> {
-        self.state
-            .subscription
-            .as_ref()
-            .and_then(|s| s.active_plan())
-            .cloned()
+        self.state.active_plan().cloned()
     }
 
     /// Queues applied events for the journal, with what they move to the history, and keeps the
@@ -459,22 +455,19 @@ impl UserActor {
         if changes.events.is_empty() {
             return;
         }
-        let plan_after = self.active_plan();
-        if plan_before != plan_after {
+        let settled = Settled::of(&self.state, plan_before);
+        if let Some((before, after)) = &settled.plan {
             self.shared
-                .count_subscriber(&self.key.app, plan_before.as_deref(), -1);
+                .count_subscriber(&self.key.app, before.as_deref(), -1);
             self.shared
-                .count_subscriber(&self.key.app, plan_after.as_deref(), 1);
+                .count_subscriber(&self.key.app, after.as_deref(), 1);
         }
         let key = &self.key;
         let mut writes = Vec::new();
         for applied in &changes.applied {
             HistoryWrite::from_applied(key, applied.clone(), &mut writes);
         }
-        let records = changes.events.into_iter().map(|event| Record::User {
-            key: key.clone(),
-            event,
-        });
+        let records = Record::events(key, changes.events, settled);
         self.last_seq = self.shared.journal.push_with_history(records, writes);
         let seq = self.last_seq;
         self.recent

@@ -31,6 +31,6 @@ pub use decide::{
     next_deadline, next_due, step, step_admitted,
 };
 pub use name::Name;
-pub use state::{EngineState, Mode, Record, UserKey};
+pub use state::{EngineState, Mode, Record, Settled, UserKey};
 pub use time::Ts;
 pub use user::{Applied, UserState};

@@ -83,6 +83,56 @@ pub enum Record {
         charge_id: String,
         at: Ts,
     },
+    /// A user's event, as this build writes it; [`Record::User`] is what earlier builds wrote.
+    /// `settled` sits before the event so that a reader can take it without decoding the event.
+    Event {
+        key: UserKey,
+        settled: Option<Settled>,
+        #[serde(deserialize_with = "super::event::deserialize_shared")]
+        event: Arc<Event>,
+    },
+}
+
+/// What a user's state holds once the events of one step are applied, carried by the step's last
+/// record: replay can then leave a sleeping user's events unapplied, as bytes, and still know
+/// when to wake it and whom it subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    /// [`super::next_deadline`] of the state.
+    pub deadline: Option<Ts>,
+    /// The active plan before the step and after it, when the step changed it.
+    pub plan: Option<(Option<Name>, Option<Name>)>,
+}
+
+impl Settled {
+    /// What `state` holds after a step that began on `plan_before`.
+    pub fn of(state: &UserState, plan_before: Option<Name>) -> Settled {
+        let plan_after = state.active_plan();
+        Settled {
+            deadline: super::next_deadline(state),
+            plan: (plan_before.as_ref() != plan_after).then(|| (plan_before, plan_after.cloned())),
+        }
+    }
+}
+
+impl Record {
+    /// The records of one step of a user: its events, the last one settled.
+    pub fn events(
+        key: &UserKey,
+        events: Vec<Arc<Event>>,
+        settled: Settled,
+    ) -> impl Iterator<Item = Record> + '_ {
+        let last = events.len().saturating_sub(1);
+        let mut settled = Some(settled);
+        events
+            .into_iter()
+            .enumerate()
+            .map(move |(i, event)| Record::Event {
+                key: key.clone(),
+                settled: if i == last { settled.take() } else { None },
+                event,
+            })
+    }
 }
 
 /// The live state of the whole engine. History (ledger pages, ended reservations, stored answers)
@@ -99,17 +149,19 @@ impl EngineState {
     /// Returns what left memory with a user's event.
     pub fn apply_owned(&mut self, record: Record) -> Applied {
         match record {
-            Record::User { key, event } => match self.users.get_mut(&key) {
-                Some(user) => user.apply_owned(event),
-                None => self.users.entry(key).or_default().apply_owned(event),
-            },
+            Record::User { key, event } | Record::Event { key, event, .. } => {
+                match self.users.get_mut(&key) {
+                    Some(user) => user.apply_owned(event),
+                    None => self.users.entry(key).or_default().apply_owned(event),
+                }
+            }
             other => self.apply(&other),
         }
     }
 
     pub fn apply(&mut self, record: &Record) -> Applied {
         match record {
-            Record::User { key, event } => {
+            Record::User { key, event } | Record::Event { key, event, .. } => {
                 return self.users.entry(key.clone()).or_default().apply(event);
             }
             Record::Catalog { app, change } => {

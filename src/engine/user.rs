@@ -249,6 +249,13 @@ impl From<StoredUserState> for UserState {
 }
 
 impl UserState {
+    /// The plan of the subscription while it is active.
+    pub fn active_plan(&self) -> Option<&Name> {
+        self.subscription
+            .as_ref()
+            .and_then(Subscription::active_plan)
+    }
+
     fn reindex(&mut self) {
         self.balance_index.clear();
         self.grants.clear();

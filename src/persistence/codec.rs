@@ -10,7 +10,7 @@
 //! | bytes | field                                              |
 //! |-------|----------------------------------------------------|
 //! | 4     | magic `b"VVJB"`                                    |
-//! | 2     | format version: 1 plain, 2 compressed              |
+//! | 2     | format version: 1 to 4, below                       |
 //! | 8     | sequence number of the first record                |
 //! | 4     | record count                                       |
 //! | 4     | payload length in bytes                            |
@@ -18,8 +18,11 @@
 //!
 //! The records are the bincode (standard config) encoding of each record, one after the other;
 //! the count lives in the header so records can be decoded one at a time into a reused buffer.
-//! In version 1 they are the payload as they are; in version 2 the payload is their length (u32,
-//! big-endian) and their zstd compression. A batch is written compressed whenever that makes it
+//! In versions 3 and 4 (this build's) each record is preceded by its length (u32, big-endian), so
+//! a reader can find a record and keep its bytes without decoding it; in versions 1 and 2
+//! (earlier builds) the records follow each other bare. In versions 1 and 3 the records are the
+//! payload as they are; in 2 and 4 the payload is their length (u32, big-endian) and their zstd
+//! compression. A batch is written compressed whenever that makes it
 //! smaller, which is nearly always: ids and names repeat from record to record, and sled writes
 //! every byte several times over (a leaf of its tree is rewritten whole every few inserts), so
 //! the disk, the writer and replay all work on a fraction of the bytes.
@@ -34,15 +37,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
 
-/// The newest layout of batch frames and history values, the one this build writes. Bump it (and
-/// keep a decoder for the old ones) on any change to the framing; changes to the record types
-/// themselves are the domain's to version.
-pub const FORMAT_VERSION: u16 = COMPRESSED;
+/// The newest layout of batch frames, the one this build writes. Bump it (and keep a decoder for
+/// the old ones) on any change to the framing; changes to the record types themselves are the
+/// domain's to version.
+pub const FORMAT_VERSION: u16 = FRAMED_COMPRESSED;
+/// The newest layout of history values.
+const VALUE_VERSION: u16 = COMPRESSED;
 
 /// Version of a batch frame or history value whose payload is the bincode as it is.
 const PLAIN: u16 = 1;
 /// Version of a batch frame or history value whose payload is compressed.
 const COMPRESSED: u16 = 2;
+/// [`PLAIN`] and [`COMPRESSED`] for a batch whose records each carry their length.
+const FRAMED_PLAIN: u16 = 3;
+const FRAMED_COMPRESSED: u16 = 4;
+/// Bytes of the length in front of each record of a framed batch.
+const RECORD_LEN: usize = 4;
 /// Version of the snapshot frame.
 const SNAPSHOT_VERSION: u16 = 1;
 
@@ -187,14 +197,26 @@ pub fn encode_batch<R: Serialize>(first_seq: u64, records: &[R]) -> Result<Vec<u
     let version = with_zstd(|zstd| {
         zstd.scratch.clear();
         for record in records {
+            let at = zstd.scratch.len();
+            zstd.scratch.extend_from_slice(&[0; RECORD_LEN]);
             bincode::serde::encode_into_std_write(record, &mut zstd.scratch, config()).map_err(
                 |e| CodecError::Encode {
                     kind,
                     reason: e.to_string(),
                 },
             )?;
+            let len = u32::try_from(zstd.scratch.len() - at - RECORD_LEN).map_err(|_| {
+                CodecError::Encode {
+                    kind,
+                    reason: "a record larger than 4 GiB".to_owned(),
+                }
+            })?;
+            zstd.scratch[at..at + RECORD_LEN].copy_from_slice(&len.to_be_bytes());
         }
-        zstd.put_payload(kind, &mut frame)
+        Ok(match zstd.put_payload(kind, &mut frame)? {
+            PLAIN => FRAMED_PLAIN,
+            _ => FRAMED_COMPRESSED,
+        })
     })?;
     let payload_len =
         u32::try_from(frame.len() - BATCH_HEADER_LEN).map_err(|_| CodecError::Encode {
@@ -229,15 +251,110 @@ pub fn decode_batch_into<R: DeserializeOwned>(
 ) -> Result<BatchHeader, CodecError> {
     let (header, version, payload) = verified_batch(bytes)?;
     let start = out.len();
+    let framed = version >= FRAMED_PLAIN;
     let decoded = match version {
-        PLAIN => decode_records(header.count, payload, out),
+        PLAIN | FRAMED_PLAIN => decode_records(header.count, payload, framed, out),
         _ => with_zstd(|zstd| {
             let records = zstd.expand(FrameKind::Batch, payload)?;
-            decode_records(header.count, records, out)
+            decode_records(header.count, records, framed, out)
         }),
     };
     decoded.inspect_err(|_| out.truncate(start))?;
     Ok(header)
+}
+
+/// A verified batch opened by [`open_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenBatch {
+    /// This build's framing: the byte range of each record in the caller's buffer, in order.
+    Framed(Vec<std::ops::Range<usize>>),
+    /// An earlier build's: the records follow each other bare and are found only by decoding
+    /// them ([`decode_batch_into`]).
+    Bare,
+}
+
+/// Verifies a batch frame and expands its payload into `buf`, finding each record's bytes
+/// without decoding any: a reader may keep some as bytes and decode the others with
+/// [`decode_record`]. The whole framing is checked before anything is returned, so a damaged
+/// batch is refused whole.
+pub fn open_batch(bytes: &[u8], buf: &mut Vec<u8>) -> Result<(BatchHeader, OpenBatch), CodecError> {
+    let (header, version, payload) = verified_batch(bytes)?;
+    buf.clear();
+    match version {
+        PLAIN | COMPRESSED => return Ok((header, OpenBatch::Bare)),
+        FRAMED_PLAIN => buf.extend_from_slice(payload),
+        _ => with_zstd(|zstd| {
+            buf.extend_from_slice(zstd.expand(FrameKind::Batch, payload)?);
+            Ok(())
+        })?,
+    }
+    let mut ranges = Vec::with_capacity(header.count as usize);
+    let mut at = 0;
+    for index in 0..header.count {
+        let range = framed_record(buf, at).ok_or_else(|| CodecError::Decode {
+            kind: FrameKind::Batch,
+            reason: format!("record {index}: its length runs past the payload"),
+        })?;
+        at = range.end;
+        ranges.push(range);
+    }
+    if at != buf.len() {
+        return Err(CodecError::Decode {
+            kind: FrameKind::Batch,
+            reason: format!(
+                "{} bytes left after {} records",
+                buf.len() - at,
+                header.count
+            ),
+        });
+    }
+    Ok((header, OpenBatch::Framed(ranges)))
+}
+
+/// The bytes of the framed record whose length starts at `at`.
+fn framed_record(payload: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+    let len = payload.get(at..at.checked_add(RECORD_LEN)?)?;
+    let len = u32::from_be_bytes(array(len)) as usize;
+    let start = at + RECORD_LEN;
+    let end = start.checked_add(len)?;
+    (end <= payload.len()).then_some(start..end)
+}
+
+/// Decodes one record of a framed batch: every byte must belong to it.
+pub fn decode_record<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, CodecError> {
+    let (record, used) = bincode::serde::decode_from_slice::<R, _>(bytes, config())
+        .map_err(|e| decode_error(FrameKind::Batch, e))?;
+    if used != bytes.len() {
+        return Err(CodecError::Decode {
+            kind: FrameKind::Batch,
+            reason: format!("{} bytes left after the record", bytes.len() - used),
+        });
+    }
+    Ok(record)
+}
+
+/// Decodes a value from the front of `bytes`, borrowing from them where it can, and returns it
+/// with the number of bytes it took: a reader takes a record's first fields and leaves the rest.
+pub fn decode_prefix<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<(T, usize), CodecError> {
+    bincode::serde::borrow_decode_from_slice::<T, _>(bytes, config())
+        .map_err(|e| decode_error(FrameKind::Batch, e))
+}
+
+/// The bincode of `value` alone, as it appears inside a record: no version, no compression.
+pub fn encode_bare<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode {
+        kind: FrameKind::Batch,
+        reason: e.to_string(),
+    })
+}
+
+fn decode_error(kind: FrameKind, e: bincode::error::DecodeError) -> CodecError {
+    CodecError::Decode {
+        kind,
+        reason: e.to_string(),
+    }
 }
 
 /// Checks a batch frame's length, magic, version and CRC without decoding its records.
@@ -261,6 +378,7 @@ fn verified_batch(bytes: &[u8]) -> Result<(BatchHeader, u16, &[u8]), CodecError>
 fn decode_records<R: DeserializeOwned>(
     count: u32,
     payload: &[u8],
+    framed: bool,
     out: &mut Vec<R>,
 ) -> Result<(), CodecError> {
     let kind = FrameKind::Batch;
@@ -268,15 +386,25 @@ fn decode_records<R: DeserializeOwned>(
     out.reserve((count as usize).min(payload.len()));
     let mut rest = payload;
     for index in 0..count {
-        let (record, used) =
-            bincode::serde::decode_from_slice::<R, _>(rest, config()).map_err(|e| {
-                CodecError::Decode {
-                    kind,
-                    reason: format!("record {index}: {e}"),
-                }
-            })?;
+        let decode = |reason: String| CodecError::Decode {
+            kind,
+            reason: format!("record {index}: {reason}"),
+        };
+        // A framed record must take exactly its length; a bare one takes what it takes.
+        let (bytes, after) = if framed {
+            let range = framed_record(rest, 0)
+                .ok_or_else(|| decode("its length runs past the payload".to_owned()))?;
+            (&rest[range.clone()], &rest[range.end..])
+        } else {
+            (rest, &rest[..0])
+        };
+        let (record, used) = bincode::serde::decode_from_slice::<R, _>(bytes, config())
+            .map_err(|e| decode(e.to_string()))?;
+        if framed && used != bytes.len() {
+            return Err(decode(format!("{} bytes left in it", bytes.len() - used)));
+        }
         out.push(record);
-        rest = &rest[used..];
+        rest = if framed { after } else { &rest[used..] };
     }
     if !rest.is_empty() {
         return Err(CodecError::Decode {
@@ -371,7 +499,7 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> 
         (found, _) => Err(CodecError::UnsupportedVersion {
             kind,
             found,
-            newest: FORMAT_VERSION,
+            newest: VALUE_VERSION,
         }),
     }
 }
@@ -664,17 +792,82 @@ mod tests {
         #[rustfmt::skip]
         let expected: Vec<u8> = vec![
             b'V', b'V', b'J', b'B',             // magic
-            0x00, 0x01,                         // format version 1
+            0x00, 0x03,                         // format version 3: framed, plain
             0, 0, 0, 0, 0, 0, 0, 5,             // first_seq 5
             0, 0, 0, 2,                         // 2 records
-            0, 0, 0, 14,                        // payload length
-            0xfd, 0xb1, 0xc0, 0x40,             // CRC32 (checked with Python's zlib.crc32)
-            // record 1: len 2 "ab", varint 300 (0xfb 0x2c 0x01), zigzag(-2)=3, None
-            2, b'a', b'b', 0xfb, 0x2c, 0x01, 3, 0,
-            // record 2: len 1 "c", 7, zigzag(1)=2, Some(9)
-            1, b'c', 7, 2, 1, 9,
+            0, 0, 0, 22,                        // payload length
+            0xb9, 0x91, 0x84, 0x57,             // CRC32 (checked with Python's zlib.crc32)
+            // record 1, 8 bytes: len 2 "ab", varint 300 (0xfb 0x2c 0x01), zigzag(-2)=3, None
+            0, 0, 0, 8, 2, b'a', b'b', 0xfb, 0x2c, 0x01, 3, 0,
+            // record 2, 6 bytes: len 1 "c", 7, zigzag(1)=2, Some(9)
+            0, 0, 0, 6, 1, b'c', 7, 2, 1, 9,
         ];
         assert_eq!(frame, expected, "actual: {frame:02x?}");
+        assert_eq!(
+            decode_batch::<Sample>(&frame).expect("valid").records,
+            records
+        );
+    }
+
+    #[test]
+    fn a_batch_opens_into_the_bytes_of_each_record_and_each_decodes_alone() {
+        for records in [alike(3), alike(40)] {
+            let frame = encode_batch(7, &records).expect("encodable");
+            let mut buf = Vec::new();
+            let (header, open) = open_batch(&frame, &mut buf).expect("valid");
+            assert_eq!(
+                header,
+                BatchHeader {
+                    first_seq: 7,
+                    count: records.len() as u32
+                }
+            );
+            let OpenBatch::Framed(ranges) = open else {
+                panic!("this build frames its records");
+            };
+            let decoded: Vec<Sample> = ranges
+                .iter()
+                .map(|r| decode_record(&buf[r.clone()]).expect("decodes"))
+                .collect();
+            assert_eq!(decoded, records);
+            // A prefix of a record decodes alone and says how much it took.
+            let (user, used): (&str, usize) =
+                decode_prefix(&buf[ranges[1].clone()]).expect("prefix");
+            assert_eq!(user, records[1].user);
+            assert_eq!(used, 1 + user.len());
+            assert!(
+                decode_record::<String>(&buf[ranges[1].clone()]).is_err(),
+                "bytes left over"
+            );
+        }
+    }
+
+    #[test]
+    fn a_framed_batch_whose_lengths_overrun_is_refused_whole() {
+        let records = [sample("ab", 300, -2, None), sample("c", 7, 1, Some(9))];
+        let mut frame = encode_batch(5, &records).expect("encodable");
+        // The second record's length claims one byte more than the payload holds; sealed again,
+        // as a build that framed it wrongly would have written it.
+        frame[BATCH_HEADER_LEN + 12 + 3] = 7;
+        let mut fields = [0u8; BATCH_FIELDS_LEN];
+        fields.copy_from_slice(&frame[..BATCH_FIELDS_LEN]);
+        seal(&mut frame, &fields);
+        let mut buf = Vec::new();
+        let err = open_batch(&frame, &mut buf).expect_err("overrun");
+        assert!(matches!(err, CodecError::Decode { .. }), "{err}");
+        let err = decode_batch::<Sample>(&frame).expect_err("overrun");
+        assert!(matches!(err, CodecError::Decode { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_bare_batch_of_an_earlier_build_opens_as_bare() {
+        let frame = bare_batch(3, &alike(5), PLAIN);
+        let mut buf = Vec::new();
+        let (header, open) = open_batch(&frame, &mut buf).expect("valid");
+        assert_eq!(
+            (header.first_seq, header.count, open),
+            (3, 5, OpenBatch::Bare)
+        );
     }
 
     #[test]
@@ -727,10 +920,10 @@ mod tests {
     #[test]
     fn a_newer_format_version_is_refused_and_not_called_torn() {
         let mut frame = encode_batch(1, &[sample("a", 1, 1, None)]).expect("encodable");
-        frame[5] = 3;
-        let err = decode_batch::<Sample>(&frame).expect_err("version 3 is unknown");
+        frame[5] = 5;
+        let err = decode_batch::<Sample>(&frame).expect_err("version 5 is unknown");
         assert!(
-            matches!(err, CodecError::UnsupportedVersion { found: 3, .. }),
+            matches!(err, CodecError::UnsupportedVersion { found: 5, .. }),
             "{err}"
         );
         assert!(!err.looks_torn());
@@ -754,7 +947,7 @@ mod tests {
     fn a_batch_of_alike_records_is_written_compressed_and_reads_back() {
         let records = alike(40);
         let frame = encode_batch(12, &records).expect("encodable");
-        assert_eq!(frame[4..6], [0, 2], "version 2: compressed");
+        assert_eq!(frame[4..6], [0, 4], "version 4: framed, compressed");
         let mut plain = Vec::new();
         for record in &records {
             bincode::serde::encode_into_std_write(record, &mut plain, config()).expect("encodable");
@@ -775,29 +968,44 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_plain_batch_of_an_earlier_build_still_reads() {
-        let records = alike(40);
+    /// A batch as earlier builds wrote it: records one after the other, without their lengths.
+    fn bare_batch(first_seq: u64, records: &[Sample], version: u16) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for record in records {
+            bincode::serde::encode_into_std_write(record, &mut raw, config()).expect("encodable");
+        }
         let mut frame = vec![0u8; BATCH_HEADER_LEN];
-        for record in &records {
-            bincode::serde::encode_into_std_write(record, &mut frame, config()).expect("encodable");
+        if version == COMPRESSED {
+            frame.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("compress"));
+        } else {
+            frame.extend_from_slice(&raw);
         }
         let payload_len = (frame.len() - BATCH_HEADER_LEN) as u32;
         let mut fields = [0u8; BATCH_FIELDS_LEN];
         fields[0..4].copy_from_slice(&BATCH_MAGIC);
-        fields[4..6].copy_from_slice(&PLAIN.to_be_bytes());
-        fields[6..14].copy_from_slice(&3u64.to_be_bytes());
-        fields[14..18].copy_from_slice(&40u32.to_be_bytes());
+        fields[4..6].copy_from_slice(&version.to_be_bytes());
+        fields[6..14].copy_from_slice(&first_seq.to_be_bytes());
+        fields[14..18].copy_from_slice(&(records.len() as u32).to_be_bytes());
         fields[18..22].copy_from_slice(&payload_len.to_be_bytes());
         seal(&mut frame, &fields);
-        let decoded = decode_batch::<Sample>(&frame).expect("valid");
-        assert_eq!(
-            decoded,
-            DecodedBatch {
-                first_seq: 3,
-                records
-            }
-        );
+        frame
+    }
+
+    #[test]
+    fn plain_and_compressed_batches_of_an_earlier_build_still_read() {
+        let records = alike(40);
+        for version in [PLAIN, COMPRESSED] {
+            let decoded = decode_batch::<Sample>(&bare_batch(3, &records, version)).expect("valid");
+            assert_eq!(
+                decoded,
+                DecodedBatch {
+                    first_seq: 3,
+                    records: records.clone()
+                },
+                "version {version}"
+            );
+        }
     }
 
     #[test]
@@ -920,7 +1128,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             let frame = encode_batch(5, &alike(n)).expect("encodable");
-            prop_assert_eq!(&frame[4..6], &[0u8, 2][..]);
+            prop_assert_eq!(&frame[4..6], &[0u8, 4][..]);
             let mut flipped = frame.clone();
             let at = position.index(frame.len());
             flipped[at] ^= flip;

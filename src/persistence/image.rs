@@ -4,16 +4,20 @@
 //! unpack a user that nothing touches.
 //!
 //! Replay opens a user on its first record, applies records through the engine's own `apply`,
-//! and packs it again at the end ([`Replay::finish`]).
+//! and packs it again at the end ([`Replay::finish`]). At startup it may instead keep a user's
+//! records as the bytes the journal holds ([`Replay::keep`]): the user is then packed as its
+//! earlier packed form followed by those events, applied when something unpacks it. Each step's
+//! last record says what the state holds once it is applied ([`Settled`]), so the user's deadline
+//! and plan are known without applying anything.
 
-use super::codec::{CodecError, FrameKind, decode_payload, encode_versioned, split_version};
+use super::codec::{self, CodecError, FrameKind, decode_payload, encode_versioned, split_version};
 use crate::engine::catalog::Catalog;
 use crate::engine::event::Event;
 use crate::engine::ledger::LedgerLine;
 use crate::engine::user::{
     Applied, Balance, Counter, Reservation, StoredUserState, Subscription, UserState,
 };
-use crate::engine::{Name, Record, Ts, UserKey, next_deadline};
+use crate::engine::{Mode, Name, Record, Settled, Ts, UserKey, next_deadline};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
@@ -58,6 +62,17 @@ impl<'de> Deserialize<'de> for PackedBytes {
 /// The layout of packed bytes: 2 leaves out the indexes derived from the balances (see
 /// [`UserState`]'s serialization); 1, written by earlier builds, holds them.
 const PACKED_VERSION: u16 = 2;
+/// Packed bytes that end in events not applied yet: the length of the packed form before them
+/// (u32, big-endian; 0 for a user that had none), that form, then the entries, each
+/// [`KEPT_EVENT`] with the event's length (u32, big-endian) and its bytes as the journal holds
+/// them, or [`KEPT_FLUSH`]. Made at startup only ([`Replay::keep`]); never nested.
+const KEPT_VERSION: u16 = 3;
+const KEPT_EVENT: u8 = 0;
+const KEPT_FLUSH: u8 = 1;
+/// Past this many bytes of kept events a user is applied at once instead: unpacking it later
+/// stays short (a few hundred events), and what kept users hold stays near what the journal's
+/// tail holds.
+const KEPT_BYTES_MAX: usize = 64 << 10;
 
 /// A user packed by a build that wrote version 1: every field, the indexes included.
 #[derive(Deserialize)]
@@ -93,6 +108,15 @@ impl Packed {
     pub fn unpack_bytes(bytes: &[u8]) -> Result<UserState, CodecError> {
         match split_version(bytes)? {
             (PACKED_VERSION, payload) => decode_payload(payload),
+            (KEPT_VERSION, payload) => {
+                let (base, events) = split_kept(payload)?;
+                let mut state = match base {
+                    [] => UserState::default(),
+                    base => Packed::unpack_bytes(base)?,
+                };
+                apply_kept(&mut state, events)?;
+                Ok(state)
+            }
             (1, payload) => {
                 let v1: PackedV1 = decode_payload(payload)?;
                 // The indexes it holds are rebuilt from the balances, as in version 2.
@@ -162,29 +186,58 @@ pub struct Image {
 pub struct Replay<'a> {
     image: &'a mut Image,
     open: FxHashMap<UserKey, UserState>,
+    /// Users whose records [`Replay::keep`] kept, by the bytes of their key.
+    kept: FxHashMap<Box<[u8]>, Kept>,
 }
+
+/// A user [`Replay::keep`] met.
+enum Kept {
+    Events(KeptEvents),
+    /// Applied and in `open`: its later records are applied too.
+    Opened,
+}
+
+/// A user's records kept as bytes, in the layout of [`KEPT_VERSION`]'s entries.
+#[derive(Default)]
+struct KeptEvents {
+    entries: Vec<u8>,
+    /// Whether any entry is an event (a flush alone changes nothing for a user replay has not
+    /// seen otherwise).
+    events: bool,
+    /// The [`Settled`] of the last event, if it ended its step.
+    settled: Option<Settled>,
+    /// The plan before the first step that changed it, and after the last.
+    plan: Option<(Option<Name>, Option<Name>)>,
+}
+
+/// The variants of [`Record`] that [`Replay::keep`] reads by their index (a test pins them).
+const RECORD_FLUSH_LEDGER: u32 = 4;
+const RECORD_EVENT: u32 = 6;
 
 impl Image {
     pub fn replay(&mut self) -> Replay<'_> {
         Replay {
             image: self,
             open: FxHashMap::default(),
+            kept: FxHashMap::default(),
         }
     }
 }
 
 impl Replay<'_> {
-    /// Makes room for `users` opened users at once: a tail of records that each open another
-    /// user (a burst of distinct users) otherwise rehashes the map of unpacked users again and
-    /// again as it doubles, moving every state each time.
+    /// Makes room for `users` users met by [`Replay::keep`] at once: a tail of records that each
+    /// meet another user (a burst of distinct users) otherwise rehashes the map again and again
+    /// as it doubles.
     pub fn reserve_users(&mut self, users: usize) {
-        self.open.reserve(users);
+        self.kept.reserve(users);
     }
 
     /// Applies a record the caller no longer needs. Returns what left memory with a user's event.
     pub fn apply_owned(&mut self, record: Record) -> Result<Applied, CodecError> {
         match record {
-            Record::User { key, event } => self.apply_event(&key, event),
+            Record::User { key, event } | Record::Event { key, event, .. } => {
+                self.apply_event(&key, event)
+            }
             Record::Catalog { app, change } => {
                 self.image.catalogs.entry(app).or_default().apply(&change);
                 Ok(Applied::default())
@@ -199,9 +252,102 @@ impl Replay<'_> {
         }
     }
 
+    /// A record given as the journal's bytes, whose history is on disk already: a user's event or
+    /// ledger flush is kept as bytes for a user replay has not opened, and applied for one it has;
+    /// any other record is applied. What leaves memory is not returned: it is on disk.
+    pub fn keep(&mut self, record: &[u8]) -> Result<(), CodecError> {
+        let (variant, at) = codec::decode_prefix::<u32>(record)?;
+        if variant != RECORD_EVENT && variant != RECORD_FLUSH_LEDGER {
+            return self.apply_owned(codec::decode_record(record)?).map(drop);
+        }
+        let (_, key_len) = codec::decode_prefix::<(&str, Mode, &str)>(&record[at..])?;
+        let (key, rest) = record[at..].split_at(key_len);
+        let kept = match self.kept.get_mut(key) {
+            Some(Kept::Events(kept)) => kept,
+            Some(Kept::Opened) => return self.apply_owned(codec::decode_record(record)?).map(drop),
+            None => {
+                let entry = self
+                    .kept
+                    .entry(key.into())
+                    .or_insert(Kept::Events(KeptEvents::default()));
+                let Kept::Events(kept) = entry else {
+                    unreachable!("just inserted")
+                };
+                kept
+            }
+        };
+        if variant == RECORD_FLUSH_LEDGER {
+            kept.entries.push(KEPT_FLUSH);
+        } else {
+            let (settled, used) = codec::decode_prefix::<Option<Settled>>(rest)?;
+            let event = &rest[used..];
+            let len = u32::try_from(event.len()).map_err(|_| CodecError::Decode {
+                kind: FrameKind::Batch,
+                reason: "an event larger than 4 GiB".to_owned(),
+            })?;
+            kept.entries.push(KEPT_EVENT);
+            kept.entries.extend_from_slice(&len.to_be_bytes());
+            kept.entries.extend_from_slice(event);
+            kept.events = true;
+            if let Some(Settled {
+                plan: Some((before, after)),
+                ..
+            }) = &settled
+            {
+                let first = kept.plan.take().map_or(before.clone(), |(first, _)| first);
+                kept.plan = Some((first, after.clone()));
+            }
+            kept.settled = settled;
+        }
+        if kept.entries.len() > KEPT_BYTES_MAX {
+            self.open_kept(key)?;
+        }
+        Ok(())
+    }
+
+    /// Applies what [`Replay::keep`] kept of a user and opens it, so that its later records are
+    /// applied.
+    fn open_kept(&mut self, key_bytes: &[u8]) -> Result<(), CodecError> {
+        let Some(Kept::Events(kept)) = self.kept.insert(key_bytes.into(), Kept::Opened) else {
+            return Ok(());
+        };
+        let key: UserKey = codec::decode_record(key_bytes)?;
+        let base = self.image.users.remove(&key);
+        if base.is_none() && !kept.events {
+            self.kept.remove(key_bytes);
+            return Ok(());
+        }
+        let mut state = match base {
+            Some(packed) => packed.unpack()?,
+            None => UserState::default(),
+        };
+        let before = active_plan(&state);
+        apply_kept(&mut state, &kept.entries)?;
+        let after = active_plan(&state);
+        if before != after {
+            count(&mut self.image.subscribers, &key.app, before, -1);
+            count(&mut self.image.subscribers, &key.app, after, 1);
+        }
+        self.open.insert(key, state);
+        Ok(())
+    }
+
+    /// Opens a user [`Replay::keep`] kept before a record of it is applied.
+    fn open_if_kept(&mut self, key: &UserKey) -> Result<(), CodecError> {
+        if self.kept.is_empty() {
+            return Ok(());
+        }
+        let key_bytes = codec::encode_bare(key)?;
+        match self.kept.get(key_bytes.as_slice()) {
+            Some(Kept::Events(_)) => self.open_kept(&key_bytes),
+            _ => Ok(()),
+        }
+    }
+
     /// A `Record::User` whose key the caller keeps: the key is copied only for a user not yet
     /// opened (recovery writes each record's history under its key).
     pub fn apply_event(&mut self, key: &UserKey, event: Arc<Event>) -> Result<Applied, CodecError> {
+        self.open_if_kept(key)?;
         let user = match self.open.get_mut(key) {
             Some(user) => user,
             None => {
@@ -224,6 +370,7 @@ impl Replay<'_> {
 
     /// A `Record::FlushLedger` whose key the caller keeps.
     pub fn flush_ledger(&mut self, key: &UserKey) -> Result<Applied, CodecError> {
+        self.open_if_kept(key)?;
         if let Some(user) = self.open.get_mut(key) {
             return Ok(user.flush_ledger());
         }
@@ -238,8 +385,35 @@ impl Replay<'_> {
         }
     }
 
-    /// Packs every user replay opened back into the image.
-    pub fn finish(self) -> Result<(), CodecError> {
+    /// Packs every user replay opened back into the image, and every user it kept with the
+    /// events it kept.
+    pub fn finish(mut self) -> Result<(), CodecError> {
+        let kept = std::mem::take(&mut self.kept);
+        for (key_bytes, kept) in kept {
+            let Kept::Events(kept) = kept else { continue };
+            if kept.events && kept.settled.is_none() {
+                // Its last step was cut short by a crash (a split batch): what the state holds
+                // after it is known only by applying it.
+                self.kept.insert(key_bytes.clone(), Kept::Events(kept));
+                self.open_kept(&key_bytes)?;
+                continue;
+            }
+            let key: UserKey = codec::decode_record(&key_bytes)?;
+            let base = self.image.users.get(&key);
+            if base.is_none() && !kept.events {
+                continue;
+            }
+            if let Some((before, after)) = kept.plan.filter(|(before, after)| before != after) {
+                count(&mut self.image.subscribers, &key.app, before, -1);
+                count(&mut self.image.subscribers, &key.app, after, 1);
+            }
+            let deadline = match kept.settled {
+                Some(settled) => settled.deadline,
+                None => base.and_then(|b| b.deadline),
+            };
+            let packed = Packed::with_kept(base, &kept.entries, deadline)?;
+            self.image.users.insert(key, packed);
+        }
         for (key, state) in self.open {
             self.image.users.insert(key, Packed::pack(&state)?);
         }
@@ -247,12 +421,83 @@ impl Replay<'_> {
     }
 }
 
+impl Packed {
+    /// `base` (or no user) followed by kept events, with the deadline the state holds after them.
+    fn with_kept(
+        base: Option<&Packed>,
+        entries: &[u8],
+        deadline: Option<Ts>,
+    ) -> Result<Packed, CodecError> {
+        let base = base.map_or(&[][..], Packed::bytes);
+        if split_version(base).is_ok_and(|(version, _)| version == KEPT_VERSION) {
+            return Err(CodecError::Encode {
+                kind: FrameKind::History,
+                reason: "kept events after kept events".to_owned(),
+            });
+        }
+        let base_len = u32::try_from(base.len()).map_err(|_| CodecError::Encode {
+            kind: FrameKind::History,
+            reason: "a packed user larger than 4 GiB".to_owned(),
+        })?;
+        let mut bytes = Vec::with_capacity(2 + 4 + base.len() + entries.len());
+        bytes.extend_from_slice(&KEPT_VERSION.to_be_bytes());
+        bytes.extend_from_slice(&base_len.to_be_bytes());
+        bytes.extend_from_slice(base);
+        bytes.extend_from_slice(entries);
+        Ok(Packed {
+            bytes: PackedBytes(bytes.into_boxed_slice()),
+            deadline,
+        })
+    }
+}
+
+/// The packed form and the entries of [`KEPT_VERSION`]'s payload.
+fn split_kept(payload: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
+    let damaged = || CodecError::Decode {
+        kind: FrameKind::History,
+        reason: "kept events: a length runs past the end".to_owned(),
+    };
+    let (len, rest) = payload.split_first_chunk::<4>().ok_or_else(damaged)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if len > rest.len() {
+        return Err(damaged());
+    }
+    Ok(rest.split_at(len))
+}
+
+/// Applies kept entries in order; what leaves memory is on disk already.
+fn apply_kept(state: &mut UserState, mut entries: &[u8]) -> Result<(), CodecError> {
+    let damaged = |what: &str| CodecError::Decode {
+        kind: FrameKind::History,
+        reason: format!("kept events: {what}"),
+    };
+    while let Some((&kind, rest)) = entries.split_first() {
+        match kind {
+            KEPT_FLUSH => {
+                state.flush_ledger();
+                entries = rest;
+            }
+            KEPT_EVENT => {
+                let (len, rest) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| damaged("a length runs past the end"))?;
+                let len = u32::from_be_bytes(*len) as usize;
+                if len > rest.len() {
+                    return Err(damaged("an event runs past the end"));
+                }
+                let (event, rest) = rest.split_at(len);
+                let event: Event = codec::decode_record(event)?;
+                state.apply_owned(Arc::new(event));
+                entries = rest;
+            }
+            other => return Err(damaged(&format!("unknown entry {other}"))),
+        }
+    }
+    Ok(())
+}
+
 fn active_plan(state: &UserState) -> Option<Name> {
-    state
-        .subscription
-        .as_ref()
-        .and_then(|s| s.active_plan())
-        .cloned()
+    state.active_plan().cloned()
 }
 
 /// Adds `delta` to the subscriber count of `plan`, dropping counts that reach zero.
@@ -272,5 +517,92 @@ pub fn count(
         subscribers.remove(&key);
     } else {
         subscribers.insert(key, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ids::UserId;
+
+    #[test]
+    fn the_record_variants_keep_reads_by_index_are_the_ones_it_means() {
+        let key = UserKey {
+            app: "app".into(),
+            mode: Mode::Test,
+            user: UserId::parse("u1").expect("a user id"),
+        };
+        let variant = |record: &Record| {
+            let bytes = codec::encode_bare(record).expect("encodes");
+            codec::decode_prefix::<u32>(&bytes).expect("decodes").0
+        };
+        let event = Arc::new(Event {
+            id: "evt_1".into(),
+            at: Ts(0),
+            kind: crate::engine::event::EventKind::UsageExpired {
+                reservation_id: "res_1".into(),
+            },
+        });
+        let record = Record::Event {
+            key: key.clone(),
+            settled: None,
+            event,
+        };
+        assert_eq!(variant(&record), RECORD_EVENT);
+        assert_eq!(
+            variant(&Record::FlushLedger { key: key.clone() }),
+            RECORD_FLUSH_LEDGER
+        );
+        // The key follows the variant as `UserKey` itself encodes.
+        let bytes = codec::encode_bare(&record).expect("encodes");
+        let (_, at) = codec::decode_prefix::<u32>(&bytes).expect("variant");
+        let (_, len) = codec::decode_prefix::<(&str, Mode, &str)>(&bytes[at..]).expect("key");
+        assert_eq!(
+            &bytes[at..at + len],
+            codec::encode_bare(&key).expect("encodes")
+        );
+    }
+
+    /// A user granted a pack and then consuming `consumes` times, kept by replay as bytes.
+    fn kept_user(consumes: usize) -> (UserState, Packed) {
+        use crate::engine::tests::{World, pack};
+        let key = UserKey {
+            app: "app".into(),
+            mode: Mode::Live,
+            user: UserId::parse("u1").expect("a user id"),
+        };
+        let mut w = World::with(
+            vec![],
+            vec![pack("img", &[("i", "image.*", 100_000)], None)],
+        );
+        w.grant_one("img", "r");
+        for _ in 0..consumes {
+            w.consume("image.flux", 1).expect("consume");
+        }
+        let events = w.journal.iter().cloned().map(Arc::new).collect();
+        let settled = Settled::of(&w.state, None);
+        let mut image = Image::default();
+        let mut replay = image.replay();
+        for record in Record::events(&key, events, settled) {
+            replay
+                .keep(&codec::encode_bare(&record).expect("encodes"))
+                .expect("keeps");
+        }
+        replay.finish().expect("packs");
+        (w.state, image.users.remove(&key).expect("a user"))
+    }
+
+    #[test]
+    fn a_kept_user_unpacks_to_the_applied_state_and_past_the_bound_is_applied_at_once() {
+        let version = |packed: &Packed| split_version(packed.bytes()).expect("versioned").0;
+        let (state, packed) = kept_user(10);
+        assert_eq!(version(&packed), KEPT_VERSION, "kept as bytes");
+        assert!(packed.len() < KEPT_BYTES_MAX);
+        assert_eq!(packed.unpack().expect("unpacks"), state);
+        assert_eq!(packed.deadline, next_deadline(&state));
+
+        let (state, packed) = kept_user(1_000);
+        assert_eq!(version(&packed), PACKED_VERSION, "applied past the bound");
+        assert_eq!(packed.unpack().expect("unpacks"), state);
     }
 }

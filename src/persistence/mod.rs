@@ -23,13 +23,14 @@ pub mod snapshot;
 pub mod webhooks;
 
 pub use codec::{
-    BatchHeader, CodecError, DecodedBatch, FORMAT_VERSION, FrameKind, decode_batch,
-    decode_batch_into, decode_snapshot, encode_batch, encode_snapshot, verify_batch,
+    BatchHeader, CodecError, DecodedBatch, FORMAT_VERSION, FrameKind, OpenBatch, decode_batch,
+    decode_batch_into, decode_record, decode_snapshot, encode_batch, encode_snapshot, verify_batch,
 };
 pub use history::{History, HistoryError, HistoryWrite};
 pub use journal::{Batches, DiskSync, Journal, JournalError, SledJournal};
 pub use recovery::{
-    BatchDefect, DroppedBatch, RecoveryError, ReplayReport, journal_end, read_records, replay,
+    BatchDefect, DroppedBatch, RecoveryError, ReplayReport, Stored, journal_end, read_records,
+    replay, replay_stored,
 };
 pub use snapshot::{
     LoadedSnapshot, RefusalReason, RefusedSnapshot, SnapshotError, SnapshotLoad, SnapshotStore,

@@ -3,7 +3,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::codec::{self, BatchHeader, CodecError};
+use super::codec::{self, BatchHeader, CodecError, OpenBatch};
 use super::journal::{Journal, JournalError};
 
 /// What a replay did; `next_seq` is the sequence number the writer must use next.
@@ -84,13 +84,140 @@ pub enum RecoveryError {
 pub fn replay<J, R, F>(
     journal: &mut J,
     from_seq: u64,
-    mut apply: F,
+    apply: F,
 ) -> Result<ReplayReport, RecoveryError>
 where
     J: Journal,
     R: DeserializeOwned,
     F: FnMut(u64, R),
 {
+    replay_with(
+        journal,
+        from_seq,
+        Decoding {
+            records: Vec::new(),
+            apply,
+        },
+    )
+}
+
+/// A record as [`replay_stored`] hands it over.
+#[derive(Debug)]
+pub enum Stored<'a, R> {
+    /// Its bytes, to decode with [`codec::decode_record`] or keep as they are.
+    Bytes(&'a [u8]),
+    /// Decoded: an earlier build's batch, whose records are found only by decoding them.
+    Decoded(R),
+}
+
+/// [`replay`], handing over the records of this build's batches as bytes, for a caller that
+/// decodes only some of them. Each batch is verified and its framing checked whole before any
+/// of its records reach `apply`; a record's own bytes are the caller's to decode.
+pub fn replay_stored<J, R, F>(
+    journal: &mut J,
+    from_seq: u64,
+    apply: F,
+) -> Result<ReplayReport, RecoveryError>
+where
+    J: Journal,
+    R: DeserializeOwned,
+    F: FnMut(u64, Stored<'_, R>),
+{
+    replay_with(
+        journal,
+        from_seq,
+        Opening {
+            buf: Vec::new(),
+            open: OpenBatch::Bare,
+            records: Vec::new(),
+            apply,
+        },
+    )
+}
+
+/// How [`replay_with`] reads a batch and hands its records over.
+trait Reader {
+    /// Reads a verified frame into the reader's buffers.
+    fn read(&mut self, frame: &[u8]) -> Result<BatchHeader, CodecError>;
+    /// Hands over the records of the batch just read whose sequence is at least `from_seq`;
+    /// returns how many.
+    fn hand(&mut self, first_seq: u64, from_seq: u64) -> u64;
+}
+
+struct Decoding<R, F> {
+    records: Vec<R>,
+    apply: F,
+}
+
+impl<R: DeserializeOwned, F: FnMut(u64, R)> Reader for Decoding<R, F> {
+    fn read(&mut self, frame: &[u8]) -> Result<BatchHeader, CodecError> {
+        self.records.clear();
+        codec::decode_batch_into(frame, &mut self.records)
+    }
+
+    fn hand(&mut self, first_seq: u64, from_seq: u64) -> u64 {
+        let mut handed = 0;
+        for (seq, record) in (first_seq..).zip(self.records.drain(..)) {
+            if seq >= from_seq {
+                (self.apply)(seq, record);
+                handed += 1;
+            }
+        }
+        handed
+    }
+}
+
+struct Opening<R, F> {
+    buf: Vec<u8>,
+    open: OpenBatch,
+    records: Vec<R>,
+    apply: F,
+}
+
+impl<R, F> Reader for Opening<R, F>
+where
+    R: DeserializeOwned,
+    F: FnMut(u64, Stored<'_, R>),
+{
+    fn read(&mut self, frame: &[u8]) -> Result<BatchHeader, CodecError> {
+        self.records.clear();
+        let (header, open) = codec::open_batch(frame, &mut self.buf)?;
+        if open == OpenBatch::Bare {
+            codec::decode_batch_into(frame, &mut self.records)?;
+        }
+        self.open = open;
+        Ok(header)
+    }
+
+    fn hand(&mut self, first_seq: u64, from_seq: u64) -> u64 {
+        let mut handed = 0;
+        match std::mem::replace(&mut self.open, OpenBatch::Bare) {
+            OpenBatch::Framed(ranges) => {
+                for (seq, range) in (first_seq..).zip(ranges) {
+                    if seq >= from_seq {
+                        (self.apply)(seq, Stored::Bytes(&self.buf[range]));
+                        handed += 1;
+                    }
+                }
+            }
+            OpenBatch::Bare => {
+                for (seq, record) in (first_seq..).zip(self.records.drain(..)) {
+                    if seq >= from_seq {
+                        (self.apply)(seq, Stored::Decoded(record));
+                        handed += 1;
+                    }
+                }
+            }
+        }
+        handed
+    }
+}
+
+fn replay_with<J: Journal>(
+    journal: &mut J,
+    from_seq: u64,
+    mut reader: impl Reader,
+) -> Result<ReplayReport, RecoveryError> {
     let mut report = ReplayReport {
         from_seq,
         next_seq: from_seq,
@@ -98,8 +225,6 @@ where
         batches_read: 0,
         dropped_torn_batch: None,
     };
-    // One buffer for all batches: records are decoded into it and drained into `apply`.
-    let mut records: Vec<R> = Vec::new();
     let mut expected: Option<u64> = None;
     let mut torn = None;
     {
@@ -107,7 +232,7 @@ where
         while let Some(item) = batches.next() {
             let (key, frame) = item?;
             let frame = frame.as_ref();
-            let header = match codec::decode_batch_into(frame, &mut records) {
+            let header = match reader.read(frame) {
                 Ok(header) => header,
                 Err(reason) => {
                     if is_last(&mut batches)? && reason.looks_torn() {
@@ -132,12 +257,7 @@ where
             )?;
             expected = Some(end);
             report.batches_read += 1;
-            for (seq, record) in (key..).zip(records.drain(..)) {
-                if seq >= from_seq {
-                    apply(seq, record);
-                    report.records_replayed += 1;
-                }
-            }
+            report.records_replayed += reader.hand(key, from_seq);
         }
     }
     if let Some(dropped) = torn {

@@ -651,3 +651,111 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+/// The steps of `ops` run on `w` as user `key`: each op's records, settled as an actor settles a
+/// step.
+fn settled_steps(w: &mut World, key: &UserKey, ops: &[Op]) -> Vec<Vec<Record>> {
+    use crate::engine::state::Settled;
+    let mut steps = Vec::new();
+    for op in ops {
+        let plan_before = w.state.active_plan().cloned();
+        let from = w.journal.len();
+        run_op(w, op);
+        let events: Vec<Arc<Event>> = w.journal[from..].iter().cloned().map(Arc::new).collect();
+        if !events.is_empty() {
+            let settled = Settled::of(&w.state, plan_before);
+            steps.push(Record::events(key, events, settled).collect());
+        }
+    }
+    steps
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Startup's replay, which keeps a user's records as the journal's bytes and applies them when
+    /// the user is unpacked, gives the same users, deadlines and subscriber counts as applying
+    /// every record: after a snapshot taken between any two steps, with users flushing their
+    /// ledger, with records of the newest batch applied among kept ones, and when the last step
+    /// lost its end (a journal whose batches could split a step).
+    #[test]
+    fn replay_that_keeps_records_as_bytes_equals_replay_that_applies_them(
+        ops_a in ops(40),
+        ops_b in ops(40),
+        snapshot_at in any::<prop::sample::Index>(),
+        flush_at in any::<prop::sample::Index>(),
+        applied_from in any::<prop::sample::Index>(),
+        cut_step in any::<bool>(),
+    ) {
+        use crate::persistence::codec::{decode_record, encode_bare};
+        use crate::persistence::image::Image;
+        let key = |user: &str| UserKey {
+            app: "app".into(),
+            mode: Mode::Live,
+            user: UserId::parse(user).expect("a user id"),
+        };
+        let (a, b) = (key("a"), key("b"));
+        let steps_a = settled_steps(&mut world(), &a, &ops_a);
+        let steps_b = settled_steps(&mut world(), &b, &ops_b);
+        // Two users' steps interleaved, with a flush of each user's ledger between two of them.
+        let mut steps = Vec::new();
+        let flush_at = flush_at.index(steps_a.len() + 1);
+        let mut b_steps = steps_b.into_iter();
+        for (i, step) in steps_a.into_iter().enumerate() {
+            if i == flush_at {
+                steps.push(vec![Record::FlushLedger { key: a.clone() }]);
+                steps.push(vec![Record::FlushLedger { key: b.clone() }]);
+            }
+            steps.push(step);
+            steps.extend(b_steps.next());
+        }
+        steps.extend(b_steps);
+        if cut_step {
+            if let Some(last) = steps.iter_mut().rev().find(|s| s.len() > 1) {
+                last.pop();
+            }
+        }
+        let snapshot_at: usize = steps[..snapshot_at.index(steps.len() + 1)].iter().map(Vec::len).sum();
+        let records: Vec<Record> = steps.into_iter().flatten().collect();
+        let bytes: Vec<Vec<u8>> = records.iter().map(|r| encode_bare(r).expect("encodes")).collect();
+
+        // The snapshot, taken the way the snapshotter takes it.
+        let mut snapshot = Image::default();
+        let mut replay = snapshot.replay();
+        for record in &records[..snapshot_at] {
+            replay.apply_owned(record.clone()).expect("applies");
+        }
+        replay.finish().expect("packs");
+
+        let mut applied = snapshot.clone();
+        let mut replay = applied.replay();
+        for record in &bytes[snapshot_at..] {
+            replay.apply_owned(decode_record(record).expect("decodes")).expect("applies");
+        }
+        replay.finish().expect("packs");
+
+        let mut kept = snapshot.clone();
+        let mut replay = kept.replay();
+        let applied_from = snapshot_at + applied_from.index(records.len() - snapshot_at + 1);
+        for (i, record) in bytes.iter().enumerate().skip(snapshot_at) {
+            if i < applied_from {
+                replay.keep(record).expect("keeps");
+            } else {
+                replay.apply_owned(decode_record(record).expect("decodes")).expect("applies");
+            }
+        }
+        replay.finish().expect("packs");
+
+        prop_assert_eq!(&kept.subscribers, &applied.subscribers);
+        let mut keys: Vec<&UserKey> = applied.users.keys().collect();
+        keys.sort();
+        let mut kept_keys: Vec<&UserKey> = kept.users.keys().collect();
+        kept_keys.sort();
+        prop_assert_eq!(&kept_keys, &keys);
+        for key in keys {
+            let (k, p) = (&kept.users[key], &applied.users[key]);
+            prop_assert_eq!(k.deadline, p.deadline, "deadline of {:?}", key);
+            prop_assert_eq!(k.unpack().expect("unpacks"), p.unpack().expect("unpacks"));
+        }
+    }
+}
