@@ -284,8 +284,11 @@ pub fn open_batch(bytes: &[u8], buf: &mut Vec<u8>) -> Result<(BatchHeader, OpenB
         PLAIN | COMPRESSED => return Ok((header, OpenBatch::Bare)),
         FRAMED_PLAIN => buf.extend_from_slice(payload),
         _ => with_zstd(|zstd| {
-            buf.extend_from_slice(zstd.expand(FrameKind::Batch, payload)?);
-            Ok(())
+            // Expanded straight into the caller's buffer, not through the scratch one.
+            std::mem::swap(&mut zstd.scratch, buf);
+            let expanded = zstd.expand(FrameKind::Batch, payload).map(drop);
+            std::mem::swap(&mut zstd.scratch, buf);
+            expanded
         })?,
     }
     let mut ranges = Vec::with_capacity(header.count as usize);

@@ -186,8 +186,83 @@ pub struct Image {
 pub struct Replay<'a> {
     image: &'a mut Image,
     open: FxHashMap<UserKey, UserState>,
-    /// Users whose records [`Replay::keep`] kept, by the bytes of their key.
-    kept: FxHashMap<Box<[u8]>, Kept>,
+    /// Users whose records [`Replay::keep`] kept, by the bytes of their key: an index into
+    /// `kept_users`, so that the map a record looks its user up in stays small in the cache.
+    kept: FxHashMap<Box<[u8]>, u32>,
+    kept_users: Vec<Kept>,
+    /// The bytes of the events kept, in the order met.
+    arena: Arena,
+}
+
+/// Kept events one after the other in large chunks: copied once, in order, instead of into a
+/// buffer per user that grows by doubling; each user's entries are gathered at the end.
+#[derive(Default)]
+struct Arena {
+    chunks: Vec<Vec<u8>>,
+}
+
+/// Bytes of an arena chunk (a larger event gets a chunk of its own size).
+const ARENA_CHUNK: usize = 1 << 20;
+
+/// Where an arena holds one kept event, or a ledger flush.
+#[derive(Clone, Copy)]
+struct KeptRef {
+    chunk: u32,
+    start: u32,
+    len: u32,
+}
+
+impl KeptRef {
+    const FLUSH: KeptRef = KeptRef {
+        chunk: u32::MAX,
+        start: 0,
+        len: 0,
+    };
+
+    /// Bytes of its entry in [`KEPT_VERSION`]'s layout.
+    fn entry_len(self) -> usize {
+        if self.chunk == u32::MAX {
+            1
+        } else {
+            1 + 4 + self.len as usize
+        }
+    }
+}
+
+impl Arena {
+    fn push(&mut self, bytes: &[u8]) -> KeptRef {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= bytes.len());
+        if !fits {
+            self.chunks
+                .push(Vec::with_capacity(ARENA_CHUNK.max(bytes.len())));
+        }
+        let chunk = self.chunks.len() - 1;
+        let buf = &mut self.chunks[chunk];
+        let start = buf.len();
+        buf.extend_from_slice(bytes);
+        KeptRef {
+            chunk: chunk as u32,
+            start: start as u32,
+            len: bytes.len() as u32,
+        }
+    }
+
+    /// Appends the entries of `refs` in [`KEPT_VERSION`]'s layout.
+    fn write(&self, refs: &[KeptRef], out: &mut Vec<u8>) {
+        for r in refs {
+            if r.chunk == u32::MAX {
+                out.push(KEPT_FLUSH);
+                continue;
+            }
+            let start = r.start as usize;
+            out.push(KEPT_EVENT);
+            out.extend_from_slice(&r.len.to_be_bytes());
+            out.extend_from_slice(&self.chunks[r.chunk as usize][start..start + r.len as usize]);
+        }
+    }
 }
 
 /// A user [`Replay::keep`] met.
@@ -200,14 +275,17 @@ enum Kept {
 /// A user's records kept as bytes, in the layout of [`KEPT_VERSION`]'s entries.
 #[derive(Default)]
 struct KeptEvents {
-    entries: Vec<u8>,
+    refs: Vec<KeptRef>,
+    /// Bytes of its entries in [`KEPT_VERSION`]'s layout.
+    len: usize,
     /// Whether any entry is an event (a flush alone changes nothing for a user replay has not
     /// seen otherwise).
     events: bool,
-    /// The [`Settled`] of the last event, if it ended its step.
-    settled: Option<Settled>,
+    /// Whether the last event ended its step, and the deadline its [`Settled`] gave.
+    settled: bool,
+    deadline: Option<Ts>,
     /// The plan before the first step that changed it, and after the last.
-    plan: Option<(Option<Name>, Option<Name>)>,
+    plan: Option<Box<(Option<Name>, Option<Name>)>>,
 }
 
 /// The variants of [`Record`] that [`Replay::keep`] reads by their index (a test pins them).
@@ -220,6 +298,8 @@ impl Image {
             image: self,
             open: FxHashMap::default(),
             kept: FxHashMap::default(),
+            kept_users: Vec::new(),
+            arena: Arena::default(),
         }
     }
 }
@@ -230,6 +310,7 @@ impl Replay<'_> {
     /// as it doubles.
     pub fn reserve_users(&mut self, users: usize) {
         self.kept.reserve(users);
+        self.kept_users.reserve(users);
     }
 
     /// Applies a record the caller no longer needs. Returns what left memory with a user's event.
@@ -262,44 +343,41 @@ impl Replay<'_> {
         }
         let (_, key_len) = codec::decode_prefix::<(&str, Mode, &str)>(&record[at..])?;
         let (key, rest) = record[at..].split_at(key_len);
-        let kept = match self.kept.get_mut(key) {
-            Some(Kept::Events(kept)) => kept,
-            Some(Kept::Opened) => return self.apply_owned(codec::decode_record(record)?).map(drop),
+        let index = match self.kept.get(key) {
+            Some(&index) => index as usize,
             None => {
-                let entry = self
-                    .kept
-                    .entry(key.into())
-                    .or_insert(Kept::Events(KeptEvents::default()));
-                let Kept::Events(kept) = entry else {
-                    unreachable!("just inserted")
-                };
-                kept
+                let index = self.kept_users.len();
+                self.kept_users.push(Kept::Events(KeptEvents::default()));
+                self.kept.insert(key.into(), index as u32);
+                index
             }
         };
-        if variant == RECORD_FLUSH_LEDGER {
-            kept.entries.push(KEPT_FLUSH);
+        let kept = match &mut self.kept_users[index] {
+            Kept::Events(kept) => kept,
+            Kept::Opened => return self.apply_owned(codec::decode_record(record)?).map(drop),
+        };
+        let kept_ref = if variant == RECORD_FLUSH_LEDGER {
+            KeptRef::FLUSH
         } else {
             let (settled, used) = codec::decode_prefix::<Option<Settled>>(rest)?;
-            let event = &rest[used..];
-            let len = u32::try_from(event.len()).map_err(|_| CodecError::Decode {
-                kind: FrameKind::Batch,
-                reason: "an event larger than 4 GiB".to_owned(),
-            })?;
-            kept.entries.push(KEPT_EVENT);
-            kept.entries.extend_from_slice(&len.to_be_bytes());
-            kept.entries.extend_from_slice(event);
+            // A framed record is shorter than 4 GiB, so its event's length fits the entry's.
+            let kept_ref = self.arena.push(&rest[used..]);
             kept.events = true;
             if let Some(Settled {
                 plan: Some((before, after)),
                 ..
             }) = &settled
             {
-                let first = kept.plan.take().map_or(before.clone(), |(first, _)| first);
-                kept.plan = Some((first, after.clone()));
+                let first = kept.plan.take().map_or(before.clone(), |plan| plan.0);
+                kept.plan = Some(Box::new((first, after.clone())));
             }
-            kept.settled = settled;
-        }
-        if kept.entries.len() > KEPT_BYTES_MAX {
+            kept.settled = settled.is_some();
+            kept.deadline = settled.and_then(|s| s.deadline);
+            kept_ref
+        };
+        kept.refs.push(kept_ref);
+        kept.len += kept_ref.entry_len();
+        if kept.len > KEPT_BYTES_MAX {
             self.open_kept(key)?;
         }
         Ok(())
@@ -308,13 +386,19 @@ impl Replay<'_> {
     /// Applies what [`Replay::keep`] kept of a user and opens it, so that its later records are
     /// applied.
     fn open_kept(&mut self, key_bytes: &[u8]) -> Result<(), CodecError> {
-        let Some(Kept::Events(kept)) = self.kept.insert(key_bytes.into(), Kept::Opened) else {
+        let Some(&index) = self.kept.get(key_bytes) else {
+            return Ok(());
+        };
+        let Kept::Events(kept) =
+            std::mem::replace(&mut self.kept_users[index as usize], Kept::Opened)
+        else {
             return Ok(());
         };
         let key: UserKey = codec::decode_record(key_bytes)?;
         let base = self.image.users.remove(&key);
         if base.is_none() && !kept.events {
-            self.kept.remove(key_bytes);
+            // Nothing to apply a flush to: its later records meet it anew.
+            self.kept_users[index as usize] = Kept::Events(KeptEvents::default());
             return Ok(());
         }
         let mut state = match base {
@@ -322,7 +406,9 @@ impl Replay<'_> {
             None => UserState::default(),
         };
         let before = active_plan(&state);
-        apply_kept(&mut state, &kept.entries)?;
+        let mut entries = Vec::with_capacity(kept.len);
+        self.arena.write(&kept.refs, &mut entries);
+        apply_kept(&mut state, &entries)?;
         let after = active_plan(&state);
         if before != after {
             count(&mut self.image.subscribers, &key.app, before, -1);
@@ -339,7 +425,9 @@ impl Replay<'_> {
         }
         let key_bytes = codec::encode_bare(key)?;
         match self.kept.get(key_bytes.as_slice()) {
-            Some(Kept::Events(_)) => self.open_kept(&key_bytes),
+            Some(&index) if matches!(self.kept_users[index as usize], Kept::Events(_)) => {
+                self.open_kept(&key_bytes)
+            }
             _ => Ok(()),
         }
     }
@@ -389,29 +477,36 @@ impl Replay<'_> {
     /// events it kept.
     pub fn finish(mut self) -> Result<(), CodecError> {
         let kept = std::mem::take(&mut self.kept);
-        for (key_bytes, kept) in kept {
-            let Kept::Events(kept) = kept else { continue };
-            if kept.events && kept.settled.is_none() {
+        for (key_bytes, index) in kept {
+            let index = index as usize;
+            if matches!(&self.kept_users[index], Kept::Events(k) if k.events && !k.settled) {
                 // Its last step was cut short by a crash (a split batch): what the state holds
                 // after it is known only by applying it.
-                self.kept.insert(key_bytes.clone(), Kept::Events(kept));
+                self.kept.insert(key_bytes.clone(), index as u32);
                 self.open_kept(&key_bytes)?;
                 continue;
             }
+            let Kept::Events(kept) = std::mem::replace(&mut self.kept_users[index], Kept::Opened)
+            else {
+                continue;
+            };
             let key: UserKey = codec::decode_record(&key_bytes)?;
             let base = self.image.users.get(&key);
             if base.is_none() && !kept.events {
                 continue;
             }
-            if let Some((before, after)) = kept.plan.filter(|(before, after)| before != after) {
+            if let Some((before, after)) = kept.plan.map(|p| *p).filter(|(b, a)| b != a) {
                 count(&mut self.image.subscribers, &key.app, before, -1);
                 count(&mut self.image.subscribers, &key.app, after, 1);
             }
-            let deadline = match kept.settled {
-                Some(settled) => settled.deadline,
-                None => base.and_then(|b| b.deadline),
+            let deadline = if kept.settled {
+                kept.deadline
+            } else {
+                base.and_then(|b| b.deadline)
             };
-            let packed = Packed::with_kept(base, &kept.entries, deadline)?;
+            let packed = Packed::with_kept(base, kept.len, deadline, |out| {
+                self.arena.write(&kept.refs, out)
+            })?;
             self.image.users.insert(key, packed);
         }
         for (key, state) in self.open {
@@ -425,8 +520,9 @@ impl Packed {
     /// `base` (or no user) followed by kept events, with the deadline the state holds after them.
     fn with_kept(
         base: Option<&Packed>,
-        entries: &[u8],
+        entries_len: usize,
         deadline: Option<Ts>,
+        write_entries: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Packed, CodecError> {
         let base = base.map_or(&[][..], Packed::bytes);
         if split_version(base).is_ok_and(|(version, _)| version == KEPT_VERSION) {
@@ -439,11 +535,11 @@ impl Packed {
             kind: FrameKind::History,
             reason: "a packed user larger than 4 GiB".to_owned(),
         })?;
-        let mut bytes = Vec::with_capacity(2 + 4 + base.len() + entries.len());
+        let mut bytes = Vec::with_capacity(2 + 4 + base.len() + entries_len);
         bytes.extend_from_slice(&KEPT_VERSION.to_be_bytes());
         bytes.extend_from_slice(&base_len.to_be_bytes());
         bytes.extend_from_slice(base);
-        bytes.extend_from_slice(entries);
+        write_entries(&mut bytes);
         Ok(Packed {
             bytes: PackedBytes(bytes.into_boxed_slice()),
             deadline,
