@@ -456,7 +456,8 @@ impl UserActor {
             return;
         }
         let settled = Settled::of(&self.state, plan_before);
-        if let Some((before, after)) = &settled.plan {
+        if let Some(plan) = &settled.plan {
+            let (before, after) = &**plan;
             self.shared
                 .count_subscriber(&self.key.app, before.as_deref(), -1);
             self.shared

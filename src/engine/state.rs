@@ -100,8 +100,9 @@ pub enum Record {
 pub struct Settled {
     /// [`super::next_deadline`] of the state.
     pub deadline: Option<Ts>,
-    /// The active plan before the step and after it, when the step changed it.
-    pub plan: Option<(Option<Name>, Option<Name>)>,
+    /// The active plan before the step and after it, when the step changed it (boxed: rare, and
+    /// every queued record holds room for a `Settled`).
+    pub plan: Option<Box<(Option<Name>, Option<Name>)>>,
 }
 
 impl Settled {
@@ -110,7 +111,8 @@ impl Settled {
         let plan_after = state.active_plan();
         Settled {
             deadline: super::next_deadline(state),
-            plan: (plan_before.as_ref() != plan_after).then(|| (plan_before, plan_after.cloned())),
+            plan: (plan_before.as_ref() != plan_after)
+                .then(|| Box::new((plan_before, plan_after.cloned()))),
         }
     }
 }

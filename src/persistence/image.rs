@@ -363,16 +363,17 @@ impl Replay<'_> {
             // A framed record is shorter than 4 GiB, so its event's length fits the entry's.
             let kept_ref = self.arena.push(&rest[used..]);
             kept.events = true;
-            if let Some(Settled {
-                plan: Some((before, after)),
-                ..
-            }) = &settled
-            {
-                let first = kept.plan.take().map_or(before.clone(), |plan| plan.0);
-                kept.plan = Some(Box::new((first, after.clone())));
-            }
             kept.settled = settled.is_some();
-            kept.deadline = settled.and_then(|s| s.deadline);
+            if let Some(settled) = settled {
+                kept.deadline = settled.deadline;
+                if let Some(mut plan) = settled.plan {
+                    // The plan before the first change is kept; the one after, the newest.
+                    if let Some(first) = kept.plan.take() {
+                        plan.0 = first.0;
+                    }
+                    kept.plan = Some(plan);
+                }
+            }
             kept_ref
         };
         kept.refs.push(kept_ref);
