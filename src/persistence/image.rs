@@ -8,7 +8,8 @@
 //! records as the bytes the journal holds ([`Replay::keep`]): the user is then packed as its
 //! earlier packed form followed by those events, applied when something unpacks it. Each step's
 //! last record says what the state holds once it is applied ([`Settled`]), so the user's deadline
-//! and plan are known without applying anything.
+//! and plan are known without applying anything. That holds because a step is journaled whole
+//! (the writer cuts batches only between pushes) and a snapshot is taken at a batch's end.
 
 use super::codec::{self, CodecError, FrameKind, decode_payload, encode_versioned, split_version};
 use crate::engine::catalog::Catalog;
@@ -21,6 +22,7 @@ use crate::engine::{Mode, Name, Record, Settled, Ts, UserKey, next_deadline};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// One user at rest: its state as bytes, and the deadline it must be woken for.
@@ -341,7 +343,7 @@ impl Replay<'_> {
         if variant != RECORD_EVENT && variant != RECORD_FLUSH_LEDGER {
             return self.apply_owned(codec::decode_record(record)?).map(drop);
         }
-        let (_, key_len) = codec::decode_prefix::<(&str, Mode, &str)>(&record[at..])?;
+        let (_, key_len) = codec::decode_prefix::<(&[u8], Mode, &[u8])>(&record[at..])?;
         let (key, rest) = record[at..].split_at(key_len);
         let index = match self.kept.get(key) {
             Some(&index) => index as usize,
@@ -481,7 +483,8 @@ impl Replay<'_> {
         for (key_bytes, index) in kept {
             let index = index as usize;
             if matches!(&self.kept_users[index], Kept::Events(k) if k.events && !k.settled) {
-                // Its last step was cut short by a crash (a split batch): what the state holds
+                // Its last step lost its end: this build's writer never splits a step across
+                // batches, so only a journal it did not write has one; what the state holds
                 // after it is known only by applying it.
                 self.kept.insert(key_bytes.clone(), index as u32);
                 self.open_kept(&key_bytes)?;
@@ -492,23 +495,30 @@ impl Replay<'_> {
                 continue;
             };
             let key: UserKey = codec::decode_record(&key_bytes)?;
-            let base = self.image.users.get(&key);
-            if base.is_none() && !kept.events {
-                continue;
-            }
             if let Some((before, after)) = kept.plan.map(|p| *p).filter(|(b, a)| b != a) {
                 count(&mut self.image.subscribers, &key.app, before, -1);
                 count(&mut self.image.subscribers, &key.app, after, 1);
             }
-            let deadline = if kept.settled {
-                kept.deadline
-            } else {
-                base.and_then(|b| b.deadline)
+            // One lookup in what may be a million packed users: the new form replaces the old.
+            let arena = &self.arena;
+            let kept_form = |base: Option<&Packed>| {
+                let deadline = if kept.settled {
+                    kept.deadline
+                } else {
+                    base.and_then(|b| b.deadline)
+                };
+                Packed::with_kept(base, kept.len, deadline, |out| arena.write(&kept.refs, out))
             };
-            let packed = Packed::with_kept(base, kept.len, deadline, |out| {
-                self.arena.write(&kept.refs, out)
-            })?;
-            self.image.users.insert(key, packed);
+            match self.image.users.entry(key) {
+                Entry::Occupied(mut user) => {
+                    let packed = kept_form(Some(user.get()))?;
+                    *user.get_mut() = packed;
+                }
+                Entry::Vacant(_) if !kept.events => {}
+                Entry::Vacant(user) => {
+                    user.insert(kept_form(None)?);
+                }
+            }
         }
         for (key, state) in self.open {
             self.image.users.insert(key, Packed::pack(&state)?);
