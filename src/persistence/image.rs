@@ -192,6 +192,8 @@ pub struct Replay<'a> {
     /// `kept_users`, so that the map a record looks its user up in stays small in the cache.
     kept: FxHashMap<Box<[u8]>, u32>,
     kept_users: Vec<Kept>,
+    /// The key of the last record kept and its index.
+    last_kept: (Vec<u8>, usize),
     /// The bytes of the events kept, in the order met.
     arena: Arena,
 }
@@ -301,6 +303,7 @@ impl Image {
             open: FxHashMap::default(),
             kept: FxHashMap::default(),
             kept_users: Vec::new(),
+            last_kept: (Vec::new(), 0),
             arena: Arena::default(),
         }
     }
@@ -345,14 +348,23 @@ impl Replay<'_> {
         }
         let (_, key_len) = codec::decode_prefix::<(&[u8], Mode, &[u8])>(&record[at..])?;
         let (key, rest) = record[at..].split_at(key_len);
-        let index = match self.kept.get(key) {
-            Some(&index) => index as usize,
-            None => {
-                let index = self.kept_users.len();
-                self.kept_users.push(Kept::Events(KeptEvents::default()));
-                self.kept.insert(key.into(), index as u32);
-                index
-            }
+        // A step's records follow each other: most records are the previous one's user.
+        let index = if self.last_kept.0 == key {
+            self.last_kept.1
+        } else {
+            let index = match self.kept.get(key) {
+                Some(&index) => index as usize,
+                None => {
+                    let index = self.kept_users.len();
+                    self.kept_users.push(Kept::Events(KeptEvents::default()));
+                    self.kept.insert(key.into(), index as u32);
+                    index
+                }
+            };
+            self.last_kept.0.clear();
+            self.last_kept.0.extend_from_slice(key);
+            self.last_kept.1 = index;
+            index
         };
         let kept = match &mut self.kept_users[index] {
             Kept::Events(kept) => kept,
