@@ -173,6 +173,9 @@ pub struct UserActor {
     shared: Arc<Shared>,
     /// End of the last records this user queued: every answer waits until it is durable.
     last_seq: u64,
+    /// [`next_deadline`] of `state`: the state changes only where [`UserActor::record`] journals
+    /// it, which sets this from the step's [`Settled`], so the timer does not scan again.
+    deadline: Option<Ts>,
     timer: Option<(Ts, SpawnHandle)>,
     ids: UlidIds,
     /// What this user handed to the history and is not durable yet, by the sequence that makes it
@@ -265,6 +268,7 @@ impl UserActor {
         let tag = key.tag();
         UserActor {
             key,
+            deadline: next_deadline(&state),
             state,
             shared,
             last_seq: 0,
@@ -337,6 +341,7 @@ impl UserActor {
             .put_to_sleep(&self.key, &self.state, &ctx.address());
         self.asleep = true;
         self.state = UserState::default();
+        self.deadline = None;
         self.recent.clear();
         ctx.stop();
     }
@@ -456,6 +461,7 @@ impl UserActor {
             return;
         }
         let settled = Settled::of(&self.state, plan_before);
+        self.deadline = settled.deadline;
         if let Some(plan) = &settled.plan {
             let (before, after) = &**plan;
             self.shared
@@ -477,7 +483,12 @@ impl UserActor {
 
     /// Arms a timer for the next deadline, so expiry happens without a request.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        let Some(deadline) = next_deadline(&self.state) else {
+        debug_assert_eq!(
+            self.deadline,
+            next_deadline(&self.state),
+            "a change not recorded"
+        );
+        let Some(deadline) = self.deadline else {
             if let Some((_, handle)) = self.timer.take() {
                 ctx.cancel_future(handle);
             }
