@@ -20,6 +20,7 @@ struct Queue {
     history: Vec<(u64, HistoryWrite)>,
     /// The end of each push still queued: a batch is cut only there, so a step's records are
     /// durable together and a snapshot, which is taken at a batch's end, never holds half a step.
+    /// At most one per queued record, so bounded as `records` is (`journal_backlog_records_max`).
     ends: VecDeque<u64>,
     closed: bool,
 }

@@ -393,19 +393,15 @@ impl Replay<'_> {
         kept.refs.push(kept_ref);
         kept.len += kept_ref.entry_len();
         if kept.len > KEPT_BYTES_MAX {
-            self.open_kept(key)?;
+            self.open_kept(index, key)?;
         }
         Ok(())
     }
 
     /// Applies what [`Replay::keep`] kept of a user and opens it, so that its later records are
     /// applied.
-    fn open_kept(&mut self, key_bytes: &[u8]) -> Result<(), CodecError> {
-        let Some(&index) = self.kept.get(key_bytes) else {
-            return Ok(());
-        };
-        let Kept::Events(kept) =
-            std::mem::replace(&mut self.kept_users[index as usize], Kept::Opened)
+    fn open_kept(&mut self, index: usize, key_bytes: &[u8]) -> Result<(), CodecError> {
+        let Kept::Events(kept) = std::mem::replace(&mut self.kept_users[index], Kept::Opened)
         else {
             return Ok(());
         };
@@ -413,7 +409,7 @@ impl Replay<'_> {
         let base = self.image.users.remove(&key);
         if base.is_none() && !kept.events {
             // Nothing to apply a flush to: its later records meet it anew.
-            self.kept_users[index as usize] = Kept::Events(KeptEvents::default());
+            self.kept_users[index] = Kept::Events(KeptEvents::default());
             return Ok(());
         }
         let mut state = match base {
@@ -425,10 +421,7 @@ impl Replay<'_> {
         self.arena.write(&kept.refs, &mut entries);
         apply_kept(&mut state, &entries)?;
         let after = active_plan(&state);
-        if before != after {
-            count(&mut self.image.subscribers, &key.app, before, -1);
-            count(&mut self.image.subscribers, &key.app, after, 1);
-        }
+        recount(&mut self.image.subscribers, &key.app, before, after);
         self.open.insert(key, state);
         Ok(())
     }
@@ -440,10 +433,8 @@ impl Replay<'_> {
         }
         let key_bytes = codec::encode_bare(key)?;
         match self.kept.get(key_bytes.as_slice()) {
-            Some(&index) if matches!(self.kept_users[index as usize], Kept::Events(_)) => {
-                self.open_kept(&key_bytes)
-            }
-            _ => Ok(()),
+            Some(&index) => self.open_kept(index as usize, &key_bytes),
+            None => Ok(()),
         }
     }
 
@@ -464,10 +455,7 @@ impl Replay<'_> {
         let before = active_plan(user);
         let applied = user.apply_owned(event);
         let after = active_plan(user);
-        if before != after {
-            count(&mut self.image.subscribers, &key.app, before, -1);
-            count(&mut self.image.subscribers, &key.app, after, 1);
-        }
+        recount(&mut self.image.subscribers, &key.app, before, after);
         Ok(applied)
     }
 
@@ -498,8 +486,7 @@ impl Replay<'_> {
                 // Its last step lost its end: this build's writer never splits a step across
                 // batches, so only a journal it did not write has one; what the state holds
                 // after it is known only by applying it.
-                self.kept.insert(key_bytes.clone(), index as u32);
-                self.open_kept(&key_bytes)?;
+                self.open_kept(index, &key_bytes)?;
                 continue;
             }
             let Kept::Events(kept) = std::mem::replace(&mut self.kept_users[index], Kept::Opened)
@@ -507,9 +494,9 @@ impl Replay<'_> {
                 continue;
             };
             let key: UserKey = codec::decode_record(&key_bytes)?;
-            if let Some((before, after)) = kept.plan.map(|p| *p).filter(|(b, a)| b != a) {
-                count(&mut self.image.subscribers, &key.app, before, -1);
-                count(&mut self.image.subscribers, &key.app, after, 1);
+            if let Some(plan) = kept.plan {
+                let (before, after) = *plan;
+                recount(&mut self.image.subscribers, &key.app, before, after);
             }
             // One lookup in what may be a million packed users: the new form replaces the old.
             let arena = &self.arena;
@@ -617,6 +604,19 @@ fn apply_kept(state: &mut UserState, mut entries: &[u8]) -> Result<(), CodecErro
 
 fn active_plan(state: &UserState) -> Option<Name> {
     state.active_plan().cloned()
+}
+
+/// Moves a subscriber of `app` from plan `before` to plan `after`, if they differ.
+fn recount(
+    subscribers: &mut FxHashMap<(String, String), u64>,
+    app: &str,
+    before: Option<Name>,
+    after: Option<Name>,
+) {
+    if before != after {
+        count(subscribers, app, before, -1);
+        count(subscribers, app, after, 1);
+    }
 }
 
 /// Adds `delta` to the subscriber count of `plan`, dropping counts that reach zero.
