@@ -96,14 +96,14 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
             // Its history is on disk: a sleeping user's records stay bytes until it wakes.
             Stored::Bytes(bytes) if !rewrite => {
                 if let Err(error) = state.keep(bytes) {
-                    write_error = write_error.take().or(Some(error.into()));
+                    write_error.get_or_insert(error.into());
                 }
                 return;
             }
             Stored::Bytes(bytes) => match decode_record(bytes) {
                 Ok(record) => record,
                 Err(error) => {
-                    write_error = write_error.take().or(Some(error.into()));
+                    write_error.get_or_insert(error.into());
                     return;
                 }
             },
@@ -141,17 +141,21 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
                         HistoryWrite::from_applied(&key, applied, &mut writes)
                     }
                     Ok(_) => {}
-                    Err(error) => write_error = write_error.take().or(Some(error.into())),
+                    Err(error) => {
+                        write_error.get_or_insert(error.into());
+                    }
                 }
             }
             Record::FlushLedger { key } => match state.flush_ledger(&key) {
                 Ok(applied) if rewrite => HistoryWrite::from_applied(&key, applied, &mut writes),
                 Ok(_) => {}
-                Err(error) => write_error = write_error.take().or(Some(error.into())),
+                Err(error) => {
+                    write_error.get_or_insert(error.into());
+                }
             },
             other => {
                 if let Err(error) = state.apply_owned(other) {
-                    write_error = write_error.take().or(Some(error.into()));
+                    write_error.get_or_insert(error.into());
                 }
             }
         }
