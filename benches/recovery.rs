@@ -17,7 +17,9 @@ use vevee::engine::ids::{CountingIds, ModelKey, Pattern, UserId};
 use vevee::engine::time::Period;
 use vevee::engine::{Command, Mode, NoPast, Record, Settled, Ts, UserKey, UserState, step};
 use vevee::persistence::image::{Image, Packed};
-use vevee::persistence::{Journal, SledJournal, SnapshotStore, encode_batch, encode_snapshot};
+use vevee::persistence::{
+    History, Journal, SledJournal, SnapshotStore, encode_batch, encode_snapshot,
+};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -154,12 +156,16 @@ fn traffic(users: &mut [UserState], catalog: &Catalog, events: usize, now: Ts) -
     out
 }
 
+/// Appends `records` in batches of 1,000 as the journal writer does: each batch, then its history
+/// (none here) and the mark that it is written.
 fn write_journal(journal: &mut SledJournal, first_seq: u64, records: &[Record]) -> u64 {
+    let history = History::open(journal).unwrap();
     let mut seq = first_seq;
     for batch in records.chunks(1_000) {
         journal
             .append(seq, &encode_batch(seq, batch).unwrap())
             .unwrap();
+        history.write_batch(seq, &[]).unwrap();
         seq += batch.len() as u64;
     }
     journal.flush().unwrap();
@@ -192,14 +198,37 @@ fn cpu_ms() -> f64 {
     (ticks(14) + ticks(15)) * 10.0
 }
 
-/// Wall and CPU milliseconds of one recovery, and the users it found.
-fn time_recover(config: &Config) -> (f64, f64, usize) {
+/// How many times each recovery is measured (`VEVEE_BENCH_RUNS`, default 5): on a shared machine
+/// one run can take half again as long as the next.
+fn runs() -> usize {
+    env("VEVEE_BENCH_RUNS", 5).max(1)
+}
+
+/// Wall and CPU milliseconds of each recovery (fastest first), and the users it found.
+fn time_recover(config: &Config) -> (Vec<(f64, f64)>, usize) {
     // Once to warm the page cache, then measured.
     drop(vevee::startup::recover(config).unwrap());
-    let (started, cpu) = (Instant::now(), cpu_ms());
-    let recovered = vevee::startup::recover(config).unwrap();
-    let ms = started.elapsed().as_secs_f64() * 1e3;
-    (ms, cpu_ms() - cpu, recovered.image.users.len())
+    let mut times = Vec::new();
+    let mut users = 0;
+    for _ in 0..runs() {
+        let (started, cpu) = (Instant::now(), cpu_ms());
+        let recovered = vevee::startup::recover(config).unwrap();
+        times.push((started.elapsed().as_secs_f64() * 1e3, cpu_ms() - cpu));
+        users = recovered.image.users.len();
+    }
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (times, users)
+}
+
+/// "fastest / median / slowest" of the wall times, scaled by `scale`.
+fn spread(times: &[(f64, f64)], scale: f64) -> String {
+    let at = |i: usize| format!("{:.0}", times[i].0 * scale);
+    format!(
+        "{} / {} / {}",
+        at(0),
+        at(times.len() / 2),
+        at(times.len() - 1)
+    )
 }
 
 fn main() {
@@ -221,12 +250,14 @@ fn main() {
     let mut journal = SledJournal::open(&dir.path().join("data")).unwrap();
     let end = write_journal(&mut journal, 0, &records);
     drop(journal);
-    let (ms, cpu, users) = time_recover(&config_a);
+    let (times, users) = time_recover(&config_a);
+    let per_1m = 1e6 / end as f64;
     println!(
-        "replay: {end} journal records ({users} users) in {ms:.0} ms = {:.0} ms per 1M events \
-         (CPU {cpu:.0} ms = {:.0} ms per 1M)",
-        ms * 1e6 / end as f64,
-        cpu * 1e6 / end as f64
+        "replay: {end} journal records ({users} users), {} runs: {} ms per 1M events \
+         (fastest / median / slowest; CPU of the fastest {:.0} ms per 1M)",
+        times.len(),
+        spread(&times, per_1m),
+        times[0].1 * per_1m
     );
 
     // 2. Snapshot of `users_n` users (subscription + two balances each) plus 1M events after it.
@@ -261,9 +292,13 @@ fn main() {
         end - seq,
         started.elapsed().as_secs_f64()
     );
-    let (ms, cpu, users) = time_recover(&config_b);
+    let (times, users) = time_recover(&config_b);
     println!(
-        "full start: snapshot of {users} users + {} events in {ms:.0} ms (CPU {cpu:.0} ms)",
-        end - seq
+        "full start: snapshot of {users} users + {} events, {} runs: {} ms \
+         (fastest / median / slowest; CPU of the fastest {:.0} ms)",
+        end - seq,
+        times.len(),
+        spread(&times, 1.0),
+        times[0].1
     );
 }

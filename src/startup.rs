@@ -72,21 +72,29 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         )
     })?;
     let history = History::open(&journal).context("opening the history beside the journal")?;
-    // What the newest batch moved to the history is written again: the writer writes a batch's
-    // history right after the batch, so a crash may have kept the batch and lost some of it.
-    // sled's log comes back as a prefix, so every older batch has all of its history (the next
-    // batch came after it). Every key is written with the value it had.
-    let history_from = journal
+    // What the newest batch moved to the history is written again unless the writer marked it
+    // written: the writer writes a batch's history right after the batch, then the mark, so a
+    // crash may have kept the batch and lost some of its history. sled's log comes back as a
+    // prefix, so every older batch has all of its history (the next batch came after it). Every
+    // key is written with the value it had.
+    let newest = journal
         .last_batch()
         .context("reading the journal's newest batch")?
         .map_or(0, |(seq, _)| seq);
+    let written = history
+        .written_batch()
+        .context("reading which journal batch has all of its history written")?;
+    let history_from = match written {
+        Some(seq) if seq >= newest => u64::MAX,
+        _ => newest,
+    };
     let mut writes = Vec::new();
     let mut write_error = None;
     // A record meets at most one user, and a tail longer than the snapshot's users may meet them
     // all; the map is sized no larger, so a long tail over a few users costs no large table. The
     // tail is counted up to the newest batch, which is not read here: it may be torn, and replay
     // is what drops it.
-    let tail = history_from.saturating_sub(from);
+    let tail = newest.saturating_sub(from);
     let users = image.users.len();
     let mut state = image.replay();
     state.reserve_users(usize::try_from(tail).map_or(users, |tail| tail.min(users)));
@@ -450,11 +458,15 @@ mod tests {
     use super::*;
     use crate::engine::ids::UserId;
     use crate::engine::tests::{World, pack};
-    use crate::engine::{Mode, Name, UserKey};
+    use crate::engine::{Mode, Name, Settled, UserKey};
     use crate::persistence::encode_batch;
 
-    #[test]
-    fn recovery_writes_again_the_history_a_crash_cut_from_the_newest_batch() {
+    /// A grant and 70 consumes of one user (141 ledger lines: two full pages and a tail) in two
+    /// journal batches, the first page's history written and marked with the older one, as the
+    /// writer writes them; the newer batch's page and mark are written only if `newest_written`.
+    /// Returns what recovery found, the live user and its key, and every paged line id, newest
+    /// first.
+    fn recover_two_batches(newest_written: bool) -> (Recovered, World, UserKey, Vec<Name>) {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = Config::parse(&format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\nsnapshot_dir = \"{}\"\n",
@@ -462,7 +474,6 @@ mod tests {
             dir.path().join("snapshots").display()
         ))
         .expect("config");
-        // A grant and 70 consumes: 141 ledger lines, two full pages and a tail.
         let mut w = World::with(vec![], vec![pack("img", &[("i", "image.*", 1_000)], None)]);
         w.grant_one("img", "r");
         for _ in 0..70 {
@@ -474,43 +485,39 @@ mod tests {
             mode: Mode::Test,
             user: UserId::parse("u_crash").expect("user id"),
         };
-        let records: Vec<Record> = w
-            .journal
-            .iter()
-            .map(|e| Record::User {
-                key: user.clone(),
-                event: Arc::new(e.clone()),
-            })
-            .collect();
+        // One step's records as far as what the state holds at the end goes: only the last
+        // record says it.
+        let events = w.journal.iter().cloned().map(Arc::new).collect();
+        let records: Vec<Record> =
+            Record::events(&user, events, Settled::of(&w.state, None)).collect();
         let first_page_end = w.past.pages[0].last().expect("lines").event.id.clone();
         let split = 1 + w
             .journal
             .iter()
             .position(|e| e.id == first_page_end)
             .expect("journaled");
+        let page = |i: usize| HistoryWrite::Page {
+            user: user.clone(),
+            lines: Arc::new(w.past.pages[i].clone()),
+        };
         {
             let mut journal = SledJournal::open(&config.storage.data_dir).expect("journal");
             let history = History::open(&journal).expect("history");
             let older = encode_batch(0, &records[..split]).expect("encode");
             journal.append(0, &older).expect("append");
-            let page = HistoryWrite::Page {
-                user: user.clone(),
-                lines: Arc::new(w.past.pages[0].clone()),
-            };
-            history.write(&[page]).expect("history");
-            // The newest batch reached the disk and the page it filled did not: a crash
-            // between the writer's two writes.
+            history.write_batch(0, &[page(0)]).expect("history");
             let newest = encode_batch(split as u64, &records[split..]).expect("encode");
             journal.append(split as u64, &newest).expect("append");
+            if newest_written {
+                history
+                    .write_batch(split as u64, &[page(1)])
+                    .expect("history");
+            }
             journal.flush().expect("flush");
         }
         let recovered = recover(&config).expect("recovers");
-        let on_disk: Vec<Name> = recovered
-            .history
-            .lines_newest_first(&user, None)
-            .map(|l| l.event.id.clone())
-            .collect();
-        let paged: Vec<Name> = w
+        assert_eq!(recovered.next_seq, records.len() as u64);
+        let paged = w
             .past
             .pages
             .iter()
@@ -518,7 +525,42 @@ mod tests {
             .rev()
             .map(|l| l.event.id.clone())
             .collect();
-        assert_eq!(on_disk, paged, "both pages are on disk, newest first");
-        assert_eq!(recovered.next_seq, records.len() as u64);
+        (recovered, w, user, paged)
+    }
+
+    fn on_disk(recovered: &Recovered, user: &UserKey) -> Vec<Name> {
+        recovered
+            .history
+            .lines_newest_first(user, None)
+            .map(|l| l.event.id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn recovery_writes_again_the_history_a_crash_cut_from_the_newest_batch() {
+        // The newest batch reached the disk and the page it filled did not: a crash between the
+        // writer's two writes.
+        let (recovered, w, user, paged) = recover_two_batches(false);
+        assert_eq!(
+            on_disk(&recovered, &user),
+            paged,
+            "both pages, newest first"
+        );
+        let packed = &recovered.image.users[&user];
+        assert_eq!(packed.unpack().expect("unpacks"), w.state);
+    }
+
+    #[test]
+    fn a_newest_batch_marked_written_is_not_applied_at_startup_and_wakes_to_the_live_state() {
+        let (recovered, w, user, paged) = recover_two_batches(true);
+        assert_eq!(
+            on_disk(&recovered, &user),
+            paged,
+            "both pages, newest first"
+        );
+        let packed = &recovered.image.users[&user];
+        assert!(packed.is_kept(), "its records stay as the journal's bytes");
+        assert_eq!(packed.unpack().expect("unpacks"), w.state);
+        assert_eq!(packed.deadline, crate::engine::next_deadline(&w.state));
     }
 }

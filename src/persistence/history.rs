@@ -1,6 +1,6 @@
 //! The history store: what has left the live state, on disk beside the journal.
 //!
-//! Six sled trees (through [`KvTree`], so sled stays behind the journal module):
+//! Sled trees (through [`KvTree`], so sled stays behind the journal module):
 //!
 //! | tree           | key                                  | value                              |
 //! |----------------|--------------------------------------|------------------------------------|
@@ -14,6 +14,8 @@
 //! | `undelivered`  | the same key as in `events`          | the journal sequence it is durable at |
 //! | `early_refunds`| app, mode, `i`, payment intent       | the refund's charge and its time   |
 //! |                | app, mode, `a`, time, payment intent | nothing: the same refunds by age   |
+//! | `written`      | `batch`                              | first sequence of the newest batch |
+//! |                |                                      | whose history is all written       |
 //!
 //! `early_refunds` holds full Stripe refunds whose payment intent had granted nothing when they
 //! arrived (Stripe does not promise to deliver a checkout before its refund). It is bounded by
@@ -28,9 +30,10 @@
 //! Everything here is written by the journal writer, right after the journal batch it comes from,
 //! and made durable by the same sync. sled's log comes back from a crash as a prefix, so a crash
 //! can keep a batch without its history but never history without its batch, and only the newest
-//! batch can have lost any (every older one has a batch after it). Recovery writes again what the
-//! newest batch caused (every key with the value it had), so a crash between the two writes loses
-//! nothing. The one exception: an event already in `events` is not put back in `undelivered`, so
+//! batch can have lost any (every older one has a batch after it). After a batch's history the
+//! writer marks the batch written (`written`); unless the mark names the newest batch, recovery
+//! writes again what that batch caused (every key with the value it had), so a crash between the
+//! writes loses nothing. The one exception: an event already in `events` is not put back in `undelivered`, so
 //! replay does not send again what was delivered.
 
 use super::codec::{CodecError, decode_value, encode_value};
@@ -53,6 +56,8 @@ pub enum HistoryError {
     Store(#[from] JournalError),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    #[error("damaged history: {what}")]
+    Damaged { what: &'static str },
 }
 
 /// One change to the history, handed to the journal writer with the records it comes from.
@@ -199,6 +204,7 @@ pub struct History {
     events: KvTree,
     undelivered: KvTree,
     early_refunds: KvTree,
+    written: KvTree,
     /// How many early refunds each app and mode holds, by the key prefix of its scope; counted
     /// from the disk the first time a scope is written. The lock also keeps the journal writer's
     /// inserts and the sweep's removals from interleaving.
@@ -340,6 +346,8 @@ pub const EARLY_REFUNDS_PER_MODE_MAX: u64 = 100_000;
 
 /// The two kinds of key in `early_refunds`, after the scope.
 const BY_INTENT: u8 = b'i';
+/// The one key of `written`.
+const WRITTEN_KEY: &[u8] = b"batch";
 const BY_AGE: u8 = b'a';
 
 fn early_refund_key(scope: &[u8], intent: &str) -> Vec<u8> {
@@ -375,6 +383,7 @@ impl History {
             events: journal.tree("events")?,
             undelivered: journal.tree("undelivered")?,
             early_refunds: journal.tree("early_refunds")?,
+            written: journal.tree("written")?,
             early_refund_counts: Arc::default(),
         })
     }
@@ -465,6 +474,26 @@ impl History {
             }
         }
         Ok(())
+    }
+
+    /// [`History::write`] for the journal batch that starts at `first_seq`, then the mark that its
+    /// history is all written. sled's log comes back from a crash as a prefix, so a mark found by
+    /// [`History::written_batch`] comes with everything written before it.
+    pub fn write_batch(&self, first_seq: u64, writes: &[HistoryWrite]) -> Result<(), HistoryError> {
+        self.write(writes)?;
+        let mark = (WRITTEN_KEY.to_vec(), Some(first_seq.to_be_bytes().to_vec()));
+        Ok(self.written.write([mark])?)
+    }
+
+    /// The first sequence of the newest batch [`History::write_batch`] marked written.
+    pub fn written_batch(&self) -> Result<Option<u64>, HistoryError> {
+        let Some(value) = self.written.get(WRITTEN_KEY)? else {
+            return Ok(None);
+        };
+        let seq = <[u8; 8]>::try_from(&value[..]).map_err(|_| HistoryError::Damaged {
+            what: "the mark of the newest batch written",
+        })?;
+        Ok(Some(u64::from_be_bytes(seq)))
     }
 
     /// The user's lines on disk, newest first: all of them, or from the page that holds

@@ -164,6 +164,11 @@ impl Packed {
         }
     }
 
+    /// Whether it ends in events not applied yet ([`Replay::keep`]).
+    pub fn is_kept(&self) -> bool {
+        split_version(&self.bytes.0).is_ok_and(|(version, _)| version == KEPT_VERSION)
+    }
+
     /// Bytes this user takes at rest, for reports.
     pub fn len(&self) -> usize {
         self.bytes.0.len()
@@ -534,13 +539,13 @@ impl Packed {
         deadline: Option<Ts>,
         write_entries: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Packed, CodecError> {
-        let base = base.map_or(&[][..], Packed::bytes);
-        if split_version(base).is_ok_and(|(version, _)| version == KEPT_VERSION) {
+        if base.is_some_and(Packed::is_kept) {
             return Err(CodecError::Encode {
                 kind: FrameKind::History,
                 reason: "kept events after kept events".to_owned(),
             });
         }
+        let base = base.map_or(&[][..], Packed::bytes);
         let base_len = u32::try_from(base.len()).map_err(|_| CodecError::Encode {
             kind: FrameKind::History,
             reason: "a packed user larger than 4 GiB".to_owned(),
@@ -716,12 +721,14 @@ mod tests {
         let version = |packed: &Packed| split_version(packed.bytes()).expect("versioned").0;
         let (state, packed) = kept_user(10);
         assert_eq!(version(&packed), KEPT_VERSION, "kept as bytes");
+        assert!(packed.is_kept());
         assert!(packed.len() < KEPT_BYTES_MAX);
         assert_eq!(packed.unpack().expect("unpacks"), state);
         assert_eq!(packed.deadline, next_deadline(&state));
 
         let (state, packed) = kept_user(1_000);
         assert_eq!(version(&packed), PACKED_VERSION, "applied past the bound");
+        assert!(!packed.is_kept());
         assert_eq!(packed.unpack().expect("unpacks"), state);
     }
 }
