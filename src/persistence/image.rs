@@ -22,7 +22,6 @@ use crate::engine::{Mode, Name, Record, Settled, Ts, UserKey, next_deadline};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// One user at rest: its state as bytes, and the deadline it must be woken for.
@@ -203,8 +202,11 @@ pub struct Replay<'a> {
     arena: Arena,
 }
 
-/// Kept events one after the other in large chunks: copied once, in order, instead of into a
-/// buffer per user that grows by doubling; each user's entries are gathered at the end.
+/// Kept entries one after the other in large chunks, in the order met, each with the index of
+/// its user and the place of that user's previous entry: written once, in order, instead of into
+/// a buffer per user that grows by doubling. [`Replay::finish`] reads them in the same order and
+/// hands each to its user's packed form, so no entry is looked for at random; a user opened
+/// earlier follows its chain back.
 #[derive(Default)]
 struct Arena {
     chunks: Vec<Vec<u8>>,
@@ -212,64 +214,112 @@ struct Arena {
 
 /// Bytes of an arena chunk (a larger event gets a chunk of its own size).
 const ARENA_CHUNK: usize = 1 << 20;
+/// An entry's head: its user's index (u32), the place of the user's previous entry (u64, chunk
+/// and start), the event's length (u32; [`NO_EVENT`] for a ledger flush). Native byte order: it
+/// never leaves the process.
+const ARENA_HEAD: usize = 16;
+/// The length of a ledger flush's entry, which holds no event.
+const NO_EVENT: u32 = u32::MAX;
+/// The place of no entry.
+const NOWHERE: u64 = u64::MAX;
 
-/// Where an arena holds one kept event, or a ledger flush.
-#[derive(Clone, Copy)]
-struct KeptRef {
-    chunk: u32,
-    start: u32,
-    len: u32,
+/// One entry of the arena.
+struct ArenaEntry<'a> {
+    user: u32,
+    previous: u64,
+    /// The event's bytes as the journal holds them; `None` for a ledger flush.
+    event: Option<&'a [u8]>,
 }
 
-impl KeptRef {
-    const FLUSH: KeptRef = KeptRef {
-        chunk: u32::MAX,
-        start: 0,
-        len: 0,
-    };
-
+impl ArenaEntry<'_> {
     /// Bytes of its entry in [`KEPT_VERSION`]'s layout.
-    fn entry_len(self) -> usize {
-        if self.chunk == u32::MAX {
-            1
-        } else {
-            1 + 4 + self.len as usize
+    fn kept_len(event: Option<&[u8]>) -> usize {
+        event.map_or(1, |e| 1 + 4 + e.len())
+    }
+
+    /// Appends it in [`KEPT_VERSION`]'s layout.
+    fn write(&self, out: &mut Vec<u8>) {
+        match self.event {
+            None => out.push(KEPT_FLUSH),
+            Some(event) => {
+                out.push(KEPT_EVENT);
+                // A framed record is shorter than 4 GiB, so its event's length fits (and is
+                // never `NO_EVENT`).
+                out.extend_from_slice(&(event.len() as u32).to_be_bytes());
+                out.extend_from_slice(event);
+            }
         }
     }
 }
 
 impl Arena {
-    fn push(&mut self, bytes: &[u8]) -> KeptRef {
+    /// Adds an entry for `user` and returns its place.
+    fn push(&mut self, user: u32, previous: u64, event: Option<&[u8]>) -> u64 {
+        let len = ARENA_HEAD + event.map_or(0, <[u8]>::len);
         let fits = self
             .chunks
             .last()
-            .is_some_and(|c| c.capacity() - c.len() >= bytes.len());
+            .is_some_and(|c| c.capacity() - c.len() >= len);
         if !fits {
-            self.chunks
-                .push(Vec::with_capacity(ARENA_CHUNK.max(bytes.len())));
+            self.chunks.push(Vec::with_capacity(ARENA_CHUNK.max(len)));
         }
         let chunk = self.chunks.len() - 1;
         let buf = &mut self.chunks[chunk];
         let start = buf.len();
-        buf.extend_from_slice(bytes);
-        KeptRef {
-            chunk: chunk as u32,
-            start: start as u32,
-            len: bytes.len() as u32,
+        buf.extend_from_slice(&user.to_ne_bytes());
+        buf.extend_from_slice(&previous.to_ne_bytes());
+        let event_len = event.map_or(NO_EVENT, |e| e.len() as u32);
+        buf.extend_from_slice(&event_len.to_ne_bytes());
+        buf.extend_from_slice(event.unwrap_or_default());
+        (chunk as u64) << 32 | start as u64
+    }
+
+    /// The entry that begins at `start` of `chunk`, and where the next one begins.
+    fn entry_in(chunk: &[u8], start: usize) -> (ArenaEntry<'_>, usize) {
+        let word = |at: usize, n: usize| &chunk[start + at..start + at + n];
+        let user = u32::from_ne_bytes(word(0, 4).try_into().expect("4 bytes"));
+        let previous = u64::from_ne_bytes(word(4, 8).try_into().expect("8 bytes"));
+        let len = u32::from_ne_bytes(word(12, 4).try_into().expect("4 bytes"));
+        let body = start + ARENA_HEAD;
+        let (event, end) = match len {
+            NO_EVENT => (None, body),
+            len => (Some(&chunk[body..body + len as usize]), body + len as usize),
+        };
+        let entry = ArenaEntry {
+            user,
+            previous,
+            event,
+        };
+        (entry, end)
+    }
+
+    fn entry(&self, place: u64) -> ArenaEntry<'_> {
+        let chunk = &self.chunks[(place >> 32) as usize];
+        Arena::entry_in(chunk, (place & u64::from(u32::MAX)) as usize).0
+    }
+
+    /// Appends the entries of the chain that ends at `last`, oldest first.
+    fn write_chain(&self, last: u64, out: &mut Vec<u8>) {
+        let mut chain = Vec::new();
+        let mut place = last;
+        while place != NOWHERE {
+            chain.push(place);
+            place = self.entry(place).previous;
+        }
+        for &place in chain.iter().rev() {
+            self.entry(place).write(out);
         }
     }
 
-    /// Appends the entries of `refs` in [`KEPT_VERSION`]'s layout.
-    fn write(&self, refs: &[KeptRef], out: &mut Vec<u8>) {
-        for r in refs {
-            if r.chunk == u32::MAX {
-                out.push(KEPT_FLUSH);
-                continue;
+    /// Every entry with its place, in the order pushed.
+    fn each(&self, mut f: impl FnMut(u64, ArenaEntry<'_>)) {
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            let mut start = 0;
+            while start < chunk.len() {
+                let (entry, next) = Arena::entry_in(chunk, start);
+                f((i as u64) << 32 | start as u64, entry);
+                start = next;
             }
-            let start = r.start as usize;
-            out.push(KEPT_EVENT);
-            out.extend_from_slice(&r.len.to_be_bytes());
-            out.extend_from_slice(&self.chunks[r.chunk as usize][start..start + r.len as usize]);
         }
     }
 }
@@ -281,10 +331,12 @@ enum Kept {
     Opened,
 }
 
-/// A user's records kept as bytes, in the layout of [`KEPT_VERSION`]'s entries.
-#[derive(Default)]
+/// A user's records kept as bytes in the arena.
 struct KeptEvents {
-    refs: Vec<KeptRef>,
+    /// The place of its first and last entries in the arena ([`NOWHERE`] while it has none).
+    /// Entries of the same user before `first` were applied or dropped when it was opened.
+    first: u64,
+    last: u64,
     /// Bytes of its entries in [`KEPT_VERSION`]'s layout.
     len: usize,
     /// Whether any entry is an event (a flush alone changes nothing for a user replay has not
@@ -295,6 +347,20 @@ struct KeptEvents {
     deadline: Option<Ts>,
     /// The plan before the first step that changed it, and after the last.
     plan: Option<Box<(Option<Name>, Option<Name>)>>,
+}
+
+impl Default for KeptEvents {
+    fn default() -> Self {
+        KeptEvents {
+            first: NOWHERE,
+            last: NOWHERE,
+            len: 0,
+            events: false,
+            settled: false,
+            deadline: None,
+            plan: None,
+        }
+    }
 }
 
 /// The variants of [`Record`] that [`Replay::keep`] reads by their index (a test pins them).
@@ -375,12 +441,10 @@ impl Replay<'_> {
             Kept::Events(kept) => kept,
             Kept::Opened => return self.apply_owned(codec::decode_record(record)?).map(drop),
         };
-        let kept_ref = if variant == RECORD_FLUSH_LEDGER {
-            KeptRef::FLUSH
+        let event = if variant == RECORD_FLUSH_LEDGER {
+            None
         } else {
             let (settled, used) = codec::decode_prefix::<Option<Settled>>(rest)?;
-            // A framed record is shorter than 4 GiB, so its event's length fits the entry's.
-            let kept_ref = self.arena.push(&rest[used..]);
             kept.events = true;
             kept.settled = settled.is_some();
             if let Some(settled) = settled {
@@ -393,10 +457,13 @@ impl Replay<'_> {
                     kept.plan = Some(plan);
                 }
             }
-            kept_ref
+            Some(&rest[used..])
         };
-        kept.refs.push(kept_ref);
-        kept.len += kept_ref.entry_len();
+        kept.last = self.arena.push(index as u32, kept.last, event);
+        if kept.first == NOWHERE {
+            kept.first = kept.last;
+        }
+        kept.len += ArenaEntry::kept_len(event);
         if kept.len > KEPT_BYTES_MAX {
             self.open_kept(index, key)?;
         }
@@ -423,7 +490,7 @@ impl Replay<'_> {
         };
         let before = active_plan(&state);
         let mut entries = Vec::with_capacity(kept.len);
-        self.arena.write(&kept.refs, &mut entries);
+        self.arena.write_chain(kept.last, &mut entries);
         apply_kept(&mut state, &entries)?;
         let after = active_plan(&state);
         recount(&mut self.image.subscribers, &key.app, before, after);
@@ -485,6 +552,10 @@ impl Replay<'_> {
     /// events it kept.
     pub fn finish(mut self) -> Result<(), CodecError> {
         let kept = std::mem::take(&mut self.kept);
+        // Each kept user's new form, by its index: its packed form so far, then room for its
+        // entries, filled by one pass over the arena in the order the entries were kept.
+        let mut forms: Vec<Option<KeptForm>> = Vec::new();
+        forms.resize_with(self.kept_users.len(), || None);
         for (key_bytes, index) in kept {
             let index = index as usize;
             if matches!(&self.kept_users[index], Kept::Events(k) if k.events && !k.settled) {
@@ -503,26 +574,36 @@ impl Replay<'_> {
                 let (before, after) = *plan;
                 recount(&mut self.image.subscribers, &key.app, before, after);
             }
-            // One lookup in what may be a million packed users: the new form replaces the old.
-            let arena = &self.arena;
-            let kept_form = |base: Option<&Packed>| {
-                let deadline = if kept.settled {
-                    kept.deadline
-                } else {
-                    base.and_then(|b| b.deadline)
-                };
-                Packed::with_kept(base, kept.len, deadline, |out| arena.write(&kept.refs, out))
-            };
-            match self.image.users.entry(key) {
-                Entry::Occupied(mut user) => {
-                    let packed = kept_form(Some(user.get()))?;
-                    *user.get_mut() = packed;
-                }
-                Entry::Vacant(_) if !kept.events => {}
-                Entry::Vacant(user) => {
-                    user.insert(kept_form(None)?);
-                }
+            let base = self.image.users.get(&key);
+            if base.is_none() && !kept.events {
+                continue;
             }
+            let deadline = if kept.settled {
+                kept.deadline
+            } else {
+                base.and_then(|b| b.deadline)
+            };
+            forms[index] = Some(KeptForm {
+                bytes: Packed::kept_head(base, kept.len)?,
+                key,
+                deadline,
+                first: kept.first,
+            });
+        }
+        self.arena.each(|place, entry| {
+            if let Some(form) = &mut forms[entry.user as usize]
+                && place >= form.first
+            {
+                entry.write(&mut form.bytes);
+            }
+        });
+        for form in forms.into_iter().flatten() {
+            debug_assert_eq!(form.bytes.len(), form.bytes.capacity(), "sized exactly");
+            let packed = Packed {
+                bytes: PackedBytes(form.bytes.into_boxed_slice()),
+                deadline: form.deadline,
+            };
+            self.image.users.insert(form.key, packed);
         }
         for (key, state) in self.open {
             self.image.users.insert(key, Packed::pack(&state)?);
@@ -531,14 +612,19 @@ impl Replay<'_> {
     }
 }
 
+/// A kept user's packed form while [`Replay::finish`] fills it.
+struct KeptForm {
+    key: UserKey,
+    bytes: Vec<u8>,
+    deadline: Option<Ts>,
+    /// Its first entry in the arena: those before it are another life of the same index.
+    first: u64,
+}
+
 impl Packed {
-    /// `base` (or no user) followed by kept events, with the deadline the state holds after them.
-    fn with_kept(
-        base: Option<&Packed>,
-        entries_len: usize,
-        deadline: Option<Ts>,
-        write_entries: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<Packed, CodecError> {
+    /// The start of a packed form in [`KEPT_VERSION`]'s layout: `base` (or no user), with room
+    /// for `entries_len` bytes of entries after it.
+    fn kept_head(base: Option<&Packed>, entries_len: usize) -> Result<Vec<u8>, CodecError> {
         if base.is_some_and(Packed::is_kept) {
             return Err(CodecError::Encode {
                 kind: FrameKind::History,
@@ -554,11 +640,7 @@ impl Packed {
         bytes.extend_from_slice(&KEPT_VERSION.to_be_bytes());
         bytes.extend_from_slice(&base_len.to_be_bytes());
         bytes.extend_from_slice(base);
-        write_entries(&mut bytes);
-        Ok(Packed {
-            bytes: PackedBytes(bytes.into_boxed_slice()),
-            deadline,
-        })
+        Ok(bytes)
     }
 }
 
