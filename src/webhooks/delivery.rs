@@ -1,8 +1,8 @@
 //! The deliverer: one task, apart from the request path, that hands durable events to the
 //! endpoints that want them and POSTs them until each is delivered or given up.
 //!
-//! 1. **Fan-out.** Every [`POLL_EVERY`] it takes the events the history holds as undelivered
-//!    (only those whose journal records are durable), writes one outbox row per matching enabled
+//! 1. **Fan-out.** Every [`POLL_EVERY`] (and at once again while more are waiting) it takes the
+//!    events the history holds as undelivered (only those whose journal records are durable), writes one outbox row per matching enabled
 //!    endpoint of the event's app and mode, syncs, and only then tells the history they are taken.
 //!    A crash between the two sends those events again: at least once, never lost.
 //! 2. **Attempts.** Due rows are sent by tasks of their own, at most [`IN_FLIGHT_MAX`] at a time,
@@ -36,10 +36,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+/// Whether a fan-out left durable events for the next one.
+#[derive(PartialEq, Eq)]
+enum FanOut {
+    Done,
+    More,
+}
+
 /// How often the history is looked at for new durable events. A change is acknowledged once its
 /// event is durable, so this is only how soon the first attempt starts.
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
-/// Events taken from the history per look.
+/// Events taken from the history per look (one outbox write and one sync).
 const FAN_OUT_EVENTS_MAX: usize = 512;
 /// Attempts under way at once, across endpoints: a slow receiver holds a slot for at most
 /// [`ATTEMPT_TIMEOUT`], never the request path.
@@ -301,7 +308,14 @@ impl Deliverer {
                 .filter(|_| schedule.in_flight.len() < IN_FLIGHT_MAX)
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
-                _ = poll.tick() => self.fan_out(&mut schedule).await,
+                _ = poll.tick() => {
+                    if self.fan_out(&mut schedule).await == FanOut::More {
+                        // A backlog (a burst of events, or a restart) drains at the speed of
+                        // the disk rather than one batch per tick; the other arms still get
+                        // their turn in between.
+                        poll.reset_immediately();
+                    }
+                }
                 Some(sent) = sent_rx.recv() => self.finish(&mut schedule, sent).await,
                 Some(command) = commands.recv() => self.command(&mut schedule, command).await,
                 () = self.registry.changed.notified() => {
@@ -368,18 +382,19 @@ impl Deliverer {
     }
 
     /// New durable events become outbox rows for the endpoints that want them.
-    async fn fan_out(&self, schedule: &mut Schedule) {
+    async fn fan_out(&self, schedule: &mut Schedule) -> FanOut {
         let durable = self.journal.durable_seq();
         let history = self.history.clone();
         let events = match blocking(move || history.undelivered(durable, FAN_OUT_EVENTS_MAX)).await
         {
             Some(Ok(events)) if !events.is_empty() => events,
-            Some(Ok(_)) | None => return,
+            Some(Ok(_)) | None => return FanOut::Done,
             Some(Err(error)) => {
                 tracing::error!(%error, "reading undelivered events failed");
-                return;
+                return FanOut::Done;
             }
         };
+        let read_all = events.len() < FAN_OUT_EVENTS_MAX;
         let endpoints = self.registry.settled().await;
         let now = now_ms();
         let mut rows: Vec<(Vec<u8>, Row)> = Vec::new();
@@ -442,9 +457,9 @@ impl Deliverer {
             Some(Ok(rows)) => rows,
             Some(Err(error)) => {
                 tracing::error!(%error, "writing the webhook outbox failed; retrying");
-                return;
+                return FanOut::Done;
             }
-            None => return,
+            None => return FanOut::Done,
         };
         let enabled: HashSet<&str> = endpoints
             .iter()
@@ -466,6 +481,7 @@ impl Deliverer {
             }
         }
         self.report_depths(schedule);
+        if read_all { FanOut::Done } else { FanOut::More }
     }
 
     /// Starts the attempts that are due, up to [`IN_FLIGHT_MAX`] under way.
