@@ -481,8 +481,7 @@ impl History {
     /// [`History::written_batch`] comes with everything written before it.
     pub fn write_batch(&self, first_seq: u64, writes: &[HistoryWrite]) -> Result<(), HistoryError> {
         self.write(writes)?;
-        let mark = (WRITTEN_KEY.to_vec(), Some(first_seq.to_be_bytes().to_vec()));
-        Ok(self.written.write([mark])?)
+        Ok(self.written.put(WRITTEN_KEY, &first_seq.to_be_bytes())?)
     }
 
     /// The first sequence of the newest batch [`History::write_batch`] marked written.

@@ -351,6 +351,13 @@ impl KvTree {
         )
     }
 
+    /// Puts one entry. Unlike [`KvTree::write`], it does not hold sled's lock that stops every
+    /// other reader and writer of the database.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), JournalError> {
+        self.0.insert(key, value)?;
+        Ok(())
+    }
+
     /// Puts (`Some`) and removes (`None`) in one sled batch: one write for many entries.
     pub fn write(
         &self,
