@@ -165,8 +165,8 @@ fn write_journal(journal: &mut SledJournal, first_seq: u64, records: &[Record]) 
         journal
             .append(seq, &encode_batch(seq, batch).unwrap())
             .unwrap();
-        history.write_batch(seq, &[]).unwrap();
         seq += batch.len() as u64;
+        history.write_batch(seq, &[]).unwrap();
     }
     journal.flush().unwrap();
     seq

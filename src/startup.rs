@@ -81,12 +81,13 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         .last_batch()
         .context("reading the journal's newest batch")?
         .map_or(0, |(seq, _)| seq);
-    let written = history
-        .written_batch()
-        .context("reading which journal batch has all of its history written")?;
-    let history_from = match written {
-        Some(seq) if seq >= newest => u64::MAX,
-        _ => newest,
+    let written_below = history
+        .written_below()
+        .context("reading which journal batches have all of their history written")?;
+    let history_from = if newest < written_below {
+        u64::MAX
+    } else {
+        newest
     };
     let mut writes = Vec::new();
     let mut write_error = None;
@@ -184,8 +185,10 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
     if forgotten > 0 {
         tracing::warn!(forgotten, "events of a batch cut off by a crash forgotten");
     }
+    // Every batch replayed now has all of its history, and none after it yet: a mark left by a
+    // torn batch that replay dropped must not vouch for the batch the writer puts in its place.
     history
-        .write(&writes)
+        .write_batch(report.next_seq, &writes)
         .context("writing the replayed history")?;
     journal.flush().context("flushing the replayed history")?;
     tracing::info!(
@@ -461,71 +464,95 @@ mod tests {
     use crate::engine::{Mode, Name, Settled, UserKey};
     use crate::persistence::encode_batch;
 
-    /// A grant and 70 consumes of one user (141 ledger lines: two full pages and a tail) in two
-    /// journal batches, the first page's history written and marked with the older one, as the
-    /// writer writes them; the newer batch's page and mark are written only if `newest_written`.
-    /// Returns what recovery found, the live user and its key, and every paged line id, newest
-    /// first.
-    fn recover_two_batches(newest_written: bool) -> (Recovered, World, UserKey, Vec<Name>) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config::parse(&format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\nsnapshot_dir = \"{}\"\n",
-            dir.path().join("data").display(),
-            dir.path().join("snapshots").display()
-        ))
-        .expect("config");
-        let mut w = World::with(vec![], vec![pack("img", &[("i", "image.*", 1_000)], None)]);
-        w.grant_one("img", "r");
-        for _ in 0..70 {
-            w.consume("image.flux", 1).expect("consume");
+    /// A grant and 70 consumes of one user: 141 ledger lines, two full pages and a tail, as the
+    /// records of one step (only the last says what the state holds after it).
+    struct TwoPages {
+        w: World,
+        user: UserKey,
+        records: Vec<Record>,
+        /// The records up to the end of the first page: the older of two batches.
+        split: usize,
+    }
+
+    impl TwoPages {
+        fn new() -> TwoPages {
+            let mut w = World::with(vec![], vec![pack("img", &[("i", "image.*", 1_000)], None)]);
+            w.grant_one("img", "r");
+            for _ in 0..70 {
+                w.consume("image.flux", 1).expect("consume");
+            }
+            assert_eq!(w.past.pages.len(), 2);
+            let user = UserKey {
+                app: "app".into(),
+                mode: Mode::Test,
+                user: UserId::parse("u_crash").expect("user id"),
+            };
+            let events = w.journal.iter().cloned().map(Arc::new).collect();
+            let records = Record::events(&user, events, Settled::of(&w.state, None)).collect();
+            let first_page_end = w.past.pages[0].last().expect("lines").event.id.clone();
+            let split = 1 + w
+                .journal
+                .iter()
+                .position(|e| e.id == first_page_end)
+                .expect("journaled");
+            TwoPages {
+                w,
+                user,
+                records,
+                split,
+            }
         }
-        assert_eq!(w.past.pages.len(), 2);
-        let user = UserKey {
-            app: "app".into(),
-            mode: Mode::Test,
-            user: UserId::parse("u_crash").expect("user id"),
-        };
-        // One step's records as far as what the state holds at the end goes: only the last
-        // record says it.
-        let events = w.journal.iter().cloned().map(Arc::new).collect();
-        let records: Vec<Record> =
-            Record::events(&user, events, Settled::of(&w.state, None)).collect();
-        let first_page_end = w.past.pages[0].last().expect("lines").event.id.clone();
-        let split = 1 + w
-            .journal
-            .iter()
-            .position(|e| e.id == first_page_end)
-            .expect("journaled");
-        let page = |i: usize| HistoryWrite::Page {
-            user: user.clone(),
-            lines: Arc::new(w.past.pages[i].clone()),
-        };
-        {
+
+        fn page(&self, i: usize) -> HistoryWrite {
+            HistoryWrite::Page {
+                user: self.user.clone(),
+                lines: Arc::new(self.w.past.pages[i].clone()),
+            }
+        }
+
+        /// Every paged line id, newest first.
+        fn paged(&self) -> Vec<Name> {
+            let lines = self.w.past.pages.iter().flatten().rev();
+            lines.map(|l| l.event.id.clone()).collect()
+        }
+
+        /// The older batch with its page, written and marked as the writer writes them; then
+        /// the newer batch, whose page and mark a crash cut off.
+        fn write_crashed(&self, config: &Config) {
             let mut journal = SledJournal::open(&config.storage.data_dir).expect("journal");
             let history = History::open(&journal).expect("history");
-            let older = encode_batch(0, &records[..split]).expect("encode");
+            let older = encode_batch(0, &self.records[..self.split]).expect("encode");
             journal.append(0, &older).expect("append");
-            history.write_batch(0, &[page(0)]).expect("history");
-            let newest = encode_batch(split as u64, &records[split..]).expect("encode");
-            journal.append(split as u64, &newest).expect("append");
-            if newest_written {
-                history
-                    .write_batch(split as u64, &[page(1)])
-                    .expect("history");
-            }
+            history
+                .write_batch(self.split as u64, &[self.page(0)])
+                .expect("history");
+            let newest = encode_batch(self.split as u64, &self.records[self.split..]);
+            journal
+                .append(self.split as u64, &newest.expect("encode"))
+                .expect("append");
             journal.flush().expect("flush");
         }
-        let recovered = recover(&config).expect("recovers");
-        assert_eq!(recovered.next_seq, records.len() as u64);
-        let paged = w
-            .past
-            .pages
-            .iter()
-            .flatten()
-            .rev()
-            .map(|l| l.event.id.clone())
-            .collect();
-        (recovered, w, user, paged)
+
+        /// The newer batch's page and mark, as the writer writes them after the batch.
+        fn write_newest_history(&self, config: &Config) {
+            let journal = crate::persistence::journal::reopen_after_drop(|| {
+                SledJournal::open(&config.storage.data_dir)
+            });
+            let history = History::open(&journal).expect("history");
+            history
+                .write_batch(self.records.len() as u64, &[self.page(1)])
+                .expect("history");
+            journal.disk_sync().sync().expect("flush");
+        }
+    }
+
+    fn config_in(dir: &std::path::Path) -> Config {
+        Config::parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\nsnapshot_dir = \"{}\"\n",
+            dir.join("data").display(),
+            dir.join("snapshots").display()
+        ))
+        .expect("config")
     }
 
     fn on_disk(recovered: &Recovered, user: &UserKey) -> Vec<Name> {
@@ -538,29 +565,71 @@ mod tests {
 
     #[test]
     fn recovery_writes_again_the_history_a_crash_cut_from_the_newest_batch() {
-        // The newest batch reached the disk and the page it filled did not: a crash between the
-        // writer's two writes.
-        let (recovered, w, user, paged) = recover_two_batches(false);
-        assert_eq!(
-            on_disk(&recovered, &user),
-            paged,
-            "both pages, newest first"
-        );
-        let packed = &recovered.image.users[&user];
-        assert_eq!(packed.unpack().expect("unpacks"), w.state);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config_in(dir.path());
+        let t = TwoPages::new();
+        t.write_crashed(&config);
+        let recovered = recover(&config).expect("recovers");
+        assert_eq!(recovered.next_seq, t.records.len() as u64);
+        assert_eq!(on_disk(&recovered, &t.user), t.paged(), "both pages");
+        let packed = &recovered.image.users[&t.user];
+        assert_eq!(packed.unpack().expect("unpacks"), t.w.state);
     }
 
     #[test]
     fn a_newest_batch_marked_written_is_not_applied_at_startup_and_wakes_to_the_live_state() {
-        let (recovered, w, user, paged) = recover_two_batches(true);
-        assert_eq!(
-            on_disk(&recovered, &user),
-            paged,
-            "both pages, newest first"
-        );
-        let packed = &recovered.image.users[&user];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config_in(dir.path());
+        let t = TwoPages::new();
+        t.write_crashed(&config);
+        t.write_newest_history(&config);
+        let recovered = recover(&config).expect("recovers");
+        assert_eq!(on_disk(&recovered, &t.user), t.paged(), "both pages");
+        let packed = &recovered.image.users[&t.user];
         assert!(packed.is_kept(), "its records stay as the journal's bytes");
-        assert_eq!(packed.unpack().expect("unpacks"), w.state);
-        assert_eq!(packed.deadline, crate::engine::next_deadline(&w.state));
+        assert_eq!(packed.unpack().expect("unpacks"), t.w.state);
+        assert_eq!(packed.deadline, crate::engine::next_deadline(&t.w.state));
+    }
+
+    #[test]
+    fn a_mark_left_by_a_torn_batch_does_not_vouch_for_the_batch_written_in_its_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config_in(dir.path());
+        let t = TwoPages::new();
+        {
+            let mut journal = SledJournal::open(&config.storage.data_dir).expect("journal");
+            let history = History::open(&journal).expect("history");
+            let older = encode_batch(0, &t.records[..t.split]).expect("encode");
+            journal.append(0, &older).expect("append");
+            history
+                .write_batch(t.split as u64, &[t.page(0)])
+                .expect("history");
+            // A newer batch cut short, and a mark that covered it.
+            let newest = encode_batch(t.split as u64, &t.records[t.split..]).expect("encode");
+            journal
+                .append(t.split as u64, &newest[..newest.len() - 3])
+                .expect("append");
+            history.mark_written(t.records.len() as u64).expect("mark");
+            journal.flush().expect("flush");
+        }
+        let recovered = recover(&config).expect("recovers");
+        assert_eq!(recovered.next_seq, t.split as u64, "the torn batch dropped");
+        drop(recovered);
+        // The writer puts the batch again in its place, and a crash cuts off its history.
+        {
+            let mut journal = crate::persistence::journal::reopen_after_drop(|| {
+                SledJournal::open(&config.storage.data_dir)
+            });
+            let newest = encode_batch(t.split as u64, &t.records[t.split..]).expect("encode");
+            journal.append(t.split as u64, &newest).expect("append");
+            journal.flush().expect("flush");
+        }
+        let recovered = recover(&config).expect("recovers");
+        assert_eq!(recovered.next_seq, t.records.len() as u64);
+        assert_eq!(
+            on_disk(&recovered, &t.user),
+            t.paged(),
+            "the new batch's page is written again"
+        );
     }
 }

@@ -295,7 +295,7 @@ pub fn spawn<J: Journal>(
                     if let Err(e) = journal.append(first_seq, &frame) {
                         stop_on_failure(e, first_seq);
                     }
-                    if let Err(e) = history.write_batch(first_seq, &history_writes) {
+                    if let Err(e) = history.write_batch(end, &history_writes) {
                         stop_on_failure(e, first_seq);
                     }
                     appended.advance(end);

@@ -14,8 +14,8 @@
 //! | `undelivered`  | the same key as in `events`          | the journal sequence it is durable at |
 //! | `early_refunds`| app, mode, `i`, payment intent       | the refund's charge and its time   |
 //! |                | app, mode, `a`, time, payment intent | nothing: the same refunds by age   |
-//! | `written`      | `batch`                              | first sequence of the newest batch |
-//! |                |                                      | whose history is all written       |
+//! | `written`      | `below`                              | every batch that begins below this |
+//! |                |                                      | sequence has all of its history    |
 //!
 //! `early_refunds` holds full Stripe refunds whose payment intent had granted nothing when they
 //! arrived (Stripe does not promise to deliver a checkout before its refund). It is bounded by
@@ -31,10 +31,11 @@
 //! and made durable by the same sync. sled's log comes back from a crash as a prefix, so a crash
 //! can keep a batch without its history but never history without its batch, and only the newest
 //! batch can have lost any (every older one has a batch after it). After a batch's history the
-//! writer marks the batch written (`written`); unless the mark names the newest batch, recovery
+//! writer marks the batch written (`written`); unless the mark covers the newest batch, recovery
 //! writes again what that batch caused (every key with the value it had), so a crash between the
-//! writes loses nothing. The one exception: an event already in `events` is not put back in `undelivered`, so
-//! replay does not send again what was delivered.
+//! writes loses nothing, and then marks every batch it replayed. The one exception: an event
+//! already in `events` is not put back in `undelivered`, so replay does not send again what was
+//! delivered.
 
 use super::codec::{CodecError, decode_value, encode_value};
 use super::journal::{JournalError, KvRange, KvTree, SledJournal};
@@ -346,9 +347,9 @@ pub const EARLY_REFUNDS_PER_MODE_MAX: u64 = 100_000;
 
 /// The two kinds of key in `early_refunds`, after the scope.
 const BY_INTENT: u8 = b'i';
-/// The one key of `written`.
-const WRITTEN_KEY: &[u8] = b"batch";
 const BY_AGE: u8 = b'a';
+/// The one key of `written`.
+const WRITTEN_KEY: &[u8] = b"below";
 
 fn early_refund_key(scope: &[u8], intent: &str) -> Vec<u8> {
     let mut key = scope.to_vec();
@@ -476,23 +477,30 @@ impl History {
         Ok(())
     }
 
-    /// [`History::write`] for the journal batch that starts at `first_seq`, then the mark that its
-    /// history is all written. sled's log comes back from a crash as a prefix, so a mark found by
-    /// [`History::written_batch`] comes with everything written before it.
-    pub fn write_batch(&self, first_seq: u64, writes: &[HistoryWrite]) -> Result<(), HistoryError> {
+    /// [`History::write`] for the journal batch that ends before `end`, then
+    /// [`History::mark_written`] up to `end`.
+    pub fn write_batch(&self, end: u64, writes: &[HistoryWrite]) -> Result<(), HistoryError> {
         self.write(writes)?;
-        Ok(self.written.put(WRITTEN_KEY, &first_seq.to_be_bytes())?)
+        self.mark_written(end)
     }
 
-    /// The first sequence of the newest batch [`History::write_batch`] marked written.
-    pub fn written_batch(&self) -> Result<Option<u64>, HistoryError> {
+    /// Marks every journal batch that begins below `end` as having all of its history written.
+    /// sled's log comes back from a crash as a prefix, so a mark found by
+    /// [`History::written_below`] comes with everything written before it.
+    pub fn mark_written(&self, end: u64) -> Result<(), HistoryError> {
+        Ok(self.written.put(WRITTEN_KEY, &end.to_be_bytes())?)
+    }
+
+    /// The mark [`History::mark_written`] left: every batch that begins below it has all of its
+    /// history written (0 when there is none).
+    pub fn written_below(&self) -> Result<u64, HistoryError> {
         let Some(value) = self.written.get(WRITTEN_KEY)? else {
-            return Ok(None);
+            return Ok(0);
         };
-        let seq = <[u8; 8]>::try_from(&value[..]).map_err(|_| HistoryError::Damaged {
-            what: "the mark of the newest batch written",
+        let end = <[u8; 8]>::try_from(&value[..]).map_err(|_| HistoryError::Damaged {
+            what: "the mark of the batches whose history is written",
         })?;
-        Ok(Some(u64::from_be_bytes(seq)))
+        Ok(u64::from_be_bytes(end))
     }
 
     /// The user's lines on disk, newest first: all of them, or from the page that holds
