@@ -2,9 +2,10 @@
 //! endpoints that want them and POSTs them until each is delivered or given up.
 //!
 //! 1. **Fan-out.** Every [`POLL_EVERY`] (and at once again while more are waiting) it takes the
-//!    events the history holds as undelivered (only those whose journal records are durable), writes one outbox row per matching enabled
-//!    endpoint of the event's app and mode, syncs, and only then tells the history they are taken.
-//!    A crash between the two sends those events again: at least once, never lost.
+//!    events the history holds as undelivered (only those whose journal records are durable),
+//!    writes one outbox row per matching enabled endpoint of the event's app and mode, syncs, and
+//!    only then tells the history they are taken. A crash between the two sends those events
+//!    again: at least once, never lost.
 //! 2. **Attempts.** Due rows are sent by tasks of their own, at most [`IN_FLIGHT_MAX`] at a time,
 //!    each with a [`ATTEMPT_TIMEOUT`]. A 2xx deletes the row; anything else schedules the next
 //!    attempt after the app's `webhook_retry_seconds` plus up to 10 % jitter (so endpoints that
