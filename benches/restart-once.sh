@@ -14,9 +14,11 @@ if [ -n "$PERF" ]; then
 else
   "$BIN" serve --config "$DIR/config.toml" >"$LOG" 2>&1 &
 fi
+PID=$!
 until curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz"; do sleep 0.02; done
 end=$(date +%s.%N)
 echo "ready in $(echo "$end - $start" | bc) s; $(grep -o '"ms":[0-9]*' "$LOG" | tail -1) $(grep -o '"records":[0-9]*' "$LOG" | tail -1)"
-pkill -9 -x vevee || true
+# The server itself, or perf's child when profiling (perf then writes its data and exits).
+if [ -n "$PERF" ]; then pkill -9 -P "$PID" || true; else kill -9 "$PID" || true; fi
 wait || true
 rm -f "$LOG"

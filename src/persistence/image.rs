@@ -574,17 +574,20 @@ impl Replay<'_> {
                 let (before, after) = *plan;
                 recount(&mut self.image.subscribers, &key.app, before, after);
             }
-            let base = self.image.users.get(&key);
+            // Taken out, so that putting the new form back is an insert of a key the map does
+            // not hold: it compares no key, where replacing would compare the key again in what
+            // may be a million packed users, long after this lookup.
+            let base = self.image.users.remove(&key);
             if base.is_none() && !kept.events {
                 continue;
             }
             let deadline = if kept.settled {
                 kept.deadline
             } else {
-                base.and_then(|b| b.deadline)
+                base.as_ref().and_then(|b| b.deadline)
             };
             forms[index] = Some(KeptForm {
-                bytes: Packed::kept_head(base, kept.len)?,
+                bytes: Packed::kept_head(base.as_ref(), kept.len)?,
                 key,
                 deadline,
                 first: kept.first,
