@@ -516,19 +516,28 @@ mod tests {
             lines.map(|l| l.event.id.clone()).collect()
         }
 
-        /// The older batch with its page, written and marked as the writer writes them; then
-        /// the newer batch, whose page and mark a crash cut off.
-        fn write_crashed(&self, config: &Config) {
-            let mut journal = SledJournal::open(&config.storage.data_dir).expect("journal");
-            let history = History::open(&journal).expect("history");
+        /// The older batch with its page, written and marked as the writer writes them.
+        fn write_older(&self, journal: &mut SledJournal, history: &History) {
             let older = encode_batch(0, &self.records[..self.split]).expect("encode");
             journal.append(0, &older).expect("append");
             history
                 .write_batch(self.split as u64, &[self.page(0)])
                 .expect("history");
-            let newest = encode_batch(self.split as u64, &self.records[self.split..]);
+        }
+
+        /// The frame of the newer batch.
+        fn newest_frame(&self) -> Vec<u8> {
+            encode_batch(self.split as u64, &self.records[self.split..]).expect("encode")
+        }
+
+        /// The older batch as [`TwoPages::write_older`] writes it, then the newer batch, whose
+        /// page and mark a crash cut off.
+        fn write_crashed(&self, config: &Config) {
+            let mut journal = SledJournal::open(&config.storage.data_dir).expect("journal");
+            let history = History::open(&journal).expect("history");
+            self.write_older(&mut journal, &history);
             journal
-                .append(self.split as u64, &newest.expect("encode"))
+                .append(self.split as u64, &self.newest_frame())
                 .expect("append");
             journal.flush().expect("flush");
         }
@@ -599,13 +608,9 @@ mod tests {
         {
             let mut journal = SledJournal::open(&config.storage.data_dir).expect("journal");
             let history = History::open(&journal).expect("history");
-            let older = encode_batch(0, &t.records[..t.split]).expect("encode");
-            journal.append(0, &older).expect("append");
-            history
-                .write_batch(t.split as u64, &[t.page(0)])
-                .expect("history");
+            t.write_older(&mut journal, &history);
             // A newer batch cut short, and a mark that covered it.
-            let newest = encode_batch(t.split as u64, &t.records[t.split..]).expect("encode");
+            let newest = t.newest_frame();
             journal
                 .append(t.split as u64, &newest[..newest.len() - 3])
                 .expect("append");
@@ -620,8 +625,9 @@ mod tests {
             let mut journal = crate::persistence::journal::reopen_after_drop(|| {
                 SledJournal::open(&config.storage.data_dir)
             });
-            let newest = encode_batch(t.split as u64, &t.records[t.split..]).expect("encode");
-            journal.append(t.split as u64, &newest).expect("append");
+            journal
+                .append(t.split as u64, &t.newest_frame())
+                .expect("append");
             journal.flush().expect("flush");
         }
         let recovered = recover(&config).expect("recovers");
