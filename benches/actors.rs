@@ -29,9 +29,8 @@
 //! Compare `VEVEE_BENCH_EVENTS_PER_SEC=200 VEVEE_BENCH_ROWS=durable,hot` with the same plus
 //! `VEVEE_BENCH_WEBHOOK_MS=500`: the same work on the actors, with and without the deliverer.
 
-/// The same allocator as the `vevee` binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The same allocator and settings as the `vevee` binary.
+vevee::global_allocator!();
 
 use hdrhistogram::Histogram;
 use metrics::{HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};

@@ -5,9 +5,8 @@
 //! Goal of issue 5 on the 2-core machine class: at most 250 ms per 1M events replayed (page cache
 //! warm), at most 1 s for the full start.
 
-/// The same allocator as the `vevee` binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The same allocator and settings as the `vevee` binary.
+vevee::global_allocator!();
 
 use std::time::Instant;
 use vevee::config::Config;

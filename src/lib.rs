@@ -17,6 +17,7 @@
 pub mod access;
 pub mod actors;
 pub mod admin;
+pub mod allocator;
 pub mod config;
 pub mod dashboard;
 pub mod engine;

@@ -5,19 +5,15 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use vevee::config::Config;
 
-/// mimalloc: the request path allocates many small short-lived values across threads, where glibc
-/// malloc spent a fifth of the CPU in a profile of the actors bench.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+vevee::global_allocator!();
 
-/// How often the allocator is asked to give back what it freed.
+/// How often mimalloc is asked to give back what it freed.
 const ALLOCATOR_COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// mimalloc gives freed memory back to the system a second after it was freed, but only when some
-/// allocator call runs to notice: a thread that goes quiet (an actor thread once its users went
-/// to sleep) leaves it held. A periodic `mi_collect(false)` runs the purges that are due: a
-/// million users gone to sleep took 1,388 bytes each with it, 1,540 without (BENCHMARKS.md).
-/// Purging at once (`MIMALLOC_PURGE_DELAY=0`, 1,346) would put a purge on the request path.
+/// mimalloc holds the long-lived heap of sleeping users' entries (`actors::long_lived`), whose
+/// blocks are freed whenever a user wakes. It gives freed memory back to the system only when
+/// some allocator call runs to notice; a periodic `mi_collect(false)` runs the purges that are
+/// due, off the request path.
 fn collect_allocator_periodically() {
     let spawned = std::thread::Builder::new()
         .name("allocator-collect".into())

@@ -6,8 +6,9 @@
 //! given back. A million users gone to sleep held about 290 bytes each more than the same users
 //! after a restart (BENCHMARKS.md). A heap of their own keeps the long-lived bytes together.
 //!
-//! mimalloc is linked whatever the global allocator is (the `vevee` binary uses it, tests may
-//! not): its heaps allocate from any thread, and `mi_free` frees a block of any heap.
+//! The heap is mimalloc's, whatever the global allocator is (jemalloc in the `vevee` binary, the
+//! system's in tests): its heaps allocate from any thread, and `mi_free` frees a block of any
+//! heap.
 
 use libmimalloc_sys::{mi_free, mi_heap_malloc, mi_heap_new, mi_heap_t};
 use std::ptr::NonNull;
