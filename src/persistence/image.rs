@@ -185,7 +185,38 @@ pub struct Image {
     pub test_clock_offsets_ms: FxHashMap<String, i64>,
     /// Active subscriptions per (app, plan), both modes, so a plan in use is not deleted.
     pub subscribers: FxHashMap<(String, String), u64>,
+    #[serde(deserialize_with = "users_sized")]
     pub users: FxHashMap<UserKey, Packed>,
+}
+
+/// A table sized at once beyond which the users map grows as it is read.
+const USERS_SIZED_MAX: usize = 1 << 24;
+
+/// The users map, made at its full size before the first user is read (bincode gives the
+/// length). serde's own reading starts small and doubles: at a million users that was seven
+/// copies of the table into fresh pages (BENCHMARKS.md, the ninth-session restart).
+fn users_sized<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<FxHashMap<UserKey, Packed>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = FxHashMap<UserKey, Packed>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of users")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let size = map.size_hint().unwrap_or(0).min(USERS_SIZED_MAX);
+            let mut users = FxHashMap::with_capacity_and_hasher(size, Default::default());
+            while let Some((key, packed)) = map.next_entry()? {
+                users.insert(key, packed);
+            }
+            Ok(users)
+        }
+    }
+    deserializer.deserialize_map(Visitor)
 }
 
 /// Applies records to an [`Image`], keeping the users it touched open until [`Replay::finish`].
@@ -770,6 +801,34 @@ mod tests {
             &bytes[at..at + len],
             codec::encode_bare(&key).expect("encodes")
         );
+    }
+
+    #[test]
+    fn an_image_reads_back_its_users_through_a_snapshot() {
+        let mut image = Image::default();
+        for n in 0..1000 {
+            let key = UserKey {
+                app: "app".into(),
+                mode: if n % 2 == 0 { Mode::Live } else { Mode::Test },
+                user: UserId::parse(&format!("u{n}")).expect("a user id"),
+            };
+            let mut state = UserState::default();
+            let counter = crate::engine::user::Counter {
+                window: Ts(n),
+                used: n as u64,
+                reserved: 0,
+                limit_reached_noticed: false,
+            };
+            state
+                .counters
+                .insert(("pro".into(), "images".into()), counter);
+            image
+                .users
+                .insert(key, Packed::pack(&state).expect("packs"));
+        }
+        let bytes = codec::encode_snapshot(7, &image).expect("encodes");
+        let (seq, read) = codec::decode_snapshot::<Image>(&bytes).expect("decodes");
+        assert_eq!((seq, &read), (7, &image));
     }
 
     /// A user granted a pack and then consuming `consumes` times, kept by replay as bytes.
