@@ -206,7 +206,13 @@ impl SnapshotStore {
 }
 
 fn load_one<S: DeserializeOwned>(named: u64, path: &Path) -> Result<S, RefusalReason> {
-    let bytes = fs::read(path).map_err(RefusalReason::Read)?;
+    // Mapped rather than read: a copy would take as many fresh pages as the file is long (a
+    // million users: 374 MB, an eighth of a start spent having the kernel zero them).
+    let file = fs::File::open(path).map_err(RefusalReason::Read)?;
+    // SAFETY: a snapshot is written whole under a temporary name and renamed into place, and
+    // nothing writes it after that; `prune` only unlinks files, which leaves a mapping valid.
+    let bytes = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(RefusalReason::Read)?;
     let (header, state) = codec::decode_snapshot(&bytes)?;
     if header != named {
         return Err(RefusalReason::SeqMismatch { named, header });
