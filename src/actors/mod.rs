@@ -151,7 +151,7 @@ impl Shared {
             }
         };
         std::thread::scope(|scope| {
-            for share in 1..threads {
+            for share in 0..threads {
                 let spawned = std::thread::Builder::new()
                     .name("start-users".into())
                     .spawn_scoped(scope, move || sleep_share(share));
@@ -159,7 +159,6 @@ impl Shared {
                     sleep_share(share);
                 }
             }
-            sleep_share(0);
         });
         // A million boxed forms and keys take a while to free; nothing waits for them.
         if users.len() > 10_000 {
