@@ -19,8 +19,10 @@ use crate::engine::user::{
     Applied, Balance, Counter, Reservation, StoredUserState, Subscription, UserState,
 };
 use crate::engine::{Mode, Name, Record, Settled, Ts, UserKey, next_deadline};
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -31,14 +33,37 @@ pub struct Packed {
     pub deadline: Option<Ts>,
 }
 
-/// Bytes that bincode copies as one block rather than element by element.
+/// Bytes that bincode reads as one block rather than element by element. Read from a mapped
+/// snapshot (see [`borrowing_from`]) they are a slice of the mapping, not a copy: a million
+/// users' forms were half of a start's snapshot load, most of it the kernel zeroing fresh pages
+/// for the copies (BENCHMARKS.md, ninth-session restart).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct PackedBytes(Box<[u8]>);
+struct PackedBytes(Bytes);
 
 impl Serialize for PackedBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(&self.0)
     }
+}
+
+thread_local! {
+    /// The bytes being decoded on this thread, when they can be shared (see [`borrowing_from`]).
+    static SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// Runs `decode` over `source` so that the packed forms it reads share `source` instead of
+/// copying out of it. A form keeps all of `source` alive, so only a decode whose forms are
+/// short-lived uses it: a snapshot, whose users are copied into the engine's own entries at the
+/// start and dropped.
+pub fn borrowing_from<R>(source: &Bytes, decode: impl FnOnce() -> R) -> R {
+    struct Reset(Option<Bytes>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SOURCE.with(|s| *s.borrow_mut() = self.0.take());
+        }
+    }
+    let _reset = Reset(SOURCE.with(|s| s.borrow_mut().replace(source.clone())));
+    decode()
 }
 
 impl<'de> Deserialize<'de> for PackedBytes {
@@ -49,14 +74,26 @@ impl<'de> Deserialize<'de> for PackedBytes {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("packed user bytes")
             }
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<PackedBytes, E> {
+                let shared = SOURCE.with(|s| {
+                    s.borrow().as_ref().and_then(|source| {
+                        let range = source.as_ptr_range();
+                        (range.start <= v.as_ptr() && v.as_ptr_range().end <= range.end)
+                            .then(|| source.slice_ref(v))
+                    })
+                });
+                Ok(PackedBytes(
+                    shared.unwrap_or_else(|| Bytes::copy_from_slice(v)),
+                ))
+            }
             fn visit_bytes<E>(self, v: &[u8]) -> Result<PackedBytes, E> {
-                Ok(PackedBytes(v.into()))
+                Ok(PackedBytes(Bytes::copy_from_slice(v)))
             }
             fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<PackedBytes, E> {
-                Ok(PackedBytes(v.into_boxed_slice()))
+                Ok(PackedBytes(Bytes::from(v)))
             }
         }
-        deserializer.deserialize_byte_buf(Visitor)
+        deserializer.deserialize_bytes(Visitor)
     }
 }
 
@@ -92,7 +129,7 @@ struct PackedV1 {
 impl Packed {
     pub fn pack(state: &UserState) -> Result<Packed, CodecError> {
         Ok(Packed {
-            bytes: PackedBytes(encode_versioned(PACKED_VERSION, state)?.into_boxed_slice()),
+            bytes: PackedBytes(Bytes::from(encode_versioned(PACKED_VERSION, state)?)),
             deadline: next_deadline(state),
         })
     }
@@ -154,11 +191,7 @@ impl Packed {
             &state.ledger_tail,
         );
         Packed {
-            bytes: PackedBytes(
-                encode_versioned(1, &fields)
-                    .expect("encodes")
-                    .into_boxed_slice(),
-            ),
+            bytes: PackedBytes(Bytes::from(encode_versioned(1, &fields).expect("encodes"))),
             deadline: next_deadline(state),
         }
     }
@@ -634,7 +667,7 @@ impl Replay<'_> {
         for form in forms.into_iter().flatten() {
             debug_assert_eq!(form.bytes.len(), form.bytes.capacity(), "sized exactly");
             let packed = Packed {
-                bytes: PackedBytes(form.bytes.into_boxed_slice()),
+                bytes: PackedBytes(Bytes::from(form.bytes)),
                 deadline: form.deadline,
             };
             self.image.users.insert(form.key, packed);
@@ -829,6 +862,24 @@ mod tests {
         let bytes = codec::encode_snapshot(7, &image).expect("encodes");
         let (seq, read) = codec::decode_snapshot::<Image>(&bytes).expect("decodes");
         assert_eq!((seq, &read), (7, &image));
+        // Read while borrowing from the snapshot, the forms are slices of it, equal all the same.
+        let source = Bytes::from(bytes);
+        let (_, shared) =
+            borrowing_from(&source, || codec::decode_snapshot::<Image>(&source)).expect("decodes");
+        assert_eq!(shared, image);
+        let within = source.as_ptr_range();
+        assert!(
+            shared
+                .users
+                .values()
+                .all(|p| within.contains(&p.bytes().as_ptr()))
+        );
+        assert!(
+            !read
+                .users
+                .values()
+                .any(|p| within.contains(&p.bytes().as_ptr()))
+        );
     }
 
     /// A user granted a pack and then consuming `consumes` times, kept by replay as bytes.

@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec::{self, CodecError};
+use super::image::borrowing_from;
+use bytes::Bytes;
 
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".bin";
@@ -211,9 +213,12 @@ fn load_one<S: DeserializeOwned>(named: u64, path: &Path) -> Result<S, RefusalRe
     let file = fs::File::open(path).map_err(RefusalReason::Read)?;
     // SAFETY: a snapshot is written whole under a temporary name and renamed into place, and
     // nothing writes it after that; `prune` only unlinks files, which leaves a mapping valid.
-    let bytes = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+    let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
         .map_err(RefusalReason::Read)?;
-    let (header, state) = codec::decode_snapshot(&bytes)?;
+    // The users' packed forms are slices of the mapping: a snapshot's state lives only until the
+    // start or the snapshotter has copied what it keeps.
+    let bytes = Bytes::from_owner(mapped);
+    let (header, state) = borrowing_from(&bytes, || codec::decode_snapshot(&bytes))?;
     if header != named {
         return Err(RefusalReason::SeqMismatch { named, header });
     }
