@@ -160,7 +160,7 @@ impl Shared {
                 }
             }
         });
-        // A million boxed forms and keys take a while to free; nothing waits for them.
+        // A million keys, the table and the mapped snapshot take a while to free; nothing waits.
         if users.len() > 10_000 {
             let _ = std::thread::Builder::new()
                 .name("recovered-drop".into())

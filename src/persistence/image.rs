@@ -36,7 +36,7 @@ pub struct Packed {
 /// Bytes that bincode reads as one block rather than element by element. Read from a mapped
 /// snapshot (see [`borrowing_from`]) they are a slice of the mapping, not a copy: a million
 /// users' forms were half of a start's snapshot load, most of it the kernel zeroing fresh pages
-/// for the copies (BENCHMARKS.md, ninth-session restart).
+/// for the copies (BENCHMARKS.md, the tenth-session start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PackedBytes(Bytes);
 
@@ -227,7 +227,7 @@ const USERS_SIZED_MAX: usize = 1 << 24;
 
 /// The users map, made at its full size before the first user is read (bincode gives the
 /// length). serde's own reading starts small and doubles: at a million users that was seven
-/// copies of the table into fresh pages (BENCHMARKS.md, the ninth-session restart).
+/// copies of the table into fresh pages (BENCHMARKS.md, the tenth-session start).
 fn users_sized<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<FxHashMap<UserKey, Packed>, D::Error> {
