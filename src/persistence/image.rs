@@ -20,10 +20,12 @@ use crate::engine::user::{
 };
 use crate::engine::{Mode, Name, Record, Settled, Ts, UserKey, next_deadline};
 use bytes::Bytes;
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// One user at rest: its state as bytes, and the deadline it must be woken for.
@@ -107,6 +109,8 @@ const PACKED_VERSION: u16 = 2;
 const KEPT_VERSION: u16 = 3;
 const KEPT_EVENT: u8 = 0;
 const KEPT_FLUSH: u8 = 1;
+/// Bytes before the packed form in [`KEPT_VERSION`]'s layout: the version and the form's length.
+const KEPT_HEAD: usize = 2 + 4;
 /// Past this many bytes of kept events a user is applied at once instead: unpacking it later
 /// stays short (a few hundred events), and what kept users hold stays near what the journal's
 /// tail holds.
@@ -256,12 +260,11 @@ fn users_sized<'de, D: Deserializer<'de>>(
 pub struct Replay<'a> {
     image: &'a mut Image,
     open: FxHashMap<UserKey, UserState>,
-    /// Users whose records [`Replay::keep`] kept, by the bytes of their key: an index into
-    /// `kept_users`, so that the map a record looks its user up in stays small in the cache.
-    kept: FxHashMap<Box<[u8]>, u32>,
+    /// The users [`Replay::keep`] met, each with an index into `kept_users`.
+    kept: KeptKeys,
     kept_users: Vec<Kept>,
-    /// The key of the last record kept and its index.
-    last_kept: (Vec<u8>, usize),
+    /// The index of the last record's user.
+    last_kept: Option<usize>,
     /// The bytes of the events kept, in the order met.
     arena: Arena,
 }
@@ -301,18 +304,29 @@ impl ArenaEntry<'_> {
         event.map_or(1, |e| 1 + 4 + e.len())
     }
 
-    /// Appends it in [`KEPT_VERSION`]'s layout.
-    fn write(&self, out: &mut Vec<u8>) {
+    /// Writes it in [`KEPT_VERSION`]'s layout at the start of `out`; returns its length.
+    fn put(&self, out: &mut [u8]) -> usize {
         match self.event {
-            None => out.push(KEPT_FLUSH),
+            None => {
+                out[0] = KEPT_FLUSH;
+                1
+            }
             Some(event) => {
-                out.push(KEPT_EVENT);
+                out[0] = KEPT_EVENT;
                 // A framed record is shorter than 4 GiB, so its event's length fits (and is
                 // never `NO_EVENT`).
-                out.extend_from_slice(&(event.len() as u32).to_be_bytes());
-                out.extend_from_slice(event);
+                out[1..5].copy_from_slice(&(event.len() as u32).to_be_bytes());
+                out[5..5 + event.len()].copy_from_slice(event);
+                5 + event.len()
             }
         }
+    }
+
+    /// Appends it in [`KEPT_VERSION`]'s layout.
+    fn write(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.resize(at + ArenaEntry::kept_len(self.event), 0);
+        self.put(&mut out[at..]);
     }
 }
 
@@ -388,6 +402,65 @@ impl Arena {
     }
 }
 
+/// The keys of the users [`Replay::keep`] met, by index, and found by their bytes: one buffer
+/// of key bytes and a table of small indexes, instead of a boxed key and a map entry per user (a
+/// tail of a million distinct users made a million boxes, and a table that left the cache).
+#[derive(Default)]
+struct KeptKeys {
+    table: HashTable<u32>,
+    bytes: Vec<u8>,
+    /// Each key's hash and where it ends in `bytes`, by index.
+    ends: Vec<(u64, usize)>,
+}
+
+impl KeptKeys {
+    fn hash(key: &[u8]) -> u64 {
+        FxBuildHasher.hash_one(key)
+    }
+
+    fn key(&self, index: usize) -> &[u8] {
+        let start = index.checked_sub(1).map_or(0, |i| self.ends[i].1);
+        &self.bytes[start..self.ends[index].1]
+    }
+
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        self.table
+            .find(Self::hash(key), |&i| self.key(i as usize) == key)
+            .map(|&i| i as usize)
+    }
+
+    /// The index of `key`, given the next one if it is new.
+    fn find_or_add(&mut self, key: &[u8]) -> usize {
+        let hash = Self::hash(key);
+        let (table, bytes, ends) = (&mut self.table, &mut self.bytes, &mut self.ends);
+        let key_of = |i: u32| {
+            let i = i as usize;
+            let start = i.checked_sub(1).map_or(0, |i| ends[i].1);
+            &bytes[start..ends[i].1]
+        };
+        if let Some(&i) = table.find(hash, |&i| key_of(i) == key) {
+            return i as usize;
+        }
+        let index = ends.len();
+        // A journal tail holds fewer records than u32 counts.
+        let index_u32 = u32::try_from(index).expect("fewer than 2^32 users in a replay");
+        table.insert_unique(hash, index_u32, |&i| ends[i as usize].0);
+        bytes.extend_from_slice(key);
+        ends.push((hash, bytes.len()));
+        index
+    }
+
+    fn reserve(&mut self, users: usize) {
+        let ends = &self.ends;
+        self.table.reserve(users, |&i| ends[i as usize].0);
+        self.ends.reserve(users);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
 /// A user [`Replay::keep`] met.
 enum Kept {
     Events(KeptEvents),
@@ -436,9 +509,9 @@ impl Image {
         Replay {
             image: self,
             open: FxHashMap::default(),
-            kept: FxHashMap::default(),
+            kept: KeptKeys::default(),
             kept_users: Vec::new(),
-            last_kept: (Vec::new(), 0),
+            last_kept: None,
             arena: Arena::default(),
         }
     }
@@ -484,22 +557,16 @@ impl Replay<'_> {
         let (_, key_len) = codec::decode_prefix::<(&[u8], Mode, &[u8])>(&record[at..])?;
         let (key, rest) = record[at..].split_at(key_len);
         // A step's records follow each other: most records are the previous one's user.
-        let index = if self.last_kept.0 == key {
-            self.last_kept.1
-        } else {
-            let index = match self.kept.get(key) {
-                Some(&index) => index as usize,
-                None => {
-                    let index = self.kept_users.len();
+        let index = match self.last_kept {
+            Some(index) if self.kept.key(index) == key => index,
+            _ => {
+                let index = self.kept.find_or_add(key);
+                if index == self.kept_users.len() {
                     self.kept_users.push(Kept::Events(KeptEvents::default()));
-                    self.kept.insert(key.into(), index as u32);
-                    index
                 }
-            };
-            self.last_kept.0.clear();
-            self.last_kept.0.extend_from_slice(key);
-            self.last_kept.1 = index;
-            index
+                self.last_kept = Some(index);
+                index
+            }
         };
         let kept = match &mut self.kept_users[index] {
             Kept::Events(kept) => kept,
@@ -529,19 +596,19 @@ impl Replay<'_> {
         }
         kept.len += ArenaEntry::kept_len(event);
         if kept.len > KEPT_BYTES_MAX {
-            self.open_kept(index, key)?;
+            self.open_kept(index)?;
         }
         Ok(())
     }
 
     /// Applies what [`Replay::keep`] kept of a user and opens it, so that its later records are
     /// applied.
-    fn open_kept(&mut self, index: usize, key_bytes: &[u8]) -> Result<(), CodecError> {
+    fn open_kept(&mut self, index: usize) -> Result<(), CodecError> {
         let Kept::Events(kept) = std::mem::replace(&mut self.kept_users[index], Kept::Opened)
         else {
             return Ok(());
         };
-        let key: UserKey = codec::decode_record(key_bytes)?;
+        let key: UserKey = codec::decode_record(self.kept.key(index))?;
         let base = self.image.users.remove(&key);
         if base.is_none() && !kept.events {
             // Nothing to apply a flush to: its later records meet it anew.
@@ -568,8 +635,8 @@ impl Replay<'_> {
             return Ok(());
         }
         let key_bytes = codec::encode_bare(key)?;
-        match self.kept.get(key_bytes.as_slice()) {
-            Some(&index) => self.open_kept(index as usize, &key_bytes),
+        match self.kept.find(&key_bytes) {
+            Some(index) => self.open_kept(index),
             None => Ok(()),
         }
     }
@@ -615,34 +682,33 @@ impl Replay<'_> {
     /// Packs every user replay opened back into the image, and every user it kept with the
     /// events it kept.
     pub fn finish(mut self) -> Result<(), CodecError> {
-        let kept = std::mem::take(&mut self.kept);
-        // Each kept user's new form, by its index: its packed form so far, then room for its
-        // entries, filled by one pass over the arena in the order the entries were kept.
-        let mut forms: Vec<Option<KeptForm>> = Vec::new();
-        forms.resize_with(self.kept_users.len(), || None);
-        for (key_bytes, index) in kept {
-            let index = index as usize;
+        for index in 0..self.kept_users.len() {
             if matches!(&self.kept_users[index], Kept::Events(k) if k.events && !k.settled) {
                 // Its last step lost its end: this build's writer never splits a step across
                 // batches, so only a journal it did not write has one; what the state holds
                 // after it is known only by applying it.
-                self.open_kept(index, &key_bytes)?;
-                continue;
+                self.open_kept(index)?;
             }
-            let Kept::Events(kept) = std::mem::replace(&mut self.kept_users[index], Kept::Opened)
-            else {
+        }
+        // Each kept user's new form: its key and old form taken out of the map (so that putting
+        // the new one back is an insert of a key the map does not hold, which compares no key),
+        // walked in the order of the users' indexes.
+        let mut forms: Vec<Option<KeptForm>> = Vec::with_capacity(self.kept_users.len());
+        let mut total = 0usize;
+        for (index, kept) in std::mem::take(&mut self.kept_users).into_iter().enumerate() {
+            let Kept::Events(kept) = kept else {
+                forms.push(None);
                 continue;
             };
-            let key: UserKey = codec::decode_record(&key_bytes)?;
+            let key: UserKey = codec::decode_record(self.kept.key(index))?;
             if let Some(plan) = kept.plan {
                 let (before, after) = *plan;
                 recount(&mut self.image.subscribers, &key.app, before, after);
             }
-            // Taken out, so that putting the new form back is an insert of a key the map does
-            // not hold: it compares no key, where replacing would compare the key again in what
-            // may be a million packed users, long after this lookup.
             let base = self.image.users.remove(&key);
             if base.is_none() && !kept.events {
+                // A flush alone changes nothing for a user that had no state.
+                forms.push(None);
                 continue;
             }
             let deadline = if kept.settled {
@@ -650,24 +716,42 @@ impl Replay<'_> {
             } else {
                 base.as_ref().and_then(|b| b.deadline)
             };
-            forms[index] = Some(KeptForm {
-                bytes: Packed::kept_head(base.as_ref(), kept.len)?,
+            total += KEPT_HEAD + base.as_ref().map_or(0, Packed::len) + kept.len;
+            forms.push(Some(KeptForm {
                 key,
+                base,
                 deadline,
                 first: kept.first,
-            });
+                entries: kept.len,
+                at: 0,
+                range: 0..0,
+            }));
+        }
+        // All of the new forms side by side in one buffer, each its head and old form followed
+        // by room for its entries; then one pass over the arena fills the entries in the order
+        // they were kept, so no entry is looked for at random. Each new form is a slice of the
+        // buffer, which lives until the last of them is dropped (the engine's start copies them).
+        let mut buffer = Vec::with_capacity(total);
+        for form in forms.iter_mut().flatten() {
+            let start = buffer.len();
+            Packed::put_kept_head(form.base.take().as_ref(), &mut buffer)?;
+            form.at = buffer.len();
+            buffer.resize(form.at + form.entries, 0);
+            form.range = start..buffer.len();
         }
         self.arena.each(|place, entry| {
             if let Some(form) = &mut forms[entry.user as usize]
                 && place >= form.first
             {
-                entry.write(&mut form.bytes);
+                form.at += entry.put(&mut buffer[form.at..]);
             }
         });
+        drop(std::mem::take(&mut self.arena));
+        let buffer = Bytes::from(buffer);
         for form in forms.into_iter().flatten() {
-            debug_assert_eq!(form.bytes.len(), form.bytes.capacity(), "sized exactly");
+            debug_assert_eq!(form.at, form.range.end, "filled exactly");
             let packed = Packed {
-                bytes: PackedBytes(Bytes::from(form.bytes)),
+                bytes: PackedBytes(buffer.slice(form.range)),
                 deadline: form.deadline,
             };
             self.image.users.insert(form.key, packed);
@@ -679,19 +763,23 @@ impl Replay<'_> {
     }
 }
 
-/// A kept user's packed form while [`Replay::finish`] fills it.
+/// A kept user's packed form while [`Replay::finish`] makes it.
 struct KeptForm {
     key: UserKey,
-    bytes: Vec<u8>,
+    /// Its packed form before replay, until copied into the new one.
+    base: Option<Packed>,
     deadline: Option<Ts>,
     /// Its first entry in the arena: those before it are another life of the same index.
     first: u64,
+    /// Bytes of its entries, where the next one goes, and the new form's place in the buffer.
+    entries: usize,
+    at: usize,
+    range: std::ops::Range<usize>,
 }
 
 impl Packed {
-    /// The start of a packed form in [`KEPT_VERSION`]'s layout: `base` (or no user), with room
-    /// for `entries_len` bytes of entries after it.
-    fn kept_head(base: Option<&Packed>, entries_len: usize) -> Result<Vec<u8>, CodecError> {
+    /// Appends the start of a packed form in [`KEPT_VERSION`]'s layout: `base` (or no user).
+    fn put_kept_head(base: Option<&Packed>, out: &mut Vec<u8>) -> Result<(), CodecError> {
         if base.is_some_and(Packed::is_kept) {
             return Err(CodecError::Encode {
                 kind: FrameKind::History,
@@ -703,11 +791,10 @@ impl Packed {
             kind: FrameKind::History,
             reason: "a packed user larger than 4 GiB".to_owned(),
         })?;
-        let mut bytes = Vec::with_capacity(2 + 4 + base.len() + entries_len);
-        bytes.extend_from_slice(&KEPT_VERSION.to_be_bytes());
-        bytes.extend_from_slice(&base_len.to_be_bytes());
-        bytes.extend_from_slice(base);
-        Ok(bytes)
+        out.extend_from_slice(&KEPT_VERSION.to_be_bytes());
+        out.extend_from_slice(&base_len.to_be_bytes());
+        out.extend_from_slice(base);
+        Ok(())
     }
 }
 
