@@ -389,13 +389,13 @@ impl Arena {
         }
     }
 
-    /// Every entry with its place, in the order pushed.
-    fn each(&self, mut f: impl FnMut(u64, ArenaEntry<'_>)) {
-        for (i, chunk) in self.chunks.iter().enumerate() {
+    /// Every entry, in the order pushed.
+    fn each(&self, mut f: impl FnMut(ArenaEntry<'_>)) {
+        for chunk in &self.chunks {
             let mut start = 0;
             while start < chunk.len() {
                 let (entry, next) = Arena::entry_in(chunk, start);
-                f((i as u64) << 32 | start as u64, entry);
+                f(entry);
                 start = next;
             }
         }
@@ -470,9 +470,7 @@ enum Kept {
 
 /// A user's records kept as bytes in the arena.
 struct KeptEvents {
-    /// The place of its first and last entries in the arena ([`NOWHERE`] while it has none).
-    /// Entries of the same user before `first` were applied or dropped when it was opened.
-    first: u64,
+    /// The place of its last entry in the arena ([`NOWHERE`] while it has none).
     last: u64,
     /// Bytes of its entries in [`KEPT_VERSION`]'s layout.
     len: usize,
@@ -489,7 +487,6 @@ struct KeptEvents {
 impl Default for KeptEvents {
     fn default() -> Self {
         KeptEvents {
-            first: NOWHERE,
             last: NOWHERE,
             len: 0,
             events: false,
@@ -591,9 +588,6 @@ impl Replay<'_> {
             Some(&rest[used..])
         };
         kept.last = self.arena.push(index as u32, kept.last, event);
-        if kept.first == NOWHERE {
-            kept.first = kept.last;
-        }
         kept.len += ArenaEntry::kept_len(event);
         if kept.len > KEPT_BYTES_MAX {
             self.open_kept(index)?;
@@ -611,8 +605,9 @@ impl Replay<'_> {
         let key: UserKey = codec::decode_record(self.kept.key(index))?;
         let base = self.image.users.remove(&key);
         if base.is_none() && !kept.events {
-            // Nothing to apply a flush to: its later records meet it anew.
-            self.kept_users[index] = Kept::Events(KeptEvents::default());
+            // Nothing to apply a flush to. It stays opened, with no state until an event opens
+            // it: were its later records kept again, a caller opening it now for an event would
+            // leave them beside the state it opened, and they would be lost.
             return Ok(());
         }
         let mut state = match base {
@@ -721,7 +716,6 @@ impl Replay<'_> {
                 key,
                 base,
                 deadline,
-                first: kept.first,
                 entries: kept.len,
                 at: 0,
                 range: 0..0,
@@ -739,10 +733,9 @@ impl Replay<'_> {
             buffer.resize(form.at + form.entries, 0);
             form.range = start..buffer.len();
         }
-        self.arena.each(|place, entry| {
-            if let Some(form) = &mut forms[entry.user as usize]
-                && place >= form.first
-            {
+        self.arena.each(|entry| {
+            // A user opened in the meantime has no form: its entries were applied.
+            if let Some(form) = &mut forms[entry.user as usize] {
                 form.at += entry.put(&mut buffer[form.at..]);
             }
         });
@@ -769,8 +762,6 @@ struct KeptForm {
     /// Its packed form before replay, until copied into the new one.
     base: Option<Packed>,
     deadline: Option<Ts>,
-    /// Its first entry in the arena: those before it are another life of the same index.
-    first: u64,
     /// Bytes of its entries, where the next one goes, and the new form's place in the buffer.
     entries: usize,
     at: usize,
@@ -996,6 +987,42 @@ mod tests {
         }
         replay.finish().expect("packs");
         (w.state, image.users.remove(&key).expect("a user"))
+    }
+
+    /// A user with no state whose first record in the tail is a ledger flush, then an event
+    /// applied (as a batch of an earlier build is, decoded), then records kept as bytes: every
+    /// event reaches the state it is packed with.
+    #[test]
+    fn a_user_opened_after_a_lone_flush_has_every_later_record_applied() {
+        use crate::engine::tests::{World, pack};
+        let key = UserKey {
+            app: "app".into(),
+            mode: Mode::Live,
+            user: UserId::parse("u1").expect("a user id"),
+        };
+        let mut w = World::with(vec![], vec![pack("img", &[("i", "image.*", 100)], None)]);
+        w.grant_one("img", "r");
+        let granted = w.journal.len();
+        w.consume("image.flux", 3).expect("consume");
+        let events: Vec<Arc<Event>> = w.journal.iter().cloned().map(Arc::new).collect();
+        let mut image = Image::default();
+        let mut replay = image.replay();
+        let flush = Record::FlushLedger { key: key.clone() };
+        replay
+            .keep(&codec::encode_bare(&flush).expect("encodes"))
+            .expect("keeps");
+        for event in &events[..granted] {
+            replay.apply_event(&key, event.clone()).expect("applies");
+        }
+        let settled = Settled::of(&w.state, None);
+        for record in Record::events(&key, events[granted..].to_vec(), settled) {
+            replay
+                .keep(&codec::encode_bare(&record).expect("encodes"))
+                .expect("keeps");
+        }
+        replay.finish().expect("packs");
+        let packed = image.users.remove(&key).expect("a user");
+        assert_eq!(packed.unpack().expect("unpacks"), w.state);
     }
 
     #[test]
