@@ -240,17 +240,9 @@ impl Known {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ids::UserId;
+    use crate::engine::tests::user_key;
     use crate::engine::user::Counter;
-    use crate::engine::{Mode, Ts, UserState};
-
-    fn key(user: &str) -> UserKey {
-        UserKey {
-            app: "app".into(),
-            mode: Mode::Live,
-            user: UserId::parse(user).unwrap(),
-        }
-    }
+    use crate::engine::{Ts, UserState};
 
     /// What waking the user found: the limit's use it was put to sleep with.
     fn woke(known: &KnownUsers, key: &UserKey) -> Option<u64> {
@@ -295,7 +287,7 @@ mod tests {
     #[test]
     fn a_user_sleeps_wakes_and_is_forgotten() {
         let known = KnownUsers::with_capacity(4);
-        let (a, b) = (key("a"), key("b"));
+        let (a, b) = (user_key("a"), user_key("b"));
         assert!(!known.contains(&a));
         assert_eq!(woke(&known, &a), None);
         assert!(known.contains(&a) && !known.contains(&b));
@@ -312,7 +304,7 @@ mod tests {
     #[test]
     fn users_whose_tags_collide_keep_their_own_state() {
         let known = colliding();
-        let (a, b, c) = (key("a"), key("b"), key("c"));
+        let (a, b, c) = (user_key("a"), user_key("b"), user_key("c"));
         known.sleep(&a, Some(&packed(1)));
         known.sleep(&b, Some(&packed(2)));
         assert_eq!(woke(&known, &c), None);
@@ -328,7 +320,7 @@ mod tests {
         assert_eq!(woke(&known, &c), Some(3));
         assert_eq!(known.asleep(), 0);
         // A new user now takes the free tag.
-        let d = key("d");
+        let d = user_key("d");
         known.sleep(&d, Some(&packed(4)));
         assert_eq!(known.keys_of(7).len(), 3);
         assert_eq!(woke(&known, &d), Some(4));

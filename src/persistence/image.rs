@@ -419,8 +419,13 @@ impl KeptKeys {
     }
 
     fn key(&self, index: usize) -> &[u8] {
-        let start = index.checked_sub(1).map_or(0, |i| self.ends[i].1);
-        &self.bytes[start..self.ends[index].1]
+        Self::key_in(&self.bytes, &self.ends, index)
+    }
+
+    /// The key at `index`, for a caller that holds the table mutably.
+    fn key_in<'a>(bytes: &'a [u8], ends: &[(u64, usize)], index: usize) -> &'a [u8] {
+        let start = index.checked_sub(1).map_or(0, |i| ends[i].1);
+        &bytes[start..ends[index].1]
     }
 
     fn find(&self, key: &[u8]) -> Option<usize> {
@@ -433,12 +438,7 @@ impl KeptKeys {
     fn find_or_add(&mut self, key: &[u8]) -> usize {
         let hash = Self::hash(key);
         let (table, bytes, ends) = (&mut self.table, &mut self.bytes, &mut self.ends);
-        let key_of = |i: u32| {
-            let i = i as usize;
-            let start = i.checked_sub(1).map_or(0, |i| ends[i].1);
-            &bytes[start..ends[i].1]
-        };
-        if let Some(&i) = table.find(hash, |&i| key_of(i) == key) {
+        if let Some(&i) = table.find(hash, |&i| Self::key_in(bytes, ends, i as usize) == key) {
             return i as usize;
         }
         let index = ends.len();
@@ -875,14 +875,11 @@ pub fn count(
 mod tests {
     use super::*;
     use crate::engine::ids::UserId;
+    use crate::engine::tests::user_key;
 
     #[test]
     fn the_record_variants_keep_reads_by_index_are_the_ones_it_means() {
-        let key = UserKey {
-            app: "app".into(),
-            mode: Mode::Test,
-            user: UserId::parse("u1").expect("a user id"),
-        };
+        let key = user_key("u1");
         let variant = |record: &Record| {
             let bytes = codec::encode_bare(record).expect("encodes");
             codec::decode_prefix::<u32>(&bytes).expect("decodes").0
@@ -963,11 +960,7 @@ mod tests {
     /// A user granted a pack and then consuming `consumes` times, kept by replay as bytes.
     fn kept_user(consumes: usize) -> (UserState, Packed) {
         use crate::engine::tests::{World, pack};
-        let key = UserKey {
-            app: "app".into(),
-            mode: Mode::Live,
-            user: UserId::parse("u1").expect("a user id"),
-        };
+        let key = user_key("u1");
         let mut w = World::with(
             vec![],
             vec![pack("img", &[("i", "image.*", 100_000)], None)],
@@ -995,11 +988,7 @@ mod tests {
     #[test]
     fn a_user_opened_after_a_lone_flush_has_every_later_record_applied() {
         use crate::engine::tests::{World, pack};
-        let key = UserKey {
-            app: "app".into(),
-            mode: Mode::Live,
-            user: UserId::parse("u1").expect("a user id"),
-        };
+        let key = user_key("u1");
         let mut w = World::with(vec![], vec![pack("img", &[("i", "image.*", 100)], None)]);
         w.grant_one("img", "r");
         let granted = w.journal.len();

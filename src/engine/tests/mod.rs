@@ -10,7 +10,7 @@ mod properties;
 use super::catalog::{Catalog, CatalogChange, Limit, Pack, PackItem, Plan, Price};
 use super::decide::{Command, Outcome, Past, Rejection, Step, catch_up, step};
 use super::event::{Event, EventKind, GrantSource};
-use super::ids::{CountingIds, ModelKey, Pattern};
+use super::ids::{CountingIds, ModelKey, Pattern, UserId};
 use super::matcher::{Available, Reason, counter_in, limit_window};
 use super::name::Name;
 use super::notice::SentNotice;
@@ -18,6 +18,7 @@ use super::time::{Period, Ts};
 use super::user::{
     Applied, Balance, BalanceStatus, Counter, Reservation, ReservationStatus, UserState,
 };
+use super::{Mode, UserKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -70,6 +71,15 @@ pub const DAY: i64 = 24 * HOUR;
 
 pub fn at(text: &str) -> Ts {
     Ts::parse_rfc3339(text).expect("valid test timestamp")
+}
+
+/// A live-mode user of the app "app".
+pub fn user_key(user: &str) -> UserKey {
+    UserKey {
+        app: "app".into(),
+        mode: Mode::Live,
+        user: UserId::parse(user).expect("valid test user id"),
+    }
 }
 
 pub fn model(text: &str) -> ModelKey {
