@@ -84,7 +84,7 @@ impl KnownUsers {
             self.forget(key);
             return;
         };
-        let asleep = Known::new(key, Some(packed.bytes()));
+        let asleep = Known::new(key, Some(packed.parts()));
         let was_asleep = match self.by_tag.entry((self.tag)(key)) {
             Entry::Occupied(mut known) if known.get().is(key) => {
                 std::mem::replace(known.get_mut(), asleep).is_asleep()
@@ -174,19 +174,16 @@ struct Known(LongLived);
 const HEADER: usize = 6;
 
 impl Known {
-    fn new(key: &UserKey, packed: Option<&[u8]>) -> Known {
+    /// `packed`: the packed form's parts, joined here (see [`Packed::parts`]).
+    fn new(key: &UserKey, packed: Option<[&[u8]; 3]>) -> Known {
         let (app, user) = (key.app.as_bytes(), key.user.as_str().as_bytes());
         let app_len = u16::try_from(app.len()).expect("app ids are at most 64 bytes");
         let user_len = u16::try_from(user.len()).expect("user ids are at most 128 bytes");
         let [a0, a1] = app_len.to_le_bytes();
         let [u0, u1] = user_len.to_le_bytes();
         let header = [key.mode as u8, u8::from(packed.is_some()), a0, a1, u0, u1];
-        Known(LongLived::concat(&[
-            &header,
-            app,
-            user,
-            packed.unwrap_or_default(),
-        ]))
+        let [a, b, c] = packed.unwrap_or_default();
+        Known(LongLived::concat(&[&header, app, user, a, b, c]))
     }
 
     fn ids(&self) -> (&[u8], &[u8]) {

@@ -25,6 +25,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -39,12 +40,57 @@ pub struct Packed {
 /// snapshot (see [`borrowing_from`]) they are a slice of the mapping, not a copy: a million
 /// users' forms were half of a start's snapshot load, most of it the kernel zeroing fresh pages
 /// for the copies (BENCHMARKS.md, the tenth-session start).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PackedBytes(Bytes);
+///
+/// A form [`Replay::finish`] made for a user with kept events is held as the three parts of
+/// [`KEPT_VERSION`]'s layout: the old form is shared, not copied, and the parts are joined only
+/// where the form is stored (the engine's entry for a sleeping user, or a snapshot).
+#[derive(Debug, Clone)]
+enum PackedBytes {
+    Whole(Bytes),
+    Kept {
+        head: [u8; KEPT_HEAD],
+        base: Bytes,
+        entries: Bytes,
+    },
+}
+
+impl PackedBytes {
+    fn parts(&self) -> [&[u8]; 3] {
+        match self {
+            PackedBytes::Whole(bytes) => [bytes, &[], &[]],
+            PackedBytes::Kept {
+                head,
+                base,
+                entries,
+            } => [head, base, entries],
+        }
+    }
+}
+
+impl PartialEq for PackedBytes {
+    fn eq(&self, other: &Self) -> bool {
+        let bytes = |b: &PackedBytes| {
+            b.parts()
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<u8>>()
+        };
+        match (self, other) {
+            (PackedBytes::Whole(a), PackedBytes::Whole(b)) => a == b,
+            _ => bytes(self) == bytes(other),
+        }
+    }
+}
+
+impl Eq for PackedBytes {}
 
 impl Serialize for PackedBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
+        match self {
+            PackedBytes::Whole(bytes) => serializer.serialize_bytes(bytes),
+            PackedBytes::Kept { .. } => serializer.serialize_bytes(&self.parts().concat()),
+        }
     }
 }
 
@@ -84,15 +130,15 @@ impl<'de> Deserialize<'de> for PackedBytes {
                             .then(|| source.slice_ref(v))
                     })
                 });
-                Ok(PackedBytes(
+                Ok(PackedBytes::Whole(
                     shared.unwrap_or_else(|| Bytes::copy_from_slice(v)),
                 ))
             }
             fn visit_bytes<E>(self, v: &[u8]) -> Result<PackedBytes, E> {
-                Ok(PackedBytes(Bytes::copy_from_slice(v)))
+                Ok(PackedBytes::Whole(Bytes::copy_from_slice(v)))
             }
             fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<PackedBytes, E> {
-                Ok(PackedBytes(Bytes::from(v)))
+                Ok(PackedBytes::Whole(Bytes::from(v)))
             }
         }
         deserializer.deserialize_bytes(Visitor)
@@ -133,18 +179,29 @@ struct PackedV1 {
 impl Packed {
     pub fn pack(state: &UserState) -> Result<Packed, CodecError> {
         Ok(Packed {
-            bytes: PackedBytes(Bytes::from(encode_versioned(PACKED_VERSION, state)?)),
+            bytes: PackedBytes::Whole(Bytes::from(encode_versioned(PACKED_VERSION, state)?)),
             deadline: next_deadline(state),
         })
     }
 
     pub fn unpack(&self) -> Result<UserState, CodecError> {
-        Packed::unpack_bytes(&self.bytes.0)
+        match &self.bytes {
+            PackedBytes::Whole(bytes) => Packed::unpack_bytes(bytes),
+            PackedBytes::Kept { base, entries, .. } => {
+                let mut state = match &base[..] {
+                    [] => UserState::default(),
+                    base => Packed::unpack_bytes(base)?,
+                };
+                apply_kept(&mut state, entries)?;
+                Ok(state)
+            }
+        }
     }
 
-    /// The packed bytes, to keep elsewhere and unpack with [`Packed::unpack_bytes`].
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes.0
+    /// The packed bytes in up to three parts, to join and keep elsewhere, then unpack with
+    /// [`Packed::unpack_bytes`].
+    pub fn parts(&self) -> [&[u8]; 3] {
+        self.bytes.parts()
     }
 
     pub fn unpack_bytes(bytes: &[u8]) -> Result<UserState, CodecError> {
@@ -195,23 +252,23 @@ impl Packed {
             &state.ledger_tail,
         );
         Packed {
-            bytes: PackedBytes(Bytes::from(encode_versioned(1, &fields).expect("encodes"))),
+            bytes: PackedBytes::Whole(Bytes::from(encode_versioned(1, &fields).expect("encodes"))),
             deadline: next_deadline(state),
         }
     }
 
     /// Whether it ends in events not applied yet ([`Replay::keep`]).
     pub fn is_kept(&self) -> bool {
-        split_version(&self.bytes.0).is_ok_and(|(version, _)| version == KEPT_VERSION)
+        split_version(self.parts()[0]).is_ok_and(|(version, _)| version == KEPT_VERSION)
     }
 
     /// Bytes this user takes at rest, for reports.
     pub fn len(&self) -> usize {
-        self.bytes.0.len()
+        self.parts().iter().map(|part| part.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bytes.0.is_empty()
+        self.len() == 0
     }
 }
 
@@ -685,69 +742,69 @@ impl Replay<'_> {
                 self.open_kept(index)?;
             }
         }
-        // Each kept user's new form: its key and old form taken out of the map (so that putting
-        // the new one back is an insert of a key the map does not hold, which compares no key),
-        // walked in the order of the users' indexes.
-        let mut forms: Vec<Option<KeptForm>> = Vec::with_capacity(self.kept_users.len());
+        // Every kept user's entries side by side in one buffer, in the order of the users'
+        // indexes, filled by one pass over the arena in the order they were kept, so no entry is
+        // looked for at random. Each new form is the user's old form (shared, not copied) and a
+        // slice of the buffer, which lives until the last of them is dropped (the engine's start
+        // joins and copies them into its own entries).
+        let mut starts: Vec<Option<usize>> = Vec::with_capacity(self.kept_users.len());
         let mut total = 0usize;
+        for kept in &self.kept_users {
+            match kept {
+                Kept::Events(kept) => {
+                    starts.push(Some(total));
+                    total += kept.len;
+                }
+                // Opened in the meantime: its entries were applied.
+                Kept::Opened => starts.push(None),
+            }
+        }
+        // Zeroed by `resize` rather than asked for zeroed: memory the allocator hands back from an
+        // earlier replay is then written where it is, where a zeroed allocation of this size comes
+        // as fresh pages, each a fault while the arena is copied in.
+        #[allow(clippy::slow_vector_initialization)]
+        let mut buffer = Vec::with_capacity(total);
+        buffer.resize(total, 0u8);
+        let mut next = starts.clone();
+        self.arena.each(|entry| {
+            if let Some(at) = &mut next[entry.user as usize] {
+                *at += entry.put(&mut buffer[*at..]);
+            }
+        });
+        drop(std::mem::take(&mut self.arena));
+        let buffer = Bytes::from(buffer);
         for (index, kept) in std::mem::take(&mut self.kept_users).into_iter().enumerate() {
-            let Kept::Events(kept) = kept else {
-                forms.push(None);
+            let (Kept::Events(kept), Some(start)) = (kept, starts[index]) else {
                 continue;
             };
+            debug_assert_eq!(next[index], Some(start + kept.len), "filled exactly");
             let key: UserKey = codec::decode_record(self.kept.key(index))?;
             if let Some(plan) = kept.plan {
                 let (before, after) = *plan;
                 recount(&mut self.image.subscribers, &key.app, before, after);
             }
-            let base = self.image.users.remove(&key);
-            if base.is_none() && !kept.events {
-                // A flush alone changes nothing for a user that had no state.
-                forms.push(None);
-                continue;
+            let entries = buffer.slice(start..start + kept.len);
+            // One lookup per user: its old form is replaced in place.
+            match self.image.users.entry(key) {
+                Entry::Occupied(mut user) => {
+                    let base = user.get();
+                    let deadline = if kept.settled {
+                        kept.deadline
+                    } else {
+                        base.deadline
+                    };
+                    let bytes = Packed::kept(Some(base), entries)?;
+                    *user.get_mut() = Packed { bytes, deadline };
+                }
+                Entry::Vacant(user) => {
+                    // A flush alone changes nothing for a user that had no state.
+                    if kept.events {
+                        let deadline = kept.settled.then_some(kept.deadline).flatten();
+                        let bytes = Packed::kept(None, entries)?;
+                        user.insert(Packed { bytes, deadline });
+                    }
+                }
             }
-            let deadline = if kept.settled {
-                kept.deadline
-            } else {
-                base.as_ref().and_then(|b| b.deadline)
-            };
-            total += KEPT_HEAD + base.as_ref().map_or(0, Packed::len) + kept.len;
-            forms.push(Some(KeptForm {
-                key,
-                base,
-                deadline,
-                entries: kept.len,
-                at: 0,
-                range: 0..0,
-            }));
-        }
-        // All of the new forms side by side in one buffer, each its head and old form followed
-        // by room for its entries; then one pass over the arena fills the entries in the order
-        // they were kept, so no entry is looked for at random. Each new form is a slice of the
-        // buffer, which lives until the last of them is dropped (the engine's start copies them).
-        let mut buffer = Vec::with_capacity(total);
-        for form in forms.iter_mut().flatten() {
-            let start = buffer.len();
-            Packed::put_kept_head(form.base.take().as_ref(), &mut buffer)?;
-            form.at = buffer.len();
-            buffer.resize(form.at + form.entries, 0);
-            form.range = start..buffer.len();
-        }
-        self.arena.each(|entry| {
-            // A user opened in the meantime has no form: its entries were applied.
-            if let Some(form) = &mut forms[entry.user as usize] {
-                form.at += entry.put(&mut buffer[form.at..]);
-            }
-        });
-        drop(std::mem::take(&mut self.arena));
-        let buffer = Bytes::from(buffer);
-        for form in forms.into_iter().flatten() {
-            debug_assert_eq!(form.at, form.range.end, "filled exactly");
-            let packed = Packed {
-                bytes: PackedBytes(buffer.slice(form.range)),
-                deadline: form.deadline,
-            };
-            self.image.users.insert(form.key, packed);
         }
         for (key, state) in self.open {
             self.image.users.insert(key, Packed::pack(&state)?);
@@ -756,36 +813,32 @@ impl Replay<'_> {
     }
 }
 
-/// A kept user's packed form while [`Replay::finish`] makes it.
-struct KeptForm {
-    key: UserKey,
-    /// Its packed form before replay, until copied into the new one.
-    base: Option<Packed>,
-    deadline: Option<Ts>,
-    /// Bytes of its entries, where the next one goes, and the new form's place in the buffer.
-    entries: usize,
-    at: usize,
-    range: std::ops::Range<usize>,
-}
-
 impl Packed {
-    /// Appends the start of a packed form in [`KEPT_VERSION`]'s layout: `base` (or no user).
-    fn put_kept_head(base: Option<&Packed>, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        if base.is_some_and(Packed::is_kept) {
-            return Err(CodecError::Encode {
-                kind: FrameKind::History,
-                reason: "kept events after kept events".to_owned(),
-            });
-        }
-        let base = base.map_or(&[][..], Packed::bytes);
+    /// The bytes of `base` (or of no user) followed by kept `entries`, in [`KEPT_VERSION`]'s
+    /// layout.
+    fn kept(base: Option<&Packed>, entries: Bytes) -> Result<PackedBytes, CodecError> {
+        let base = match base.map(|b| &b.bytes) {
+            None => Bytes::new(),
+            Some(PackedBytes::Whole(bytes)) if !base.is_some_and(Packed::is_kept) => bytes.clone(),
+            Some(_) => {
+                return Err(CodecError::Encode {
+                    kind: FrameKind::History,
+                    reason: "kept events after kept events".to_owned(),
+                });
+            }
+        };
         let base_len = u32::try_from(base.len()).map_err(|_| CodecError::Encode {
             kind: FrameKind::History,
             reason: "a packed user larger than 4 GiB".to_owned(),
         })?;
-        out.extend_from_slice(&KEPT_VERSION.to_be_bytes());
-        out.extend_from_slice(&base_len.to_be_bytes());
-        out.extend_from_slice(base);
-        Ok(())
+        let mut head = [0u8; KEPT_HEAD];
+        head[..2].copy_from_slice(&KEPT_VERSION.to_be_bytes());
+        head[2..].copy_from_slice(&base_len.to_be_bytes());
+        Ok(PackedBytes::Kept {
+            head,
+            base,
+            entries,
+        })
     }
 }
 
@@ -947,13 +1000,13 @@ mod tests {
             shared
                 .users
                 .values()
-                .all(|p| within.contains(&p.bytes().as_ptr()))
+                .all(|p| within.contains(&p.parts()[0].as_ptr()))
         );
         assert!(
             !read
                 .users
                 .values()
-                .any(|p| within.contains(&p.bytes().as_ptr()))
+                .any(|p| within.contains(&p.parts()[0].as_ptr()))
         );
     }
 
@@ -1014,9 +1067,59 @@ mod tests {
         assert_eq!(packed.unpack().expect("unpacks"), w.state);
     }
 
+    /// A user in a snapshot with records kept after it: its new form holds the old one as a slice
+    /// of the snapshot (shared, not copied), and joined, as the engine stores it or a snapshot
+    /// writes it, unpacks to the state that applying every record gives.
+    #[test]
+    fn a_kept_users_form_shares_its_old_form_and_joins_into_what_is_stored() {
+        use crate::engine::tests::{World, pack};
+        let key = user_key("u1");
+        let mut w = World::with(vec![], vec![pack("img", &[("i", "image.*", 100)], None)]);
+        w.grant_one("img", "r");
+        let mut image = Image::default();
+        image
+            .users
+            .insert(key.clone(), Packed::pack(&w.state).expect("packs"));
+        let source = Bytes::from(codec::encode_snapshot(1, &image).expect("encodes"));
+        let (_, mut image) =
+            borrowing_from(&source, || codec::decode_snapshot::<Image>(&source)).expect("decodes");
+        let granted = w.journal.len();
+        w.consume("image.flux", 3).expect("consume");
+        w.consume("image.flux", 4).expect("consume");
+        let events = w.journal[granted..].iter().cloned().map(Arc::new).collect();
+        let settled = Settled::of(&w.state, None);
+        let mut replay = image.replay();
+        for record in Record::events(&key, events, settled) {
+            replay
+                .keep(&codec::encode_bare(&record).expect("encodes"))
+                .expect("keeps");
+        }
+        replay.finish().expect("packs");
+
+        let packed = &image.users[&key];
+        assert!(packed.is_kept());
+        let [_, base, entries] = packed.parts();
+        assert!(!entries.is_empty());
+        assert!(
+            source.as_ptr_range().contains(&base.as_ptr()),
+            "the old form is shared"
+        );
+        let joined = packed.parts().concat();
+        assert_eq!(joined.len(), packed.len());
+        assert_eq!(Packed::unpack_bytes(&joined).expect("unpacks"), w.state);
+        assert_eq!(packed.unpack().expect("unpacks"), w.state);
+        assert_eq!(packed.deadline, next_deadline(&w.state));
+
+        let bytes = codec::encode_snapshot(2, &image).expect("encodes");
+        let (_, read) = codec::decode_snapshot::<Image>(&bytes).expect("decodes");
+        assert_eq!(read, image, "written whole, read back equal");
+        assert_eq!(read.users[&key].parts()[0], &joined[..]);
+        assert_eq!(read.users[&key].unpack().expect("unpacks"), w.state);
+    }
+
     #[test]
     fn a_kept_user_unpacks_to_the_applied_state_and_past_the_bound_is_applied_at_once() {
-        let version = |packed: &Packed| split_version(packed.bytes()).expect("versioned").0;
+        let version = |packed: &Packed| split_version(packed.parts()[0]).expect("versioned").0;
         let (state, packed) = kept_user(10);
         assert_eq!(version(&packed), KEPT_VERSION, "kept as bytes");
         assert!(packed.is_kept());
