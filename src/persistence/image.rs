@@ -44,25 +44,25 @@ pub struct Packed {
 /// A form [`Replay::finish`] made for a user with kept events is held as the three parts of
 /// [`KEPT_VERSION`]'s layout: the old form is shared, not copied, and the parts are joined only
 /// where the form is stored (the engine's entry for a sleeping user, or a snapshot).
+/// Boxed, so that the million forms of a snapshot's users map stay one `Bytes` wide.
 #[derive(Debug, Clone)]
 enum PackedBytes {
     Whole(Bytes),
-    Kept {
-        head: [u8; KEPT_HEAD],
-        base: Bytes,
-        entries: Bytes,
-    },
+    Kept(Box<KeptParts>),
+}
+
+#[derive(Debug, Clone)]
+struct KeptParts {
+    head: [u8; KEPT_HEAD],
+    base: Bytes,
+    entries: Bytes,
 }
 
 impl PackedBytes {
     fn parts(&self) -> [&[u8]; 3] {
         match self {
             PackedBytes::Whole(bytes) => [bytes, &[], &[]],
-            PackedBytes::Kept {
-                head,
-                base,
-                entries,
-            } => [head, base, entries],
+            PackedBytes::Kept(kept) => [&kept.head, &kept.base, &kept.entries],
         }
     }
 }
@@ -89,7 +89,7 @@ impl Serialize for PackedBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             PackedBytes::Whole(bytes) => serializer.serialize_bytes(bytes),
-            PackedBytes::Kept { .. } => serializer.serialize_bytes(&self.parts().concat()),
+            PackedBytes::Kept(_) => serializer.serialize_bytes(&self.parts().concat()),
         }
     }
 }
@@ -187,12 +187,12 @@ impl Packed {
     pub fn unpack(&self) -> Result<UserState, CodecError> {
         match &self.bytes {
             PackedBytes::Whole(bytes) => Packed::unpack_bytes(bytes),
-            PackedBytes::Kept { base, entries, .. } => {
-                let mut state = match &base[..] {
+            PackedBytes::Kept(kept) => {
+                let mut state = match &kept.base[..] {
                     [] => UserState::default(),
                     base => Packed::unpack_bytes(base)?,
                 };
-                apply_kept(&mut state, entries)?;
+                apply_kept(&mut state, &kept.entries)?;
                 Ok(state)
             }
         }
@@ -834,11 +834,11 @@ impl Packed {
         let mut head = [0u8; KEPT_HEAD];
         head[..2].copy_from_slice(&KEPT_VERSION.to_be_bytes());
         head[2..].copy_from_slice(&base_len.to_be_bytes());
-        Ok(PackedBytes::Kept {
+        Ok(PackedBytes::Kept(Box::new(KeptParts {
             head,
             base,
             entries,
-        })
+        })))
     }
 }
 
@@ -1065,6 +1065,12 @@ mod tests {
         replay.finish().expect("packs");
         let packed = image.users.remove(&key).expect("a user");
         assert_eq!(packed.unpack().expect("unpacks"), w.state);
+    }
+
+    #[test]
+    fn a_packed_form_is_as_wide_as_its_bytes() {
+        // A snapshot's users map holds a million of them.
+        assert_eq!(size_of::<PackedBytes>(), size_of::<Bytes>());
     }
 
     /// A user in a snapshot with records kept after it: its new form holds the old one as a slice
