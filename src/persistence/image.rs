@@ -1022,17 +1022,23 @@ mod tests {
         for _ in 0..consumes {
             w.consume("image.flux", 1).expect("consume");
         }
-        let events = w.journal.iter().cloned().map(Arc::new).collect();
-        let settled = Settled::of(&w.state, None);
         let mut image = Image::default();
+        keep_steps(&mut image, &key, &w.journal, &w.state);
+        (w.state, image.users.remove(&key).expect("a user"))
+    }
+
+    /// Replays `events` of `key` into `image` as startup does for a sleeping user: each record
+    /// kept as the journal's bytes, the step settled on `state`, then finished.
+    fn keep_steps(image: &mut Image, key: &UserKey, events: &[Event], state: &UserState) {
+        let events = events.iter().cloned().map(Arc::new).collect();
+        let settled = Settled::of(state, None);
         let mut replay = image.replay();
-        for record in Record::events(&key, events, settled) {
+        for record in Record::events(key, events, settled) {
             replay
                 .keep(&codec::encode_bare(&record).expect("encodes"))
                 .expect("keeps");
         }
         replay.finish().expect("packs");
-        (w.state, image.users.remove(&key).expect("a user"))
     }
 
     /// A user with no state whose first record in the tail is a ledger flush, then an event
@@ -1092,15 +1098,7 @@ mod tests {
         let granted = w.journal.len();
         w.consume("image.flux", 3).expect("consume");
         w.consume("image.flux", 4).expect("consume");
-        let events = w.journal[granted..].iter().cloned().map(Arc::new).collect();
-        let settled = Settled::of(&w.state, None);
-        let mut replay = image.replay();
-        for record in Record::events(&key, events, settled) {
-            replay
-                .keep(&codec::encode_bare(&record).expect("encodes"))
-                .expect("keeps");
-        }
-        replay.finish().expect("packs");
+        keep_steps(&mut image, &key, &w.journal[granted..], &w.state);
 
         let packed = &image.users[&key];
         assert!(packed.is_kept());
