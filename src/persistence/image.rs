@@ -326,71 +326,54 @@ pub struct Replay<'a> {
     arena: Arena,
 }
 
-/// Kept entries one after the other in large chunks, in the order met, each with the index of
-/// its user and the place of that user's previous entry: written once, in order, instead of into
-/// a buffer per user that grows by doubling. [`Replay::finish`] reads them in the same order and
-/// hands each to its user's packed form, so no entry is looked for at random; a user opened
-/// earlier follows its chain back.
+/// Kept entries one after the other in large chunks, in the order met and already in
+/// [`KEPT_VERSION`]'s layout, so that a user whose entries lie side by side (a tail where each
+/// user made one step) gets a slice of a chunk as its entries, not a copy. Each user's entries are
+/// a chain of runs: a run is entries of one user with no other user's between them, and grows
+/// while the same user's records follow each other.
 #[derive(Default)]
 struct Arena {
     chunks: Vec<Vec<u8>>,
+    runs: Vec<Run>,
 }
 
 /// Bytes of an arena chunk (a larger event gets a chunk of its own size).
 const ARENA_CHUNK: usize = 1 << 20;
-/// An entry's head: its user's index (u32), the place of the user's previous entry (u64, chunk
-/// and start), the event's length (u32; [`NO_EVENT`] for a ledger flush). Native byte order: it
-/// never leaves the process.
-const ARENA_HEAD: usize = 16;
-/// The length of a ledger flush's entry, which holds no event.
-const NO_EVENT: u32 = u32::MAX;
-/// The place of no entry.
-const NOWHERE: u64 = u64::MAX;
+/// The index of no run.
+const NO_RUN: u32 = u32::MAX;
 
-/// One entry of the arena.
-struct ArenaEntry<'a> {
+/// Entries of one user side by side in one chunk.
+struct Run {
+    chunk: u32,
+    start: u32,
+    end: u32,
     user: u32,
-    previous: u64,
-    /// The event's bytes as the journal holds them; `None` for a ledger flush.
-    event: Option<&'a [u8]>,
+    /// The user's run before this one ([`NO_RUN`] for its first).
+    previous: u32,
 }
 
-impl ArenaEntry<'_> {
-    /// Bytes of its entry in [`KEPT_VERSION`]'s layout.
-    fn kept_len(event: Option<&[u8]>) -> usize {
-        event.map_or(1, |e| 1 + 4 + e.len())
-    }
+/// Bytes of an entry in [`KEPT_VERSION`]'s layout: the event's, or none for a ledger flush.
+fn kept_len(event: Option<&[u8]>) -> usize {
+    event.map_or(1, |e| 1 + 4 + e.len())
+}
 
-    /// Writes it in [`KEPT_VERSION`]'s layout at the start of `out`; returns its length.
-    fn put(&self, out: &mut [u8]) -> usize {
-        match self.event {
-            None => {
-                out[0] = KEPT_FLUSH;
-                1
-            }
-            Some(event) => {
-                out[0] = KEPT_EVENT;
-                // A framed record is shorter than 4 GiB, so its event's length fits (and is
-                // never `NO_EVENT`).
-                out[1..5].copy_from_slice(&(event.len() as u32).to_be_bytes());
-                out[5..5 + event.len()].copy_from_slice(event);
-                5 + event.len()
-            }
+/// Appends an entry in [`KEPT_VERSION`]'s layout.
+fn put_entry(event: Option<&[u8]>, out: &mut Vec<u8>) {
+    match event {
+        None => out.push(KEPT_FLUSH),
+        Some(event) => {
+            out.push(KEPT_EVENT);
+            // A framed record is shorter than 4 GiB, so its event's length fits.
+            out.extend_from_slice(&(event.len() as u32).to_be_bytes());
+            out.extend_from_slice(event);
         }
-    }
-
-    /// Appends it in [`KEPT_VERSION`]'s layout.
-    fn write(&self, out: &mut Vec<u8>) {
-        let at = out.len();
-        out.resize(at + ArenaEntry::kept_len(self.event), 0);
-        self.put(&mut out[at..]);
     }
 }
 
 impl Arena {
-    /// Adds an entry for `user` and returns its place.
-    fn push(&mut self, user: u32, previous: u64, event: Option<&[u8]>) -> u64 {
-        let len = ARENA_HEAD + event.map_or(0, <[u8]>::len);
+    /// Adds an entry for `user`, whose last run is `last`; returns the user's last run now.
+    fn push(&mut self, user: u32, last: u32, event: Option<&[u8]>) -> u32 {
+        let len = kept_len(event);
         let fits = self
             .chunks
             .last()
@@ -401,60 +384,41 @@ impl Arena {
         let chunk = self.chunks.len() - 1;
         let buf = &mut self.chunks[chunk];
         let start = buf.len();
-        buf.extend_from_slice(&user.to_ne_bytes());
-        buf.extend_from_slice(&previous.to_ne_bytes());
-        let event_len = event.map_or(NO_EVENT, |e| e.len() as u32);
-        buf.extend_from_slice(&event_len.to_ne_bytes());
-        buf.extend_from_slice(event.unwrap_or_default());
-        (chunk as u64) << 32 | start as u64
-    }
-
-    /// The entry that begins at `start` of `chunk`, and where the next one begins.
-    fn entry_in(chunk: &[u8], start: usize) -> (ArenaEntry<'_>, usize) {
-        let word = |at: usize, n: usize| &chunk[start + at..start + at + n];
-        let user = u32::from_ne_bytes(word(0, 4).try_into().expect("4 bytes"));
-        let previous = u64::from_ne_bytes(word(4, 8).try_into().expect("8 bytes"));
-        let len = u32::from_ne_bytes(word(12, 4).try_into().expect("4 bytes"));
-        let body = start + ARENA_HEAD;
-        let (event, end) = match len {
-            NO_EVENT => (None, body),
-            len => (Some(&chunk[body..body + len as usize]), body + len as usize),
-        };
-        let entry = ArenaEntry {
+        put_entry(event, buf);
+        // A chunk is at most as long as a framed record or `ARENA_CHUNK`, both below 4 GiB.
+        let (chunk, start, end) = (chunk as u32, start as u32, buf.len() as u32);
+        if let Some(run) = self.runs.get_mut(last as usize)
+            && run.chunk == chunk
+            && run.end == start
+        {
+            run.end = end;
+            return last;
+        }
+        let index = u32::try_from(self.runs.len()).expect("fewer than 2^32 runs in a replay");
+        self.runs.push(Run {
+            chunk,
+            start,
+            end,
             user,
-            previous,
-            event,
-        };
-        (entry, end)
+            previous: last,
+        });
+        index
     }
 
-    fn entry(&self, place: u64) -> ArenaEntry<'_> {
-        let chunk = &self.chunks[(place >> 32) as usize];
-        Arena::entry_in(chunk, (place & u64::from(u32::MAX)) as usize).0
+    fn bytes(&self, run: &Run) -> &[u8] {
+        &self.chunks[run.chunk as usize][run.start as usize..run.end as usize]
     }
 
-    /// Appends the entries of the chain that ends at `last`, oldest first.
-    fn write_chain(&self, last: u64, out: &mut Vec<u8>) {
+    /// Appends the entries of the chain of runs that ends at `last`, oldest first.
+    fn write_chain(&self, last: u32, out: &mut Vec<u8>) {
         let mut chain = Vec::new();
-        let mut place = last;
-        while place != NOWHERE {
-            chain.push(place);
-            place = self.entry(place).previous;
+        let mut run = last;
+        while run != NO_RUN {
+            chain.push(run);
+            run = self.runs[run as usize].previous;
         }
-        for &place in chain.iter().rev() {
-            self.entry(place).write(out);
-        }
-    }
-
-    /// Every entry, in the order pushed.
-    fn each(&self, mut f: impl FnMut(ArenaEntry<'_>)) {
-        for chunk in &self.chunks {
-            let mut start = 0;
-            while start < chunk.len() {
-                let (entry, next) = Arena::entry_in(chunk, start);
-                f(entry);
-                start = next;
-            }
+        for &run in chain.iter().rev() {
+            out.extend_from_slice(self.bytes(&self.runs[run as usize]));
         }
     }
 }
@@ -527,8 +491,9 @@ enum Kept {
 
 /// A user's records kept as bytes in the arena.
 struct KeptEvents {
-    /// The place of its last entry in the arena ([`NOWHERE`] while it has none).
-    last: u64,
+    /// Its last run in the arena ([`NO_RUN`] while it has none), and how many it has.
+    last: u32,
+    runs: u32,
     /// Bytes of its entries in [`KEPT_VERSION`]'s layout.
     len: usize,
     /// Whether any entry is an event (a flush alone changes nothing for a user replay has not
@@ -544,7 +509,8 @@ struct KeptEvents {
 impl Default for KeptEvents {
     fn default() -> Self {
         KeptEvents {
-            last: NOWHERE,
+            last: NO_RUN,
+            runs: 0,
             len: 0,
             events: false,
             settled: false,
@@ -644,8 +610,12 @@ impl Replay<'_> {
             }
             Some(&rest[used..])
         };
-        kept.last = self.arena.push(index as u32, kept.last, event);
-        kept.len += ArenaEntry::kept_len(event);
+        let last = self.arena.push(index as u32, kept.last, event);
+        if last != kept.last {
+            kept.runs += 1;
+            kept.last = last;
+        }
+        kept.len += kept_len(event);
         if kept.len > KEPT_BYTES_MAX {
             self.open_kept(index)?;
         }
@@ -742,48 +712,61 @@ impl Replay<'_> {
                 self.open_kept(index)?;
             }
         }
-        // Every kept user's entries side by side in one buffer, in the order of the users'
-        // indexes, filled by one pass over the arena in the order they were kept, so no entry is
-        // looked for at random. Each new form is the user's old form (shared, not copied) and a
-        // slice of the buffer, which lives until the last of them is dropped (the engine's start
-        // joins and copies them into its own entries).
+        // A user whose entries are one run gets a slice of its chunk. The entries of every user
+        // with more runs are copied side by side into one buffer, in the order of the users'
+        // indexes, by one pass over the runs in the order they were kept, so no run is looked
+        // for at random. Each new form is the user's old form (shared, not copied) and its
+        // entries, whose chunk or buffer lives until the last of them is dropped (the engine's
+        // start joins and copies them into its own entries).
         let mut starts: Vec<Option<usize>> = Vec::with_capacity(self.kept_users.len());
         let mut total = 0usize;
         for kept in &self.kept_users {
             match kept {
-                Kept::Events(kept) => {
+                Kept::Events(kept) if kept.runs > 1 => {
                     starts.push(Some(total));
                     total += kept.len;
                 }
-                // Opened in the meantime: its entries were applied.
-                Kept::Opened => starts.push(None),
+                // One run, or opened in the meantime (its entries were applied).
+                _ => starts.push(None),
             }
         }
         // Zeroed by `resize` rather than asked for zeroed: memory the allocator hands back from an
         // earlier replay is then written where it is, where a zeroed allocation of this size comes
-        // as fresh pages, each a fault while the arena is copied in.
+        // as fresh pages, each a fault while the runs are copied in.
         #[allow(clippy::slow_vector_initialization)]
         let mut buffer = Vec::with_capacity(total);
         buffer.resize(total, 0u8);
         let mut next = starts.clone();
-        self.arena.each(|entry| {
-            if let Some(at) = &mut next[entry.user as usize] {
-                *at += entry.put(&mut buffer[*at..]);
+        let Arena { chunks, runs } = std::mem::take(&mut self.arena);
+        for run in &runs {
+            if let Some(at) = &mut next[run.user as usize] {
+                let bytes = &chunks[run.chunk as usize][run.start as usize..run.end as usize];
+                buffer[*at..*at + bytes.len()].copy_from_slice(bytes);
+                *at += bytes.len();
             }
-        });
-        drop(std::mem::take(&mut self.arena));
+        }
         let buffer = Bytes::from(buffer);
+        let chunks: Vec<Bytes> = chunks.into_iter().map(Bytes::from).collect();
         for (index, kept) in std::mem::take(&mut self.kept_users).into_iter().enumerate() {
-            let (Kept::Events(kept), Some(start)) = (kept, starts[index]) else {
+            let Kept::Events(kept) = kept else {
                 continue;
             };
-            debug_assert_eq!(next[index], Some(start + kept.len), "filled exactly");
+            let entries = match starts[index] {
+                Some(start) => {
+                    debug_assert_eq!(next[index], Some(start + kept.len), "filled exactly");
+                    buffer.slice(start..start + kept.len)
+                }
+                None => {
+                    let run = &runs[kept.last as usize];
+                    debug_assert_eq!((run.end - run.start) as usize, kept.len, "one run");
+                    chunks[run.chunk as usize].slice(run.start as usize..run.end as usize)
+                }
+            };
             let key: UserKey = codec::decode_record(self.kept.key(index))?;
             if let Some(plan) = kept.plan {
                 let (before, after) = *plan;
                 recount(&mut self.image.subscribers, &key.app, before, after);
             }
-            let entries = buffer.slice(start..start + kept.len);
             // One lookup per user: its old form is replaced in place.
             match self.image.users.entry(key) {
                 Entry::Occupied(mut user) => {
