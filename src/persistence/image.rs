@@ -491,9 +491,8 @@ enum Kept {
 
 /// A user's records kept as bytes in the arena.
 struct KeptEvents {
-    /// Its last run in the arena ([`NO_RUN`] while it has none), and how many it has.
+    /// Its last run in the arena ([`NO_RUN`] while it has none).
     last: u32,
-    runs: u32,
     /// Bytes of its entries in [`KEPT_VERSION`]'s layout.
     len: usize,
     /// Whether any entry is an event (a flush alone changes nothing for a user replay has not
@@ -510,7 +509,6 @@ impl Default for KeptEvents {
     fn default() -> Self {
         KeptEvents {
             last: NO_RUN,
-            runs: 0,
             len: 0,
             events: false,
             settled: false,
@@ -610,11 +608,7 @@ impl Replay<'_> {
             }
             Some(&rest[used..])
         };
-        let last = self.arena.push(index as u32, kept.last, event);
-        if last != kept.last {
-            kept.runs += 1;
-            kept.last = last;
-        }
+        kept.last = self.arena.push(index as u32, kept.last, event);
         kept.len += kept_len(event);
         if kept.len > KEPT_BYTES_MAX {
             self.open_kept(index)?;
@@ -722,7 +716,7 @@ impl Replay<'_> {
         let mut total = 0usize;
         for kept in &self.kept_users {
             match kept {
-                Kept::Events(kept) if kept.runs > 1 => {
+                Kept::Events(kept) if self.arena.runs[kept.last as usize].previous != NO_RUN => {
                     starts.push(Some(total));
                     total += kept.len;
                 }
