@@ -427,7 +427,8 @@ pub async fn run(
             }
         }
     };
-    http::serve::serve(listener, app, config.limits(), stop).await;
+    let runtimes = engine.runtimes();
+    http::serve::serve(listener, app, config.limits(), stop, &runtimes).await;
     let failed = engine.failed_user();
 
     sweeper.abort();

@@ -7,7 +7,8 @@
 #
 # Environment: SECS (5) seconds per cell, DEPTHS (1,10,100,1000), CONNS (64), USERS (1000),
 # BUILD=0 skips the cargo builds (measure binaries already built), VEVEE_BIN another vevee build to
-# measure (default target/release/vevee).
+# measure (default target/release/vevee), BENCH_TMP (/tmp) where the data go (/dev/shm takes the
+# disk out).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD

@@ -9,7 +9,8 @@
 # Environment: SECS (5) seconds per cell, USERS (1000), CONNS (64), TARGETS (vevee,redis-always,noop), RATE (0: no open-loop cell;
 # 20000 adds the open loop at that rate), PERF=1 records a perf profile of vevee's closed-loop cell
 # (vevee.perf.data), BUILD=0 skips the cargo builds (measure binaries already built), VEVEE_BIN
-# another vevee build to measure (default target/release/vevee).
+# another vevee build to measure (default target/release/vevee), BENCH_TMP (/tmp) where Redis's and
+# vevee's data go (/dev/shm takes the disk out: what is left is CPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD

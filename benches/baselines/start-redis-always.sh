@@ -1,7 +1,8 @@
 # Sourced by run-consume.sh and run-batch.sh: starts Redis with `appendonly yes` and
 # `appendfsync always` on a free 127.0.0.1 port with a fresh temp directory, and stops it and
-# removes the directory on exit. Sets TMP (the directory) and PORT. $1: the directory's prefix.
-TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+# removes the directory on exit. Sets TMP (the directory, under BENCH_TMP or /tmp) and PORT. $1:
+# the directory's prefix.
+TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/$1.XXXXXX")
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() {
   set +e
