@@ -427,8 +427,7 @@ pub async fn run(
             }
         }
     };
-    let runtimes = engine.runtimes();
-    http::serve::serve(listener, app, config.limits(), stop, &runtimes).await;
+    http::serve::serve(listener, app, config.limits(), stop).await;
     let failed = engine.failed_user();
 
     sweeper.abort();

@@ -834,14 +834,6 @@ impl Engine {
         }
     }
 
-    /// The actor threads' runtimes. The HTTP server runs its connections on them: a request
-    /// whose user's actor shares its thread crosses no thread on its way in, and no request
-    /// waits for a thread of a second pool to be scheduled beside the actors' (measured in
-    /// BENCHMARKS.md, "HTTP on the actor threads").
-    pub fn runtimes(&self) -> Vec<tokio::runtime::Handle> {
-        self.supervisor.runtimes().to_vec()
-    }
-
     /// Waits until everything queued so far is durable.
     pub async fn flush(&self) -> Result<(), EngineError> {
         self.durable(self.shared.journal.next_seq()).await

@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct Supervisor {
     arbiters: Vec<ArbiterHandle>,
-    /// Each arbiter's tokio runtime, in the same order.
-    runtimes: Vec<tokio::runtime::Handle>,
     next: AtomicUsize,
 }
 
@@ -33,19 +31,8 @@ impl Supervisor {
             })
             .expect("spawn the actor system thread");
         let arbiters = receiver.recv().expect("actor system started");
-        let runtimes = arbiters
-            .iter()
-            .map(|arbiter| {
-                let (sender, receiver) = std::sync::mpsc::channel();
-                arbiter.spawn_fn(move || {
-                    let _ = sender.send(tokio::runtime::Handle::current());
-                });
-                receiver.recv().expect("an arbiter names its runtime")
-            })
-            .collect();
         Supervisor {
             arbiters,
-            runtimes,
             next: AtomicUsize::new(0),
         }
     }
@@ -53,10 +40,5 @@ impl Supervisor {
     pub fn spawn(&self, actor: UserActor) -> Addr<UserActor> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
         UserActor::start_in_arbiter(&self.arbiters[i], move |_| actor)
-    }
-
-    /// The runtimes of the actor threads.
-    pub fn runtimes(&self) -> &[tokio::runtime::Handle] {
-        &self.runtimes
     }
 }

@@ -19,8 +19,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
@@ -33,6 +31,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -72,34 +71,23 @@ impl Phase {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains as described above.
-/// Connections are dealt round-robin to `runtimes` (the current runtime when there are none);
-/// listening stays on the current one.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
-    runtimes: &[tokio::runtime::Handle],
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut connections = FuturesUnordered::new();
-    let mut next = 0;
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(_) = connections.next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted.and_then(|(stream, peer)| {
-                // A socket is registered with the runtime that polls it.
-                Ok((stream.into_std()?, peer))
-            }) {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let served = connection(stream, peer, app.clone(), limits, stop_rx.clone());
-                    connections.push(match runtimes.get(next % runtimes.len().max(1)) {
-                        Some(runtime) => runtime.spawn(served),
-                        None => tokio::spawn(served),
-                    });
-                    next += 1;
+                    let app = app.clone();
+                    connections.spawn(connection(stream, peer, app, limits, stop_rx.clone()));
                 }
                 // Out of file descriptors and the like: wait a little rather than spin.
                 Err(error) => {
@@ -113,7 +101,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let open = connections.len();
     let drained = tokio::time::timeout(limits.shutdown_deadline, async {
-        while connections.next().await.is_some() {}
+        while connections.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
@@ -123,27 +111,17 @@ pub async fn serve(
             deadline_s = limits.shutdown_deadline.as_secs_f64(),
             "shutdown deadline passed: dropping the connections still open"
         );
-        for connection in connections.iter() {
-            connection.abort();
-        }
-        while connections.next().await.is_some() {}
+        connections.shutdown().await;
     }
 }
 
 async fn connection(
-    stream: std::net::TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     limits: ConnectionLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let stream = match TcpStream::from_std(stream) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%peer, %error, "registering a connection failed");
-            return;
-        }
-    };
     let phase = Arc::new(Phase::default());
     let io = TokioIo::new(Watched::new(stream, phase.clone(), limits));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
