@@ -122,6 +122,11 @@ async fn connection(
     limits: ConnectionLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // An answer goes out whole as soon as it is written, not held back for the client's ACK of
+    // the one before.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
+    }
     let phase = Arc::new(Phase::default());
     let io = TokioIo::new(Watched::new(stream, phase.clone(), limits));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
