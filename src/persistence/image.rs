@@ -352,6 +352,13 @@ struct Run {
     previous: u32,
 }
 
+impl Run {
+    /// Where its bytes lie in its chunk.
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
 /// Bytes of an entry in [`KEPT_VERSION`]'s layout: the event's, or none for a ledger flush.
 fn kept_len(event: Option<&[u8]>) -> usize {
     event.map_or(1, |e| 1 + 4 + e.len())
@@ -406,7 +413,7 @@ impl Arena {
     }
 
     fn bytes(&self, run: &Run) -> &[u8] {
-        &self.chunks[run.chunk as usize][run.start as usize..run.end as usize]
+        &self.chunks[run.chunk as usize][run.range()]
     }
 
     /// Appends the entries of the chain of runs that ends at `last`, oldest first.
@@ -734,7 +741,7 @@ impl Replay<'_> {
         let Arena { chunks, runs } = std::mem::take(&mut self.arena);
         for run in &runs {
             if let Some(at) = &mut next[run.user as usize] {
-                let bytes = &chunks[run.chunk as usize][run.start as usize..run.end as usize];
+                let bytes = &chunks[run.chunk as usize][run.range()];
                 buffer[*at..*at + bytes.len()].copy_from_slice(bytes);
                 *at += bytes.len();
             }
@@ -752,8 +759,8 @@ impl Replay<'_> {
                 }
                 None => {
                     let run = &runs[kept.last as usize];
-                    debug_assert_eq!((run.end - run.start) as usize, kept.len, "one run");
-                    chunks[run.chunk as usize].slice(run.start as usize..run.end as usize)
+                    debug_assert_eq!(run.range().len(), kept.len, "one run");
+                    chunks[run.chunk as usize].slice(run.range())
                 }
             };
             let key: UserKey = codec::decode_record(self.kept.key(index))?;
